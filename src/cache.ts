@@ -1,0 +1,785 @@
+import { LRUCache } from "lru-cache";
+import type { Clock } from "./clock.js";
+import { systemClock } from "./clock.js";
+import type { Duration } from "./duration.js";
+import { optionalMs } from "./duration.js";
+import type { Entry } from "./entry.js";
+import { decodeEntry, deepFreeze, encodeEntry } from "./entry.js";
+import { FactoryHardTimeoutError, InvalidOptionError, SerializeError } from "./errors.js";
+import type { CacheEventListener, CacheEventName, Tier } from "./events.js";
+import { CacheEvents } from "./events.js";
+import type { GuardOptions } from "./guard.js";
+import { GuardedStore } from "./guard.js";
+import { argsKey } from "./keys.js";
+import type { EntryOptions, Policy } from "./options.js";
+import { DEFAULT_POLICY, NAMESPACE_TAG_PREFIX, resolvePolicy, validateTags } from "./options.js";
+import type { Serializer } from "./serializer.js";
+import { jsonSerializer } from "./serializer.js";
+import { estimateSize } from "./size.js";
+import type { Store } from "./store.js";
+import type { HeldEntry } from "./stores/memory.js";
+import { MemoryStore } from "./stores/memory.js";
+import { TagRegistry } from "./tags.js";
+
+/** Options of {@link createCache}. Every duration is milliseconds or a string like `"60s"`. */
+export interface CacheOptions extends EntryOptions {
+  /**
+   * Where entries live. A `memoryStore()` makes an in-process cache; a remote store (Redis,
+   * …) makes a shared one, guarded by timeouts and a circuit breaker.
+   * @default memoryStore()
+   */
+  store?: Store;
+  /**
+   * An in-process tier in front of a remote `store`: `true` for a default `memoryStore()`, or
+   * your own. Ignored when `store` is itself a memory store.
+   * @default false
+   */
+  l1?: boolean | MemoryStore;
+  /**
+   * Longest time an entry stays in the in-process tier when there is a remote tier behind it,
+   * so that a lost invalidation cannot keep a stale copy alive for long.
+   * @default "1m"
+   */
+  l1MaxTtl?: Duration;
+  /** Encodes values for remote stores. @default JSON */
+  serializer?: Serializer;
+  /**
+   * Freeze values kept decoded in memory (deeply), so that a caller mutating a returned object
+   * cannot change what later hits return. Mutating a frozen value throws a TypeError in strict
+   * code. Turn off only if you never mutate results.
+   * @default true
+   */
+  freeze?: boolean;
+  /** Longest wait for one remote-store call before it counts as failed. @default 50 */
+  storeTimeout?: Duration;
+  /** Consecutive remote-store failures that open the circuit breaker. @default 5 */
+  breakerThreshold?: number;
+  /** How long the breaker stays open before one probe call. @default "1s" */
+  breakerCooldown?: Duration;
+  /**
+   * How long a tag state read from the remote store is trusted before it is read again (the
+   * longest an invalidation made by another instance takes to be seen without a bus).
+   * @default "1s"
+   */
+  tagSyncInterval?: Duration;
+  /** How long tag states are kept in the remote store; must outlive every entry. @default "30d" */
+  tagTtl?: Duration;
+  /** Time source, for tests. @default Date.now */
+  clock?: Clock;
+}
+
+/** What a factory receives. */
+export interface FactoryContext<T = unknown> {
+  /** The entry's key, namespace included. */
+  readonly key: string;
+  /** Aborted when `hardTimeout` passes. Pass it to `fetch` and friends. */
+  readonly signal: AbortSignal;
+  /** The stale entry this call refreshes, if any. */
+  readonly stale: Entry<T> | undefined;
+  /** Override the entry options (ttl, tags, stale windows) for the value being produced. */
+  setOptions(options: Pick<EntryOptions, "ttl" | "staleWhileRevalidate" | "staleIfError" | "tags">): void;
+}
+
+export type Factory<T> = (context: FactoryContext<T>) => T | Promise<T>;
+
+/** How a lookup was answered, for callers that need more than the value (the HTTP cache). */
+export interface Resolution<T> {
+  readonly entry: Entry<T>;
+  readonly outcome: "hit" | "miss" | "stale";
+  readonly tier: Tier | undefined;
+}
+
+/** Options of {@link Cache.wrap}. */
+export interface WrapOptions<A extends unknown[]> extends EntryOptions {
+  /** Key prefix for the wrapped function. @default the function's `name` */
+  name?: string;
+  /**
+   * Build the key part for a call yourself. The result is used as-is when it is a string and
+   * serialized like arguments otherwise.
+   * @default a canonical serialization of the arguments
+   */
+  key?: (...args: A) => unknown;
+}
+
+/** An entry read from L2, with its encoded size (what it costs to hold in L1). */
+interface Decoded<T = unknown> {
+  readonly entry: Entry<T>;
+  readonly size: number;
+}
+
+interface Flight {
+  readonly promise: Promise<Entry>;
+}
+
+interface Core {
+  readonly clock: Clock;
+  readonly events: CacheEvents;
+  readonly l1: MemoryStore | undefined;
+  readonly l2: GuardedStore | undefined;
+  readonly l1MaxTtl: number;
+  readonly serializer: Serializer;
+  readonly freeze: boolean;
+  readonly tags: TagRegistry;
+  readonly defaults: Policy;
+  readonly flights: Map<string, Flight>;
+  readonly reads: Map<string, Promise<Decoded | undefined>>;
+  /** Keys whose last refresh failed, until when they back off. */
+  readonly backoff: LRUCache<string, number>;
+}
+
+const TIMED_OUT = Symbol("timed-out");
+const RESERVED_KEY_PREFIX = "__cachet:";
+const NAMESPACE_NAME = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * The cache. Create one with {@link createCache}; scope it with {@link Cache.namespace}.
+ *
+ * Reads go L1 (in-process) → L2 (remote) → factory; writes and deletes reach both tiers. All
+ * remote failures degrade to misses: the cache never fails a request because a store did.
+ */
+export class Cache {
+  readonly #core: Core;
+  readonly #prefix: string;
+  readonly #nsTags: readonly string[];
+  readonly #nsPath: string;
+
+  /** @internal use {@link createCache}. */
+  constructor(core: Core, nsPath: string, nsTags: readonly string[]) {
+    this.#core = core;
+    this.#nsPath = nsPath;
+    this.#prefix = nsPath === "" ? "" : `${nsPath}:`;
+    this.#nsTags = nsTags;
+  }
+
+  /** The namespace path (`""` for the root cache, `"users"`, `"users/admins"`, …). */
+  get namespacePath(): string {
+    return this.#nsPath;
+  }
+
+  /** Typed events; see `CacheEventMap`. Returns a function that removes the listener. */
+  on<E extends CacheEventName>(name: E, listener: CacheEventListener<E>): () => void {
+    return this.#core.events.on(name, listener);
+  }
+
+  off<E extends CacheEventName>(name: E, listener: CacheEventListener<E>): void {
+    this.#core.events.off(name, listener);
+  }
+
+  /** The breaker state of the remote tier, or `undefined` for an in-process cache. */
+  get storeState(): "closed" | "open" | "half-open" | undefined {
+    return this.#core.l2?.state;
+  }
+
+  /**
+   * The value under `key`, or the factory's result, stored for next time. Concurrent calls
+   * for one key share one factory call; a rejection is handed to those concurrent callers and
+   * never stored. `null` and `undefined` results are stored like any other value.
+   *
+   * @example
+   * const user = await cache.getOrSet(`user:${id}`, () => db.users.find(id), { ttl: "5m" });
+   */
+  getOrSet<T>(key: string, factory: Factory<T>, options?: EntryOptions): Promise<T> {
+    const full = this.#key(key);
+    const held = this.#core.l1?.getHeld<T>(full);
+    if (held !== undefined && this.#isFreshHeld(held)) {
+      this.#hit(full, "l1");
+      return Promise.resolve(held.entry.value);
+    }
+    const policy = resolvePolicy(options, this.#core.defaults);
+    return this.#resolve(full, factory, policy, held).then(valueOf);
+  }
+
+  /**
+   * Like {@link getOrSet}, resolving to the entry and how it was found. Takes a resolved
+   * policy so that callers on a hot path (the HTTP cache) resolve options once.
+   * @internal
+   */
+  resolve<T>(key: string, factory: Factory<T>, policy: Policy): Promise<Resolution<T>> {
+    const full = this.#key(key);
+    const held = this.#core.l1?.getHeld<T>(full);
+    if (held !== undefined && this.#isFreshHeld(held)) {
+      this.#hit(full, "l1");
+      return Promise.resolve({ entry: held.entry, outcome: "hit", tier: "l1" });
+    }
+    return this.#resolve(full, factory, policy, held);
+  }
+
+  /**
+   * The fresh entry under `key` in the in-process tier, synchronously, or `undefined`.
+   * Emits `hit` when found. The HTTP cache's fast path.
+   * @internal
+   */
+  peek<T>(key: string): Entry<T> | undefined {
+    const full = this.#key(key);
+    const held = this.#core.l1?.getHeld<T>(full);
+    if (held !== undefined && this.#isFreshHeld(held)) {
+      this.#hit(full, "l1");
+      return held.entry;
+    }
+    return undefined;
+  }
+
+  /** Resolve entry options against this cache's defaults (validating them). @internal */
+  policy(options?: EntryOptions, where?: string): Policy {
+    return resolvePolicy(options, this.#core.defaults, where);
+  }
+
+  /** The fresh value under `key`, or `undefined` (use {@link has} to tell a stored `undefined`). */
+  async get<T = unknown>(key: string): Promise<T | undefined> {
+    const entry = await this.#lookup<T>(this.#key(key));
+    return entry?.value;
+  }
+
+  /** Whether a fresh value is stored under `key`. */
+  async has(key: string): Promise<boolean> {
+    return (await this.#lookup(this.#key(key))) !== undefined;
+  }
+
+  /** Store `value` under `key` in every tier. */
+  async set<T>(key: string, value: T, options?: EntryOptions): Promise<void> {
+    const full = this.#key(key);
+    const policy = resolvePolicy(options, this.#core.defaults);
+    await this.#write(full, this.#makeEntry(value, this.#core.clock.now(), policy));
+  }
+
+  /** Remove `key` from every tier. Resolves whether the remote tier (or L1 alone) confirmed. */
+  async delete(key: string): Promise<boolean> {
+    const full = this.#key(key);
+    const { l1, l2, events } = this.#core;
+    l1?.deleteSync(full);
+    const ok = l2 ? await l2.delete(full) : true;
+    if (events.wants("delete")) events.emit("delete", { key: full });
+    return ok;
+  }
+
+  /**
+   * Expire every entry carrying any of `tags`, in one write per tag whatever the number of
+   * entries. With `soft`, the entries become stale instead, so that stale-while-revalidate
+   * and stale-if-error still apply to them.
+   */
+  async invalidateTags(tags: readonly string[], options: { soft?: boolean } = {}): Promise<void> {
+    const valid = validateTags(tags, "invalidateTags(tags)");
+    await this.#invalidate(valid, options.soft === true);
+  }
+
+  /**
+   * Expire every entry of this namespace (and of namespaces below it) in O(1): one write,
+   * no key scan. On the root cache this clears everything.
+   */
+  async clear(): Promise<void> {
+    const own = this.#nsTags[this.#nsTags.length - 1]!;
+    if (this.#nsPath === "") this.#core.l1?.clear();
+    await this.#invalidate([own], false);
+  }
+
+  /**
+   * A cache scoped to `name`: its keys live under `name:` and `clear()` expires only them.
+   * Namespaces nest (`cache.namespace("users").namespace("admins")`).
+   */
+  namespace(name: string): Cache {
+    if (typeof name !== "string" || !NAMESPACE_NAME.test(name)) {
+      throw new InvalidOptionError(
+        "namespace(name)",
+        `expected letters, digits, "_", "." or "-", got ${JSON.stringify(name)}`,
+      );
+    }
+    const path = this.#nsPath === "" ? name : `${this.#nsPath}/${name}`;
+    return new Cache(this.#core, path, [...this.#nsTags, `${NAMESPACE_TAG_PREFIX}${path}`]);
+  }
+
+  /**
+   * Wrap a function so that its results are cached under `name:args`, `args` being a
+   * canonical serialization of the call's arguments (or your `key(...)`).
+   *
+   * @example
+   * const getPosts = cache.wrap(fetchPosts, { ttl: "60s" });
+   * await getPosts({ userId: 1 }); // key "fetchPosts:[{"userId":1}]"
+   */
+  wrap<A extends unknown[], R>(
+    fn: (...args: A) => R | Promise<R>,
+    options: WrapOptions<A> = {},
+  ): (...args: A) => Promise<Awaited<R>> {
+    if (typeof fn !== "function") {
+      throw new InvalidOptionError("wrap(fn)", `expected a function, got ${typeof fn}`);
+    }
+    const name = options.name ?? fn.name;
+    if (typeof name !== "string" || name === "") {
+      throw new InvalidOptionError(
+        "wrap.name",
+        "the function has no name; pass { name } so that its keys are stable and distinct",
+      );
+    }
+    const policy = this.policy(options, "wrap");
+    const keyOf = options.key;
+    const cache = this;
+    return function wrapped(this: unknown, ...args: A): Promise<Awaited<R>> {
+      let part: string;
+      if (keyOf) {
+        const custom = keyOf(...args);
+        part = typeof custom === "string" ? custom : argsKey([custom]);
+      } else {
+        part = argsKey(args);
+      }
+      return cache.#getOrSetWith(
+        `${name}:${part}`,
+        () => fn.apply(this, args) as Awaited<R> | Promise<Awaited<R>>,
+        policy,
+      );
+    };
+  }
+
+  /**
+   * A TC39 method decorator backed by this cache: `@cache.cached({ ttl: "60s" })`. The key is
+   * `ClassName.method:args`; `this` is not part of it unless your `key` uses it.
+   */
+  cached<This, A extends unknown[], R>(
+    options: WrapOptions<A> = {},
+  ): (
+    method: (this: This, ...args: A) => Promise<R>,
+    context: ClassMethodDecoratorContext<This, (this: This, ...args: A) => Promise<R>>,
+  ) => (this: This, ...args: A) => Promise<R> {
+    this.policy(options, "cached");
+    return (method, context) => {
+      if (context.kind !== "method") {
+        throw new InvalidOptionError("@cached", "applies to class methods only");
+      }
+      const methodName = String(context.name);
+      let wrapped: ((...args: A) => Promise<R>) | undefined;
+      const cache = this;
+      return function cachedMethod(this: This, ...args: A): Promise<R> {
+        if (!wrapped) {
+          const owner = context.static
+            ? (this as { name?: string }).name
+            : (this as { constructor?: { name?: string } }).constructor?.name;
+          const name = options.name ?? `${owner || "anonymous"}.${methodName}`;
+          wrapped = cache.wrap(method as (...args: A) => Promise<R>, { ...options, name }) as (
+            ...args: A
+          ) => Promise<R>;
+        }
+        return wrapped.apply(this, args);
+      };
+    };
+  }
+
+  /** Release the stores' connections. The cache must not be used afterwards. */
+  async close(): Promise<void> {
+    const { l1, l2 } = this.#core;
+    l1?.clear();
+    await l2?.store.disconnect?.();
+  }
+
+  // ---- internals ---------------------------------------------------------------------------
+
+  #getOrSetWith<T>(key: string, factory: Factory<T>, policy: Policy): Promise<T> {
+    const full = this.#key(key);
+    const held = this.#core.l1?.getHeld<T>(full);
+    if (held !== undefined && this.#isFreshHeld(held)) {
+      this.#hit(full, "l1");
+      return Promise.resolve(held.entry.value);
+    }
+    return this.#resolve(full, factory, policy, held).then(valueOf);
+  }
+
+  #key(key: string): string {
+    if (typeof key !== "string" || key.length === 0) {
+      throw new InvalidOptionError("key", `expected a non-empty string, got ${JSON.stringify(key)}`);
+    }
+    if (key.startsWith(RESERVED_KEY_PREFIX)) {
+      throw new InvalidOptionError("key", `keys starting with "${RESERVED_KEY_PREFIX}" are reserved`);
+    }
+    return this.#prefix + key;
+  }
+
+  #hit(key: string, tier: Tier): void {
+    const events = this.#core.events;
+    if (events.wants("hit")) events.emit("hit", { key, tier });
+  }
+
+  /** Fresh and not invalidated by a tag. Re-checks tags only when the registry moved. */
+  #isFreshHeld(held: HeldEntry): boolean {
+    const { clock, tags } = this.#core;
+    if (clock.now() >= held.entry.freshUntil) return false;
+    if (held.tagMark === tags.mark) return true;
+    if (tags.verdict(held.entry) !== "valid") return false;
+    held.tagMark = tags.mark;
+    return true;
+  }
+
+  /** A fresh entry from L1 or L2 (backfilling L1), or `undefined`. No factory. */
+  async #lookup<T>(full: string): Promise<Entry<T> | undefined> {
+    const held = this.#core.l1?.getHeld<T>(full);
+    if (held !== undefined && this.#isFreshHeld(held)) {
+      this.#hit(full, "l1");
+      return held.entry;
+    }
+    const remote = await this.#readL2<T>(full);
+    if (remote !== undefined && this.#freshness(remote.entry, this.#core.clock.now()) === "fresh") {
+      this.#hold(full, remote.entry, remote.size);
+      this.#hit(full, "l2");
+      return remote.entry;
+    }
+    const events = this.#core.events;
+    if (events.wants("miss")) events.emit("miss", { key: full });
+    return undefined;
+  }
+
+  async #resolve<T>(
+    full: string,
+    factory: Factory<T>,
+    policy: Policy,
+    held: HeldEntry<T> | undefined,
+  ): Promise<Resolution<T>> {
+    const { clock } = this.#core;
+    let now = clock.now();
+    // The best candidate so far: an L1 entry that is stale but not expired.
+    let candidate: Entry<T> | undefined;
+    let candidateTier: Tier = "l1";
+    if (held !== undefined && this.#freshness(held.entry, now) !== "expired") {
+      candidate = held.entry;
+    }
+    if (this.#core.l2) {
+      const remote = await this.#readL2<T>(full);
+      now = clock.now();
+      if (remote !== undefined) {
+        const { entry, size } = remote;
+        const state = this.#freshness(entry, now);
+        if (state === "fresh") {
+          this.#hold(full, entry, size);
+          this.#hit(full, "l2");
+          return { entry, outcome: "hit", tier: "l2" };
+        }
+        if (state === "stale" && (!candidate || entry.createdAt > candidate.createdAt)) {
+          candidate = entry;
+          candidateTier = "l2";
+        }
+      }
+    }
+    return this.#produce(full, factory, policy, candidate, candidateTier);
+  }
+
+  async #produce<T>(
+    full: string,
+    factory: Factory<T>,
+    policy: Policy,
+    stale: Entry<T> | undefined,
+    staleTier: Tier,
+  ): Promise<Resolution<T>> {
+    const { clock, events, backoff } = this.#core;
+    const now = clock.now();
+    let graceable: Entry<T> | undefined;
+    if (stale !== undefined) {
+      const staleSince = this.#staleSince(stale);
+      // Stale-while-revalidate: answer now, refresh once in the background.
+      if (now < Math.min(staleSince + policy.swr, stale.staleUntil)) {
+        this.#refresh(full, factory, policy, stale).catch(() => {});
+        this.#stale(full, staleTier, "revalidating");
+        return { entry: stale, outcome: "stale", tier: staleTier };
+      }
+      if (now < Math.min(staleSince + policy.grace, stale.staleUntil)) {
+        graceable = stale;
+        const until = backoff.get(full);
+        if (until !== undefined && now < until) {
+          this.#stale(full, staleTier, "backoff");
+          return { entry: stale, outcome: "stale", tier: staleTier };
+        }
+      }
+    }
+    if (events.wants("miss")) events.emit("miss", { key: full });
+    const flight = this.#refresh(full, factory, policy, graceable);
+    if (graceable === undefined) {
+      return flight.then((entry) => ({ entry: entry as Entry<T>, outcome: "miss", tier: undefined }));
+    }
+    try {
+      const entry = policy.timeout > 0 ? await raceTimeout(flight, policy.timeout) : await flight;
+      if (entry === TIMED_OUT) {
+        flight.catch(() => {});
+        this.#stale(full, staleTier, "timeout");
+        return { entry: graceable, outcome: "stale", tier: staleTier };
+      }
+      return { entry: entry as Entry<T>, outcome: "miss", tier: undefined };
+    } catch {
+      this.#stale(full, staleTier, "error");
+      return { entry: graceable, outcome: "stale", tier: staleTier };
+    }
+  }
+
+  /**
+   * Run the factory for `full` once, however many callers ask concurrently, store the result,
+   * and resolve with the new entry. Rejections are shared by the concurrent callers only.
+   */
+  #refresh<T>(
+    full: string,
+    factory: Factory<T>,
+    policy: Policy,
+    stale: Entry<T> | undefined,
+  ): Promise<Entry> {
+    const { flights } = this.#core;
+    const existing = flights.get(full);
+    if (existing) return existing.promise;
+    const promise = this.#run(full, factory, policy, stale);
+    const flight: Flight = { promise };
+    flights.set(full, flight);
+    const done = () => {
+      if (flights.get(full) === flight) flights.delete(full);
+    };
+    promise.then(done, done);
+    return promise;
+  }
+
+  async #run<T>(
+    full: string,
+    factory: Factory<T>,
+    basePolicy: Policy,
+    stale: Entry<T> | undefined,
+  ): Promise<Entry> {
+    const { clock, events, backoff } = this.#core;
+    const startedAt = clock.now();
+    let policy = basePolicy;
+    const controller = new AbortController();
+    const context: FactoryContext<T> = {
+      key: full,
+      signal: controller.signal,
+      stale,
+      setOptions: (options) => {
+        policy = resolvePolicy(options, policy, "setOptions");
+      },
+    };
+    let value: T;
+    try {
+      value = await callFactory(factory, context, policy.hardTimeout, controller, full);
+    } catch (error) {
+      if (policy.graceBackoff > 0) backoff.set(full, clock.now() + policy.graceBackoff);
+      if (events.wants("factory-error")) events.emit("factory-error", { key: full, error });
+      throw error;
+    }
+    backoff.delete(full);
+    const entry = this.#makeEntry(value, startedAt, policy);
+    await this.#write(full, entry);
+    return entry;
+  }
+
+  #makeEntry<T>(value: T, createdAt: number, policy: Policy): Entry<T> {
+    const freshUntil = createdAt + policy.ttl;
+    return {
+      value,
+      createdAt,
+      freshUntil,
+      staleUntil: freshUntil + Math.max(policy.swr, policy.grace),
+      tags: policy.tags.length === 0 ? this.#nsTags : [...this.#nsTags, ...policy.tags],
+    };
+  }
+
+  /** Write an entry to both tiers. Never throws: failures become `error` events. */
+  async #write(full: string, entry: Entry): Promise<void> {
+    const { l1, l2, clock, events, serializer } = this.#core;
+    const now = clock.now();
+    const lifetime = entry.staleUntil - now;
+    if (lifetime <= 0) return;
+    let bytes: Buffer | undefined;
+    if (l2) {
+      try {
+        bytes = encodeEntry(entry, serializer);
+      } catch (cause) {
+        const error = new SerializeError(
+          `the ${serializer.name} serializer failed for key "${full}"; the value is not shared`,
+          { cause },
+        );
+        if (events.wants("error")) events.emit("error", { key: full, operation: "serialize", error });
+      }
+    }
+    if (l1) this.#hold(full, entry, bytes ? bytes.length : undefined);
+    if (l2 && bytes) await l2.set(full, bytes, Math.ceil(lifetime));
+    if (events.wants("set")) {
+      events.emit("set", { key: full, ttl: entry.freshUntil - entry.createdAt, size: bytes?.length });
+    }
+  }
+
+  #hold(full: string, entry: Entry, size: number | undefined): void {
+    const { l1, l2, l1MaxTtl, freeze, tags, clock } = this.#core;
+    if (!l1) return;
+    if (freeze) deepFreeze(entry.value);
+    const expiresAt = l2 ? Math.min(entry.staleUntil, clock.now() + l1MaxTtl) : entry.staleUntil;
+    const held: HeldEntry = { entry, tagMark: tags.mark };
+    l1.setHeld(full, held, size ?? estimateSize(entry.value) + 64, expiresAt);
+  }
+
+  /** Read and decode an entry from L2; concurrent reads of one key share one store call. */
+  #readL2<T>(full: string): Promise<Decoded<T> | undefined> {
+    const { l2, reads } = this.#core;
+    if (!l2) return Promise.resolve(undefined);
+    let pending = reads.get(full);
+    if (!pending) {
+      pending = this.#fetchL2(full, l2);
+      reads.set(full, pending);
+      const done = () => reads.delete(full);
+      pending.then(done, done);
+    }
+    return pending as Promise<Decoded<T> | undefined>;
+  }
+
+  async #fetchL2(full: string, l2: GuardedStore): Promise<Decoded | undefined> {
+    const { events, serializer, tags } = this.#core;
+    const bytes = await l2.get(full);
+    if (bytes === undefined) return undefined;
+    let entry: Entry;
+    try {
+      entry = decodeEntry(full, bytes, serializer);
+    } catch (error) {
+      // A corrupt or foreign value is a miss; the next write overwrites it.
+      if (events.wants("error")) events.emit("error", { key: full, operation: "decode", error });
+      return undefined;
+    }
+    if (!tags.isSynced(entry.tags)) await tags.sync(entry.tags);
+    return { entry, size: bytes.byteLength };
+  }
+
+  /** `fresh`, `stale` (usable within stale windows) or `expired`, tags included. */
+  #freshness(entry: Entry, now: number): "fresh" | "stale" | "expired" {
+    if (now >= entry.staleUntil) return "expired";
+    const verdict = this.#core.tags.verdict(entry);
+    if (verdict === "expired") return "expired";
+    if (verdict === "stale") return "stale";
+    return now < entry.freshUntil ? "fresh" : "stale";
+  }
+
+  /** When the entry stopped being fresh: its TTL, or an earlier soft invalidation. */
+  #staleSince(entry: Entry): number {
+    const soft = this.#core.tags.softInvalidatedAt(entry);
+    return soft === undefined ? entry.freshUntil : Math.min(entry.freshUntil, soft);
+  }
+
+  #stale(key: string, tier: Tier, reason: "revalidating" | "error" | "timeout" | "backoff"): void {
+    const events = this.#core.events;
+    if (events.wants("stale")) events.emit("stale", { key, tier, reason });
+  }
+
+  async #invalidate(tags: readonly string[], soft: boolean): Promise<void> {
+    await this.#core.tags.invalidate(tags, soft);
+    const events = this.#core.events;
+    if (events.wants("invalidate")) events.emit("invalidate", { tags, soft });
+  }
+}
+
+function valueOf<T>(resolution: Resolution<T>): T {
+  return resolution.entry.value;
+}
+
+async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(resolve, ms, TIMED_OUT);
+        timer.unref?.();
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function callFactory<T>(
+  factory: Factory<T>,
+  context: FactoryContext<T>,
+  hardTimeout: number,
+  controller: AbortController,
+  key: string,
+): Promise<T> {
+  const running = (async () => factory(context))();
+  if (hardTimeout <= 0) return running;
+  running.catch(() => {});
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      running,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const error = new FactoryHardTimeoutError(key, hardTimeout);
+          controller.abort(error);
+          reject(error);
+        }, hardTimeout);
+        timer.unref?.();
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Create a cache.
+ *
+ * @example in-process
+ * const cache = createCache({ ttl: "60s" });
+ * @example on Redis, with an in-process tier in front
+ * const cache = createCache({ store: redisStore({ url: process.env.REDIS_URL }), l1: true });
+ */
+export function createCache(options: CacheOptions = {}): Cache {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidOptionError("createCache(options)", "expected an object");
+  }
+  const clock = options.clock ?? systemClock;
+  const store = options.store ?? new MemoryStore({ clock });
+  if (typeof store.get !== "function" || typeof store.set !== "function" || typeof store.delete !== "function") {
+    throw new InvalidOptionError("store", "expected a store with get, set and delete");
+  }
+  const events = new CacheEvents();
+  let l1: MemoryStore | undefined;
+  let l2: GuardedStore | undefined;
+  if (store instanceof MemoryStore) {
+    l1 = store;
+  } else {
+    if (options.l1 instanceof MemoryStore) l1 = options.l1;
+    else if (options.l1 === true) l1 = new MemoryStore({ clock });
+    else if (options.l1 !== undefined && options.l1 !== false) {
+      throw new InvalidOptionError("l1", "expected true, false or a memoryStore()");
+    }
+    const guard: GuardOptions = {
+      timeout: optionalMs(options.storeTimeout, "storeTimeout", 50, false),
+      failureThreshold: positiveInt(options.breakerThreshold, "breakerThreshold", 5),
+      breakerCooldown: optionalMs(options.breakerCooldown, "breakerCooldown", 1_000, false),
+    };
+    l2 = new GuardedStore(store, guard, {
+      clock,
+      onError: (operation, key, error) => {
+        if (events.wants("error")) events.emit("error", { key, operation, error });
+      },
+      onBreaker: (state, error) => {
+        if (events.wants("breaker")) {
+          events.emit("breaker", { store: store.name, state, ...(error ? { error } : {}) });
+        }
+      },
+    });
+  }
+  const defaults = resolvePolicy(options, DEFAULT_POLICY, "createCache");
+  const tagTtl = optionalMs(options.tagTtl, "tagTtl", 30 * 24 * 3600_000, false);
+  const core: Core = {
+    clock,
+    events,
+    l1,
+    l2,
+    l1MaxTtl: optionalMs(options.l1MaxTtl, "l1MaxTtl", 60_000, false),
+    serializer: options.serializer ?? jsonSerializer,
+    freeze: options.freeze ?? true,
+    tags: new TagRegistry({
+      l2,
+      clock,
+      syncInterval: optionalMs(options.tagSyncInterval, "tagSyncInterval", 1_000),
+      tagTtl,
+    }),
+    defaults,
+    flights: new Map(),
+    reads: new Map(),
+    backoff: new LRUCache<string, number>({ max: 10_000 }),
+  };
+  return new Cache(core, "", [NAMESPACE_TAG_PREFIX]);
+}
+
+function positiveInt(value: number | undefined, option: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidOptionError(option, `expected a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}

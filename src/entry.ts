@@ -1,0 +1,148 @@
+import { CorruptEntryError } from "./errors.js";
+import type { Serializer } from "./serializer.js";
+
+/**
+ * The envelope stored under every key.
+ *
+ * `createdAt` is when the value's production started (so that a tag invalidated while the
+ * factory ran invalidates the result too); the value is fresh until `freshUntil` and may be
+ * served stale (stale-while-revalidate, stale-if-error) until `staleUntil`, when the store
+ * drops it.
+ */
+export interface Entry<T = unknown> {
+  readonly value: T;
+  readonly createdAt: number;
+  readonly freshUntil: number;
+  readonly staleUntil: number;
+  readonly tags: readonly string[];
+}
+
+/**
+ * Binary layout, version 1 (big-endian):
+ *
+ * | bytes | field |
+ * |---|---|
+ * | 2 | magic `0xCA 0xC7` |
+ * | 1 | format version (1) |
+ * | 1 | flags: bit 0 = value is `undefined` |
+ * | 8 × 3 | createdAt, freshUntil, staleUntil (float64, ms since the epoch) |
+ * | 2 | tag count |
+ * | per tag: 2 + n | tag length, UTF-8 bytes |
+ * | rest | payload from the serializer |
+ *
+ * A fixed binary header (rather than JSON around the payload) keeps byte payloads such as
+ * HTTP bodies unescaped and makes the header cheap to validate.
+ */
+const MAGIC_0 = 0xca;
+const MAGIC_1 = 0xc7;
+const VERSION = 1;
+const FLAG_UNDEFINED = 1;
+const KNOWN_FLAGS = FLAG_UNDEFINED;
+const FIXED_HEADER = 2 + 1 + 1 + 24 + 2;
+const MAX_TAGS = 0xffff;
+
+/** Encode an entry; throws whatever the serializer throws. */
+export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
+  const isUndefined = entry.value === undefined;
+  const payload = isUndefined ? undefined : serializer.serialize(entry.value);
+  const tagBytes = entry.tags.map((t) => Buffer.from(t, "utf8"));
+  if (tagBytes.length > MAX_TAGS) throw new RangeError(`an entry carries at most ${MAX_TAGS} tags`);
+  let headerSize = FIXED_HEADER;
+  for (const t of tagBytes) {
+    if (t.length > 0xffff) throw new RangeError("a tag is at most 65535 bytes");
+    headerSize += 2 + t.length;
+  }
+  const payloadSize =
+    payload === undefined
+      ? 0
+      : typeof payload === "string"
+        ? Buffer.byteLength(payload, "utf8")
+        : payload.byteLength;
+  const out = Buffer.allocUnsafe(headerSize + payloadSize);
+  out[0] = MAGIC_0;
+  out[1] = MAGIC_1;
+  out[2] = VERSION;
+  out[3] = isUndefined ? FLAG_UNDEFINED : 0;
+  out.writeDoubleBE(entry.createdAt, 4);
+  out.writeDoubleBE(entry.freshUntil, 12);
+  out.writeDoubleBE(entry.staleUntil, 20);
+  out.writeUInt16BE(tagBytes.length, 28);
+  let offset = FIXED_HEADER;
+  for (const t of tagBytes) {
+    out.writeUInt16BE(t.length, offset);
+    t.copy(out, offset + 2);
+    offset += 2 + t.length;
+  }
+  if (typeof payload === "string") out.write(payload, offset, "utf8");
+  else if (payload !== undefined) out.set(payload, offset);
+  return out;
+}
+
+/**
+ * Decode and validate an entry. Anything that is not a well-formed version-1 entry throws
+ * {@link CorruptEntryError}; callers treat that as a miss.
+ */
+export function decodeEntry<T = unknown>(
+  key: string,
+  bytes: Uint8Array,
+  serializer: Serializer,
+): Entry<T> {
+  const buf = Buffer.isBuffer(bytes)
+    ? bytes
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf.length < FIXED_HEADER) throw new CorruptEntryError(key, "too short");
+  if (buf[0] !== MAGIC_0 || buf[1] !== MAGIC_1) throw new CorruptEntryError(key, "not a cachet entry");
+  if (buf[2] !== VERSION) throw new CorruptEntryError(key, `unknown format version ${buf[2]}`);
+  const flags = buf[3]!;
+  if ((flags & ~KNOWN_FLAGS) !== 0) throw new CorruptEntryError(key, `unknown flags ${flags}`);
+  const createdAt = buf.readDoubleBE(4);
+  const freshUntil = buf.readDoubleBE(12);
+  const staleUntil = buf.readDoubleBE(20);
+  if (
+    !Number.isFinite(createdAt) ||
+    !Number.isFinite(freshUntil) ||
+    !Number.isFinite(staleUntil) ||
+    freshUntil < createdAt ||
+    staleUntil < freshUntil
+  ) {
+    throw new CorruptEntryError(key, "inconsistent timestamps");
+  }
+  const tagCount = buf.readUInt16BE(28);
+  const tags: string[] = [];
+  let offset = FIXED_HEADER;
+  for (let i = 0; i < tagCount; i++) {
+    if (offset + 2 > buf.length) throw new CorruptEntryError(key, "truncated tags");
+    const len = buf.readUInt16BE(offset);
+    if (offset + 2 + len > buf.length) throw new CorruptEntryError(key, "truncated tags");
+    tags.push(buf.toString("utf8", offset + 2, offset + 2 + len));
+    offset += 2 + len;
+  }
+  let value: unknown;
+  if (flags & FLAG_UNDEFINED) {
+    if (offset !== buf.length) throw new CorruptEntryError(key, "payload after an undefined value");
+    value = undefined;
+  } else {
+    try {
+      value = serializer.deserialize(buf.subarray(offset));
+    } catch (cause) {
+      throw new CorruptEntryError(key, `the ${serializer.name} serializer rejected the payload`, {
+        cause,
+      });
+    }
+  }
+  return { value: value as T, createdAt, freshUntil, staleUntil, tags };
+}
+
+/**
+ * Make a value immutable so that a caller cannot change what later hits return. Typed arrays
+ * cannot be frozen and are left as they are.
+ */
+export function deepFreeze<T>(value: T): T {
+  if (value === null || typeof value !== "object" || Object.isFrozen(value)) return value;
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return value;
+  Object.freeze(value);
+  for (const key of Reflect.ownKeys(value)) {
+    deepFreeze((value as Record<string | symbol, unknown>)[key]);
+  }
+  return value;
+}

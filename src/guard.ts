@@ -1,0 +1,175 @@
+import type { Clock } from "./clock.js";
+import { StoreError } from "./errors.js";
+import type { Store } from "./store.js";
+
+/** Options of the guard around a remote store. All durations in milliseconds. */
+export interface GuardOptions {
+  /** Longest wait for any one store call before it counts as failed. @default 50 */
+  timeout: number;
+  /** Consecutive failures that open the circuit. @default 5 */
+  failureThreshold: number;
+  /** How long the circuit stays open before one probe call is let through. @default 1000 */
+  breakerCooldown: number;
+}
+
+export type BreakerState = "closed" | "open" | "half-open";
+
+export interface GuardHooks {
+  clock: Clock;
+  onError(operation: string, key: string | undefined, error: StoreError): void;
+  onBreaker(state: BreakerState, error?: unknown): void;
+}
+
+const FAILED = Symbol("failed");
+type Failed = typeof FAILED;
+
+/**
+ * Wraps a remote store so that it can never fail or stall a request: every call is bounded
+ * by `timeout`, a failure is reported once through `onError` and then becomes a miss (reads)
+ * or a no-op (writes), and after `failureThreshold` consecutive failures the circuit opens
+ * and calls are skipped outright until a probe succeeds.
+ */
+export class GuardedStore {
+  readonly store: Store;
+  readonly options: GuardOptions;
+  readonly #hooks: GuardHooks;
+  #state: BreakerState = "closed";
+  #failures = 0;
+  #openUntil = 0;
+  #probing = false;
+
+  constructor(store: Store, options: GuardOptions, hooks: GuardHooks) {
+    this.store = store;
+    this.options = options;
+    this.#hooks = hooks;
+  }
+
+  get name(): string {
+    return this.store.name;
+  }
+
+  get state(): BreakerState {
+    return this.#state;
+  }
+
+  /** The bytes under `key`; `undefined` on a miss or on any failure. */
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const out = await this.#call("get", key, () => this.store.get(key));
+    return out === FAILED ? undefined : out;
+  }
+
+  /**
+   * Several keys at once (one round trip when the store supports it); `undefined` when the
+   * store could not answer, so that callers can tell a failure from absent keys.
+   */
+  async getMany(keys: readonly string[]): Promise<Array<Uint8Array | undefined> | undefined> {
+    const store = this.store;
+    const out = await this.#call("getMany", keys[0], () =>
+      store.getMany ? store.getMany(keys) : Promise.all(keys.map((k) => store.get(k))),
+    );
+    return out === FAILED ? undefined : out;
+  }
+
+  /** Resolves `true` when the write reached the store. */
+  async set(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const out = await this.#call("set", key, () => this.store.set(key, value, ttlMs));
+    return out !== FAILED;
+  }
+
+  /** Resolves `true` when the store confirmed the delete (whether or not the key existed). */
+  async delete(key: string): Promise<boolean> {
+    const out = await this.#call("delete", key, () => this.store.delete(key));
+    return out !== FAILED;
+  }
+
+  /** `true`/`false` as the store answered; `undefined` when the store could not answer. */
+  async setIfAbsent(key: string, value: Uint8Array, ttlMs: number): Promise<boolean | undefined> {
+    const setIfAbsent = this.store.setIfAbsent;
+    if (!setIfAbsent) return undefined;
+    const out = await this.#call("setIfAbsent", key, () =>
+      setIfAbsent.call(this.store, key, value, ttlMs),
+    );
+    return out === FAILED ? undefined : out;
+  }
+
+  async deleteIfEquals(key: string, value: Uint8Array): Promise<boolean | undefined> {
+    const deleteIfEquals = this.store.deleteIfEquals;
+    if (!deleteIfEquals) return undefined;
+    const out = await this.#call("deleteIfEquals", key, () =>
+      deleteIfEquals.call(this.store, key, value),
+    );
+    return out === FAILED ? undefined : out;
+  }
+
+  async #call<T>(operation: string, key: string | undefined, run: () => Promise<T>): Promise<T | Failed> {
+    if (!this.#admit()) return FAILED;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const pending = run();
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          reject(
+            new StoreError(this.store.name, operation, `timed out after ${this.options.timeout} ms`, {
+              code: "E_STORE_TIMEOUT",
+            }),
+          );
+        }, this.options.timeout);
+        timer.unref?.();
+      });
+      // A late answer after a timeout is dropped; its rejection must not go unhandled.
+      pending.catch(() => {});
+      const out = await Promise.race([pending, timeout]);
+      this.#succeeded();
+      return out;
+    } catch (error) {
+      const storeError =
+        error instanceof StoreError
+          ? error
+          : new StoreError(this.store.name, operation, errorMessage(error), { cause: error });
+      this.#failed(storeError);
+      this.#hooks.onError(operation, key, storeError);
+      return FAILED;
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  /** Whether a call may go to the store now. */
+  #admit(): boolean {
+    if (this.#state === "closed") return true;
+    if (this.#state === "open") {
+      if (this.#hooks.clock.now() < this.#openUntil) return false;
+      this.#setState("half-open");
+    }
+    // Half-open: exactly one probe at a time.
+    if (this.#probing) return false;
+    this.#probing = true;
+    return true;
+  }
+
+  #succeeded(): void {
+    this.#failures = 0;
+    if (this.#state !== "closed") {
+      this.#probing = false;
+      this.#setState("closed");
+    }
+  }
+
+  #failed(error: StoreError): void {
+    this.#failures++;
+    if (this.#state === "half-open" || this.#failures >= this.options.failureThreshold) {
+      this.#probing = false;
+      this.#openUntil = this.#hooks.clock.now() + this.options.breakerCooldown;
+      if (this.#state !== "open") this.#setState("open", error);
+    }
+  }
+
+  #setState(state: BreakerState, error?: unknown): void {
+    this.#state = state;
+    this.#hooks.onBreaker(state, error);
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

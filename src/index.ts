@@ -1,0 +1,35 @@
+export type { CacheOptions, Factory, FactoryContext, Resolution, WrapOptions } from "./cache.js";
+export { Cache, createCache } from "./cache.js";
+export type { Clock } from "./clock.js";
+export { systemClock } from "./clock.js";
+export type { CachedOptions } from "./decorators.js";
+export { cached } from "./decorators.js";
+export type { Duration } from "./duration.js";
+export { toMs } from "./duration.js";
+export type { Entry } from "./entry.js";
+export { decodeEntry, encodeEntry } from "./entry.js";
+export type { CachetErrorCode } from "./errors.js";
+export {
+  CachetError,
+  CorruptEntryError,
+  FactoryHardTimeoutError,
+  InvalidOptionError,
+  KeyNotSerializableError,
+  SerializeError,
+  StoreError,
+} from "./errors.js";
+export type {
+  CacheEventListener,
+  CacheEventMap,
+  CacheEventName,
+  StaleReason,
+  Tier,
+} from "./events.js";
+export type { BreakerState } from "./guard.js";
+export { argsKey, digest, stableSerialize } from "./keys.js";
+export type { EntryOptions } from "./options.js";
+export type { Serializer } from "./serializer.js";
+export { jsonSerializer, rawSerializer } from "./serializer.js";
+export type { Store } from "./store.js";
+export type { HeldEntry, MemoryStoreOptions } from "./stores/memory.js";
+export { MemoryStore, memoryStore } from "./stores/memory.js";

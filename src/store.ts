@@ -1,0 +1,34 @@
+/**
+ * The store contract: bytes in, bytes out, TTL in milliseconds. A store needs only `get`,
+ * `set` and `delete`; everything else is optional and the cache detects it (a store without
+ * `getMany` gets parallel `get`s, a store without `publish` gets no bus, and so on).
+ *
+ * Stores may throw or reject on failure: the cache wraps remote stores in a guard that bounds
+ * every call by a timeout, counts failures into a circuit breaker, and turns failures into
+ * misses (reads) and no-ops (writes).
+ */
+export interface Store {
+  /** Names the store in errors and events, e.g. `"memory"` or `"redis"`. */
+  readonly name: string;
+  /**
+   * True for a store inside this process (no network, no timeouts needed). The cache does not
+   * guard local stores.
+   */
+  readonly local?: boolean;
+
+  /** The bytes under `key`, or `undefined` when there are none (or they expired). */
+  get(key: string): Promise<Uint8Array | undefined>;
+  /** Store `value` under `key` for `ttlMs` milliseconds (a positive integer). */
+  set(key: string, value: Uint8Array, ttlMs: number): Promise<void>;
+  /** Remove `key`; resolves `true` when something was removed. */
+  delete(key: string): Promise<boolean>;
+
+  /** Read several keys in one round trip; the result is aligned with `keys`. */
+  getMany?(keys: readonly string[]): Promise<Array<Uint8Array | undefined>>;
+  /** Store only when `key` is absent; resolves whether it stored. Used for leases. */
+  setIfAbsent?(key: string, value: Uint8Array, ttlMs: number): Promise<boolean>;
+  /** Delete `key` only while it still holds `value`. Used to release leases. */
+  deleteIfEquals?(key: string, value: Uint8Array): Promise<boolean>;
+  /** Release connections and timers. The store must not keep the process alive after this. */
+  disconnect?(): Promise<void>;
+}
