@@ -1,0 +1,68 @@
+/**
+ * `npm start`: the demo service, configured from the environment (see docs/demo.md).
+ * Prints one JSON log line with `url` and `store` once it accepts connections.
+ */
+import { buildApp } from "./app.js";
+import { ConfigError, formatDuration, loadConfig, redact } from "./config.js";
+
+const SHUTDOWN_GRACE_MS = 10_000;
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const app = await buildApp(config);
+
+  let closing = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (closing) {
+      // A second signal means "now".
+      app.log.warn(`${signal} again: exiting without waiting`);
+      process.exit(1);
+    }
+    closing = true;
+    app.log.info(`${signal}: closing (in-flight requests finish first)`);
+    const force = setTimeout(() => {
+      app.log.error(`still closing after ${SHUTDOWN_GRACE_MS} ms: exiting`);
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS);
+    force.unref();
+    app.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        app.log.error({ err: error }, "error while closing");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGINT", shutdown);
+  process.once("SIGTERM", shutdown);
+
+  await app.listen({ port: config.port, host: config.host });
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.port;
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  app.log.info(
+    {
+      url,
+      store: config.cacheStore,
+      ttl: config.cacheTtlMs,
+      upstream: config.upstreamUrl,
+      ...(config.redisUrl ? { redis: redact(config.redisUrl) } : {}),
+    },
+    `cachet demo listening on ${url} (store: ${config.cacheStore}` +
+      `${config.cacheStore === "none" ? "" : `, ttl ${formatDuration(config.cacheTtlMs)}`}); ` +
+      `docs at ${url}/docs`,
+  );
+}
+
+main().catch((error: unknown) => {
+  // A configuration mistake is the operator's to fix: say what, without a stack trace.
+  if (error instanceof ConfigError) {
+    console.error(`cachet demo: ${error.message}`);
+    process.exit(78); // EX_CONFIG
+  }
+  console.error(
+    `cachet demo: failed to start: ${error instanceof Error ? error.message : String(error)}`,
+  );
+  process.exit(1);
+});
