@@ -1,0 +1,181 @@
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, it } from "node:test";
+import type { FastifyInstance } from "fastify";
+import { buildApp } from "../../demo/app.js";
+import { loadConfig } from "../../demo/config.js";
+import {
+  type FakeUpstream,
+  POSTS,
+  type Post,
+  startFakeUpstream,
+} from "../../demo/fake-upstream.js";
+import { freePort } from "../helpers/ports.js";
+
+const ALL_POSTS = JSON.stringify(POSTS, null, 2);
+
+for (const store of ["none", "memory"] as const) {
+  describe(`demo app through inject() (CACHE_STORE=${store})`, () => {
+    let fake: FakeUpstream;
+    let app: FastifyInstance;
+
+    before(async () => {
+      fake = await startFakeUpstream({ latencyMs: 0 });
+      app = await buildApp(
+        loadConfig({
+          UPSTREAM_URL: fake.url,
+          UPSTREAM_TIMEOUT: "0.3",
+          CACHE_STORE: store,
+          LOG_LEVEL: "silent",
+        }),
+      );
+      await app.ready();
+    });
+    after(async () => {
+      await app.close();
+      await fake.close();
+    });
+    beforeEach(() => fake.reset());
+
+    it("GET /posts answers the upstream's bytes as JSON", async () => {
+      const response = await app.inject({ method: "GET", url: "/posts" });
+      assert.equal(response.statusCode, 200);
+      assert.equal(response.headers["content-type"], "application/json; charset=utf-8");
+      assert.equal(response.body, ALL_POSTS);
+      assert.equal(fake.calls(), 1);
+    });
+
+    it("GET /posts forwards the query string (?userId=2)", async () => {
+      const response = await app.inject({ method: "GET", url: "/posts?userId=2" });
+      assert.equal(response.statusCode, 200);
+      const posts = response.json<Post[]>();
+      assert.equal(posts.length, 10);
+      assert.ok(posts.every((p) => p.userId === 2));
+    });
+
+    it("GET /posts/:id answers one post", async () => {
+      const response = await app.inject({ method: "GET", url: "/posts/7" });
+      assert.equal(response.statusCode, 200);
+      assert.deepEqual(response.json(), POSTS[6]);
+    });
+
+    it("a non-numeric or out-of-range id is a 400 with a JSON error, and costs no upstream call", async () => {
+      for (const id of ["abc", "0", "-1", "1.5", "7abc", "99999999999"]) {
+        const response = await app.inject({ method: "GET", url: `/posts/${id}` });
+        assert.equal(response.statusCode, 400, id);
+        const body = response.json<{ error: string }>();
+        assert.match(body.error, /^invalid request: params\/id /, id);
+        assert.equal(response.headers["cache-control"], "no-store");
+      }
+      const query = await app.inject({ method: "GET", url: "/posts?userId=abc" });
+      assert.equal(query.statusCode, 400);
+      assert.match(query.json<{ error: string }>().error, /querystring\/userId/);
+      assert.equal(fake.calls(), 0);
+    });
+
+    it("an upstream 404 is a 404 with a JSON error, marked no-store", async () => {
+      const response = await app.inject({ method: "GET", url: "/posts/999" });
+      assert.equal(response.statusCode, 404);
+      assert.match(
+        response.json<{ error: string }>().error,
+        /^not found upstream: .*\/posts\/999$/,
+      );
+      assert.equal(response.headers["cache-control"], "no-store");
+    });
+
+    it("an upstream 5xx is a 502, and is not cached", async () => {
+      fake.setMode("fail");
+      const failed = await app.inject({ method: "GET", url: "/posts?userId=4" });
+      assert.equal(failed.statusCode, 502);
+      assert.match(failed.json<{ error: string }>().error, /^upstream answered 500 for /);
+      assert.equal(failed.headers["cache-control"], "no-store");
+
+      fake.setMode("ok");
+      const recovered = await app.inject({ method: "GET", url: "/posts?userId=4" });
+      assert.equal(recovered.statusCode, 200);
+      assert.equal(recovered.json<Post[]>().length, 10);
+      assert.equal(fake.calls(), 2, "the request after recovery went to the upstream");
+    });
+
+    it("invalid JSON from the upstream is a 502", async () => {
+      fake.setMode("invalid-json");
+      const response = await app.inject({ method: "GET", url: "/posts/3" });
+      assert.equal(response.statusCode, 502);
+      assert.match(response.json<{ error: string }>().error, /^upstream sent invalid JSON for /);
+    });
+
+    it("a hanging upstream is a 504 after UPSTREAM_TIMEOUT", async () => {
+      fake.setMode("hang");
+      const start = performance.now();
+      const response = await app.inject({ method: "GET", url: "/posts/5" });
+      const elapsed = performance.now() - start;
+      assert.equal(response.statusCode, 504);
+      assert.match(response.json<{ error: string }>().error, /did not answer within 300 ms/);
+      assert.ok(elapsed >= 280 && elapsed < 2_000, `${elapsed} ms`);
+    });
+
+    it("GET /health is 200 and names the store", async () => {
+      const response = await app.inject({ method: "GET", url: "/health" });
+      assert.equal(response.statusCode, 200);
+      assert.deepEqual(response.json(), {
+        status: "ok",
+        cache: { store, state: "ok" },
+        upstream: fake.url,
+        ttlSeconds: 60,
+      });
+      assert.equal(fake.calls(), 0);
+    });
+
+    it("serves the OpenAPI document and Swagger UI at /docs, from local assets", async () => {
+      const page = await app.inject({ method: "GET", url: "/docs" });
+      assert.equal(page.statusCode, 200);
+      assert.match(page.headers["content-type"] as string, /^text\/html/);
+      assert.match(page.body, /swagger-ui/i);
+      // No asset comes from another origin: the docs work offline.
+      assert.doesNotMatch(page.body, /(src|href)="https?:\/\//);
+
+      const bundle = await app.inject({ method: "GET", url: "/docs/static/swagger-ui-bundle.js" });
+      assert.equal(bundle.statusCode, 200);
+      assert.ok(bundle.body.length > 100_000);
+
+      const spec = await app.inject({ method: "GET", url: "/docs/json" });
+      assert.equal(spec.statusCode, 200);
+      const doc = spec.json<{
+        openapi: string;
+        paths: Record<string, unknown>;
+        components: { schemas: Record<string, unknown> };
+      }>();
+      assert.match(doc.openapi, /^3\./);
+      assert.deepEqual(Object.keys(doc.paths).sort(), ["/health", "/posts", "/posts/{id}"]);
+      assert.ok("Post" in doc.components.schemas);
+    });
+
+    it("an unknown route is a JSON 404", async () => {
+      const response = await app.inject({ method: "GET", url: "/users" });
+      assert.equal(response.statusCode, 404);
+      assert.deepEqual(response.json(), { error: "not found: GET /users" });
+    });
+  });
+}
+
+describe("demo app with an unreachable upstream", () => {
+  it("answers 502 naming the reason", async () => {
+    const port = await freePort(); // nothing listens there
+    const app = await buildApp(
+      loadConfig({
+        UPSTREAM_URL: `http://127.0.0.1:${port}`,
+        CACHE_STORE: "none",
+        LOG_LEVEL: "silent",
+      }),
+    );
+    try {
+      const response = await app.inject({ method: "GET", url: "/posts" });
+      assert.equal(response.statusCode, 502);
+      assert.match(
+        response.json<{ error: string }>().error,
+        /^upstream unreachable: .*ECONNREFUSED/,
+      );
+    } finally {
+      await app.close();
+    }
+  });
+});
