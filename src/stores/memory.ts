@@ -111,7 +111,9 @@ export class MemoryStore implements Store {
 
   async set(key: string, value: Uint8Array, ttlMs: number): Promise<void> {
     const bytes = Buffer.from(value);
-    this.#put(key, { expiresAt: this.#clock.now() + ttlMs, size: bytes.length, bytes, held: undefined });
+    // lru-cache needs a positive size: an empty value still counts as one byte.
+    const size = Math.max(1, bytes.length);
+    this.#put(key, { expiresAt: this.#clock.now() + ttlMs, size, bytes, held: undefined });
   }
 
   async setIfAbsent(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {

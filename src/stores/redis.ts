@@ -1,0 +1,679 @@
+import { createHash } from "node:crypto";
+import type {
+  RedisArgument,
+  RedisClientOptions,
+  RedisFunctions,
+  RedisModules,
+  RedisScripts,
+  RespVersions,
+} from "redis";
+import { createClient, RESP_TYPES } from "redis";
+import type { Duration } from "../duration.js";
+import { optionalMs } from "../duration.js";
+import { CachetError, InvalidOptionError, StoreError } from "../errors.js";
+import type { Store } from "../store.js";
+
+/**
+ * What the store needs from a node-redis client. Any standalone client made by `createClient()`
+ * (from `redis` or `@redis/client`, v5 or v6) fits, whatever its modules, RESP version or
+ * type mapping.
+ */
+export interface RedisClientLike {
+  readonly isOpen: boolean;
+  readonly isReady: boolean;
+  readonly options?: { readonly keyPrefix?: RedisArgument | undefined } | undefined;
+  connect(): Promise<unknown>;
+  withTypeMapping(mapping: typeof BUFFER_REPLIES): RedisCommander;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  off(event: string, listener: (...args: unknown[]) => void): unknown;
+  close(): Promise<void>;
+  destroy(): void;
+}
+
+/** A client (or a type-mapped view of one) that can send raw commands. */
+interface RedisCommander {
+  sendCommand<T = unknown>(args: ReadonlyArray<RedisArgument>): Promise<T>;
+}
+
+/**
+ * node-redis options passed through to the client the store creates (TLS, credentials,
+ * database, `pingInterval`, socket options such as `keepAlive`, …). The options the store
+ * manages itself are left out: the key prefix (`prefix`), the offline queue (always off, so
+ * that commands fail fast while disconnected), reconnection (`maxReconnectDelay`) and the
+ * connect timeout (`connectTimeout`).
+ */
+export type RedisStoreClientOptions = Omit<
+  RedisClientOptions<RedisModules, RedisFunctions, RedisScripts, RespVersions>,
+  "url" | "keyPrefix" | "disableOfflineQueue" | "commandOptions"
+>;
+
+/** Options of {@link redisStore}. Pass `url` or `client`, not both. */
+export interface RedisStoreOptions {
+  /**
+   * Where Redis is: `redis://[[user][:password]@]host[:port][/db]`, `rediss://…` for TLS, or
+   * `unix:///path/to/redis.sock`. Validated when the store is created; the connection opens
+   * on first use.
+   * @default "redis://127.0.0.1:6379" (when `client` is not given either)
+   */
+  url?: string;
+  /**
+   * An existing node-redis client to use instead of creating one. The store connects it on
+   * first use if it is not open yet, but never closes it: `disconnect()` only detaches the
+   * store. The client keeps its own reconnection settings; the store still fails fast by
+   * rejecting commands whenever the client is not ready. It must not have a `keyPrefix`
+   * (use `prefix`). Mutually exclusive with `url` and `clientOptions`.
+   */
+  client?: RedisClientLike;
+  /**
+   * Prepended to every key, so that several applications (or caches) can share one Redis.
+   * May be `""`.
+   * @default "cachet:"
+   */
+  prefix?: string;
+  /**
+   * Longest wait for a connection to be established and ready (TCP, TLS, handshake), in
+   * milliseconds or as a duration string. On first use, commands wait for the first attempt
+   * at most this long; while reconnecting they do not wait at all.
+   * @default 2000
+   */
+  connectTimeout?: Duration;
+  /**
+   * Longest wait for the reply to one command, in milliseconds or as a duration string;
+   * `0` turns the bound off. A command without a reply by then rejects with a `StoreError`
+   * of code `E_STORE_TIMEOUT` (its late reply is dropped). This only matters when Redis stops
+   * answering while the connection stays open (a paused or overloaded server): a closed
+   * connection fails pending commands at once. Inside a cache, the cache's `storeTimeout`
+   * (50 ms by default) is usually shorter and applies first.
+   * @default 1000
+   */
+  commandTimeout?: Duration;
+  /**
+   * Upper bound of the delay between two reconnection attempts, in milliseconds or as a
+   * duration string. The delay starts at 50 ms and doubles after each failed attempt (with
+   * jitter) up to this bound, so a restarted Redis is used again at most about this long
+   * after it comes back.
+   * @default 2000
+   */
+  maxReconnectDelay?: Duration;
+  /** node-redis client options for the client the store creates. See {@link RedisStoreClientOptions}. */
+  clientOptions?: RedisStoreClientOptions;
+}
+
+/**
+ * The connection state, for health reporting:
+ * - `idle`: not used yet (the store connects on first use);
+ * - `connecting`: the first connection is being opened;
+ * - `ready`: connected, commands go to Redis;
+ * - `reconnecting`: the connection failed or was lost; commands are rejected at once while
+ *   the store retries in the background;
+ * - `closed`: `disconnect()` was called.
+ */
+export type RedisStoreStatus = "idle" | "connecting" | "ready" | "reconnecting" | "closed";
+
+const DEFAULT_URL = "redis://127.0.0.1:6379";
+const DEFAULT_PREFIX = "cachet:";
+const DEFAULT_CONNECT_TIMEOUT = 2_000;
+const DEFAULT_COMMAND_TIMEOUT = 1_000;
+const DEFAULT_MAX_RECONNECT_DELAY = 2_000;
+const FIRST_RECONNECT_DELAY = 50;
+const URL_SCHEMES = new Set(["redis:", "rediss:", "unix:"]);
+
+/** Replies as Buffers: values go through without a UTF-8 round trip. */
+const BUFFER_REPLIES = { [RESP_TYPES.BLOB_STRING]: Buffer } as const;
+
+/** Release a lease only while it still holds the owner's token. */
+const DELETE_IF_EQUALS = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`;
+const DELETE_IF_EQUALS_SHA = createHash("sha1").update(DELETE_IF_EQUALS).digest("hex");
+
+/** Options the store sets on its own client; passing them in `clientOptions` is an error. */
+const MANAGED_CLIENT_OPTIONS: Record<string, string> = {
+  url: "use the store's `url` option",
+  keyPrefix: "use the store's `prefix` option",
+  disableOfflineQueue: "the store always disables the offline queue so that commands fail fast",
+  commandOptions: "the store sets its own command options (Buffer replies)",
+};
+const MANAGED_SOCKET_OPTIONS: Record<string, string> = {
+  reconnectStrategy: "the store reconnects by itself; use `maxReconnectDelay`",
+  connectTimeout: "use the store's `connectTimeout` option",
+};
+
+/**
+ * A {@link Store} on Redis through node-redis: bytes in and out as Buffers, TTLs as `PX`,
+ * `getMany` as one `MGET`, leases with `SET NX PX` and a compare-and-delete script.
+ *
+ * It fails fast and recovers by itself: it connects lazily, never queues commands while
+ * disconnected (they reject at once with a `StoreError`), reconnects in the background with
+ * a capped exponential backoff, and works again as soon as Redis is back, without a restart.
+ * Nothing it leaves behind keeps the process alive after {@link disconnect}.
+ */
+export class RedisStore implements Store {
+  readonly name = "redis";
+  /** The prefix prepended to every key. */
+  readonly prefix: string;
+  readonly #url: string | undefined;
+  readonly #clientOptions: RedisStoreClientOptions;
+  readonly #connectTimeout: number;
+  readonly #commandTimeout: number;
+  readonly #maxReconnectDelay: number;
+  /** Whether the store created its client(s), and so owns and closes them. */
+  readonly #owned: boolean;
+
+  #client: RedisClientLike | undefined;
+  #commander: RedisCommander | undefined;
+  /** The first connection, awaited by commands issued before it settles. */
+  #opening: Promise<RedisCommander> | undefined;
+  #status: RedisStoreStatus = "idle";
+  #lastError: Error | undefined;
+  #wasReady = false;
+  #attempts = 0;
+  #retryTimer: NodeJS.Timeout | undefined;
+  /** Listeners put on a caller's client, removed again by `disconnect()`. */
+  #detach: (() => void) | undefined;
+
+  constructor(options: RedisStoreOptions = {}) {
+    if (options === null || typeof options !== "object") {
+      throw new InvalidOptionError(
+        "redisStore(options)",
+        `expected an object, got ${JSON.stringify(options)}`,
+      );
+    }
+    const { url, client, clientOptions } = options;
+    if (url !== undefined && client !== undefined) {
+      throw new InvalidOptionError("redisStore.client", "pass either `url` or `client`, not both");
+    }
+    this.prefix = options.prefix ?? DEFAULT_PREFIX;
+    if (typeof this.prefix !== "string") {
+      throw new InvalidOptionError(
+        "redisStore.prefix",
+        `expected a string, got ${describe(this.prefix)}`,
+      );
+    }
+    this.#connectTimeout = optionalMs(
+      options.connectTimeout,
+      "redisStore.connectTimeout",
+      DEFAULT_CONNECT_TIMEOUT,
+      false,
+    );
+    this.#commandTimeout = optionalMs(
+      options.commandTimeout,
+      "redisStore.commandTimeout",
+      DEFAULT_COMMAND_TIMEOUT,
+    );
+    this.#maxReconnectDelay = optionalMs(
+      options.maxReconnectDelay,
+      "redisStore.maxReconnectDelay",
+      DEFAULT_MAX_RECONNECT_DELAY,
+      false,
+    );
+    if (client !== undefined) {
+      if (clientOptions !== undefined) {
+        throw new InvalidOptionError(
+          "redisStore.clientOptions",
+          "applies only to the client the store creates; configure your `client` yourself",
+        );
+      }
+      validateClient(client);
+      this.#owned = false;
+      this.#url = undefined;
+      this.#clientOptions = {};
+      this.#client = client;
+      this.#commander = client.withTypeMapping(BUFFER_REPLIES);
+    } else {
+      this.#owned = true;
+      this.#url = validateUrl(url ?? DEFAULT_URL);
+      this.#clientOptions = validateClientOptions(clientOptions);
+    }
+  }
+
+  /** The connection state; see {@link RedisStoreStatus}. */
+  get status(): RedisStoreStatus {
+    if (this.#owned || this.#status === "idle" || this.#status === "closed") return this.#status;
+    const client = this.#client!;
+    if (client.isReady) return "ready";
+    return this.#wasReady ? "reconnecting" : "connecting";
+  }
+
+  /** The last connection or command error seen, if any (kept after recovery, for reporting). */
+  get lastError(): Error | undefined {
+    return this.#lastError;
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const reply = await this.#send<Buffer | null>("get", ["GET", this.#key(key, "get")]);
+    return reply ?? undefined;
+  }
+
+  async getMany(keys: readonly string[]): Promise<Array<Uint8Array | undefined>> {
+    if (!Array.isArray(keys)) {
+      throw new InvalidOptionError(
+        "redisStore.getMany(keys)",
+        `expected an array of strings, got ${describe(keys)}`,
+      );
+    }
+    if (keys.length === 0) return [];
+    const args: RedisArgument[] = ["MGET"];
+    for (const key of keys) args.push(this.#key(key, "getMany"));
+    const replies = await this.#send<Array<Buffer | null>>("getMany", args);
+    return replies.map((reply) => reply ?? undefined);
+  }
+
+  async set(key: string, value: Uint8Array, ttlMs: number): Promise<void> {
+    await this.#send("set", [
+      "SET",
+      this.#key(key, "set"),
+      toBuffer(value, "set"),
+      "PX",
+      ttlArg(ttlMs, "set"),
+    ]);
+  }
+
+  async setIfAbsent(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const reply = await this.#send<unknown>("setIfAbsent", [
+      "SET",
+      this.#key(key, "setIfAbsent"),
+      toBuffer(value, "setIfAbsent"),
+      "NX",
+      "PX",
+      ttlArg(ttlMs, "setIfAbsent"),
+    ]);
+    return reply !== null;
+  }
+
+  async deleteIfEquals(key: string, value: Uint8Array): Promise<boolean> {
+    const args = [this.#key(key, "deleteIfEquals"), toBuffer(value, "deleteIfEquals")];
+    const removed = await this.#send<number>("deleteIfEquals", [
+      "EVALSHA",
+      DELETE_IF_EQUALS_SHA,
+      "1",
+      ...args,
+    ]).catch((error: unknown) => {
+      // The script cache is empty after a restart or a SCRIPT FLUSH: send the script itself.
+      if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
+        throw error;
+      return this.#send<number>("deleteIfEquals", ["EVAL", DELETE_IF_EQUALS, "1", ...args]);
+    });
+    return removed > 0;
+  }
+
+  async delete(key: string): Promise<boolean> {
+    const removed = await this.#send<number>("delete", ["DEL", this.#key(key, "delete")]);
+    return removed > 0;
+  }
+
+  /**
+   * Stop using Redis. A client the store created is closed (pending commands get a bounded
+   * moment to finish, then the socket is destroyed) and reconnection stops; a client passed
+   * in is left open and only detached. Idempotent. The store rejects commands afterwards.
+   */
+  async disconnect(): Promise<void> {
+    if (this.#status === "closed") return;
+    this.#status = "closed";
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    const client = this.#client;
+    this.#opening = undefined;
+    if (!this.#owned) {
+      this.#detach?.();
+      this.#detach = undefined;
+      return;
+    }
+    this.#client = undefined;
+    this.#commander = undefined;
+    if (!client) return;
+    if (client.isReady) {
+      // Let in-flight commands finish, but never wait on a server that stopped answering.
+      await withDeadline(client.close(), this.#commandTimeout || DEFAULT_COMMAND_TIMEOUT).catch(
+        () => {},
+      );
+    }
+    client.destroy();
+  }
+
+  // ---- internals ---------------------------------------------------------------------------
+
+  #key(key: string, operation: string): string {
+    if (typeof key !== "string") {
+      throw new InvalidOptionError(
+        `redisStore.${operation}(key)`,
+        `expected a string, got ${describe(key)}`,
+      );
+    }
+    return this.prefix + key;
+  }
+
+  /** Send one command: at once when connected, after the first connection, or reject fast. */
+  #send<T>(operation: string, args: RedisArgument[]): Promise<T> {
+    const client = this.#client;
+    const pending =
+      client?.isReady && this.#status !== "closed"
+        ? this.#commander!.sendCommand<T>(args)
+        : this.#whenConnected(operation).then((commander) => commander.sendCommand<T>(args));
+    return this.#bounded(operation, pending);
+  }
+
+  /** The commander once connected; rejects at once unless the first connection is under way. */
+  #whenConnected(operation: string): Promise<RedisCommander> {
+    if (this.#status === "closed") {
+      return Promise.reject(new StoreError(this.name, operation, "the store is disconnected"));
+    }
+    if (this.#status === "idle") this.#opening = this.#connect();
+    if (this.#opening) return this.#opening;
+    const reason = this.#lastError ? `: ${this.#lastError.message}` : "";
+    return Promise.reject(
+      new StoreError(this.name, operation, `not connected (${this.status})${reason}`, {
+        cause: this.#lastError,
+      }),
+    );
+  }
+
+  /** Bound a command by `commandTimeout` and turn its failure into a `StoreError`. */
+  #bounded<T>(operation: string, pending: Promise<T>): Promise<T> {
+    const limit = this.#commandTimeout;
+    return new Promise<T>((resolve, reject) => {
+      const timer =
+        limit > 0
+          ? setTimeout(() => {
+              reject(
+                new StoreError(
+                  this.name,
+                  operation,
+                  `no reply within commandTimeout (${limit} ms)`,
+                  {
+                    code: "E_STORE_TIMEOUT",
+                  },
+                ),
+              );
+            }, limit)
+          : undefined;
+      timer?.unref();
+      pending.then(
+        (reply) => {
+          clearTimeout(timer);
+          resolve(reply);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(this.#wrap(operation, error));
+        },
+      );
+    });
+  }
+
+  #wrap(operation: string, error: unknown): CachetError {
+    if (error instanceof CachetError) return error;
+    return new StoreError(this.name, operation, causeText(error), { cause: error });
+  }
+
+  /** First use: open the connection (own client) or wait for the caller's client. */
+  #connect(): Promise<RedisCommander> {
+    const opening = this.#owned ? this.#open() : this.#adopt(this.#client!);
+    // Commands awaiting it handle its rejection; nothing else must see it as unhandled.
+    opening.catch(() => {});
+    return opening;
+  }
+
+  /**
+   * Open a connection with a fresh client. node-redis's own reconnection is off
+   * (`reconnectStrategy: false`): its retry loop sleeps on a timer that cannot be unref'd or
+   * cancelled, which would keep the process alive after `disconnect()`. The store retries with
+   * its own unref'd timer instead, one client per attempt.
+   */
+  #open(): Promise<RedisCommander> {
+    this.#status = this.#status === "idle" ? "connecting" : "reconnecting";
+    const options = this.#clientOptions;
+    const client: RedisClientLike = createClient({
+      ...options,
+      url: this.#url,
+      disableOfflineQueue: true,
+      socket: {
+        ...options.socket,
+        connectTimeout: this.#connectTimeout,
+        reconnectStrategy: false,
+      },
+    });
+    const commander = client.withTypeMapping(BUFFER_REPLIES);
+    this.#client = client;
+    this.#commander = commander;
+    client.on("error", (error: unknown) => this.#recordError(error));
+    // Emitted when a connection fails or is lost and node-redis gives up on it.
+    client.on("terminated", (cause: unknown) => this.#lost(client, cause));
+    return withDeadline(client.connect(), this.#connectTimeout, "connect").then(
+      () => {
+        if (this.#client !== client) {
+          client.destroy();
+          throw new StoreError(this.name, "connect", "the store was disconnected while connecting");
+        }
+        this.#status = "ready";
+        this.#wasReady = true;
+        this.#attempts = 0;
+        this.#opening = undefined;
+        return commander;
+      },
+      (error: unknown) => {
+        this.#recordError(error);
+        this.#lost(client, error);
+        throw this.#wrap("connect", error);
+      },
+    );
+  }
+
+  /** The connection behind `client` failed or was lost: drop it and retry in the background. */
+  #lost(client: RedisClientLike, cause: unknown): void {
+    if (this.#client !== client) return;
+    this.#client = undefined;
+    this.#commander = undefined;
+    this.#opening = undefined;
+    this.#recordError(cause);
+    // Let node-redis fail the pending commands with the real cause first.
+    queueMicrotask(() => client.destroy());
+    if (this.#status === "closed") return;
+    this.#status = "reconnecting";
+    const ceiling = Math.min(
+      FIRST_RECONNECT_DELAY * 2 ** Math.min(this.#attempts, 20),
+      this.#maxReconnectDelay,
+    );
+    this.#attempts++;
+    // Half fixed, half random, so that a fleet does not reconnect in lockstep.
+    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      if (this.#status !== "closed") this.#open().catch(() => {});
+    }, delay);
+    this.#retryTimer.unref();
+  }
+
+  /** First use of a caller's client: listen to it, connect it if needed, wait a bounded time. */
+  #adopt(client: RedisClientLike): Promise<RedisCommander> {
+    const onError = (error: unknown) => this.#recordError(error);
+    const onReady = () => {
+      this.#wasReady = true;
+    };
+    client.on("error", onError);
+    client.on("ready", onReady);
+    this.#detach = () => {
+      client.off("error", onError);
+      client.off("ready", onReady);
+    };
+    this.#status = "connecting";
+    const commander = this.#commander!;
+    const settle = () => {
+      this.#opening = undefined;
+      if (this.#status !== "closed") this.#status = "ready";
+    };
+    if (client.isReady) {
+      this.#wasReady = true;
+      settle();
+      return Promise.resolve(commander);
+    }
+    const ready = client.isOpen
+      ? new Promise<void>((resolve) => {
+          client.on("ready", function once() {
+            client.off("ready", once);
+            resolve();
+          });
+        })
+      : client.connect();
+    return withDeadline(ready, this.#connectTimeout, "connect").then(
+      () => {
+        settle();
+        return commander;
+      },
+      (error: unknown) => {
+        this.#recordError(error);
+        // The client reconnects (or not) on its own terms; later commands fail fast until it is ready.
+        settle();
+        throw this.#wrap("connect", error);
+      },
+    );
+  }
+
+  #recordError(error: unknown): void {
+    this.#lastError = error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+/**
+ * A Redis store. Connects on first use.
+ *
+ * @example
+ * const cache = createCache({ store: redisStore({ url: process.env.REDIS_URL }), l1: true });
+ */
+export function redisStore(options?: RedisStoreOptions): RedisStore {
+  return new RedisStore(options);
+}
+
+function validateUrl(url: unknown): string {
+  if (typeof url !== "string") {
+    throw new InvalidOptionError("redisStore.url", `expected a string, got ${describe(url)}`);
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (cause) {
+    throw new InvalidOptionError("redisStore.url", `not a valid URL: ${JSON.stringify(url)}`, {
+      cause,
+    });
+  }
+  if (!URL_SCHEMES.has(parsed.protocol)) {
+    throw new InvalidOptionError(
+      "redisStore.url",
+      `unsupported scheme "${parsed.protocol}" in ${JSON.stringify(url)}; expected redis:, rediss: or unix:`,
+    );
+  }
+  if (parsed.protocol !== "unix:") {
+    if (parsed.hostname === "") {
+      throw new InvalidOptionError("redisStore.url", `no host in ${JSON.stringify(url)}`);
+    }
+    if (parsed.pathname.length > 1 && !/^\/\d+$/.test(parsed.pathname)) {
+      throw new InvalidOptionError(
+        "redisStore.url",
+        `the path must be a database number (such as "/0"), got ${JSON.stringify(parsed.pathname)}`,
+      );
+    }
+  }
+  return url;
+}
+
+function validateClientOptions(
+  options: RedisStoreClientOptions | undefined,
+): RedisStoreClientOptions {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== "object") {
+    throw new InvalidOptionError(
+      "redisStore.clientOptions",
+      `expected an object, got ${describe(options)}`,
+    );
+  }
+  for (const [name, why] of Object.entries(MANAGED_CLIENT_OPTIONS)) {
+    if ((options as Record<string, unknown>)[name] !== undefined) {
+      throw new InvalidOptionError(`redisStore.clientOptions.${name}`, `not accepted: ${why}`);
+    }
+  }
+  const socket = options.socket as Record<string, unknown> | undefined;
+  for (const [name, why] of Object.entries(MANAGED_SOCKET_OPTIONS)) {
+    if (socket?.[name] !== undefined) {
+      throw new InvalidOptionError(
+        `redisStore.clientOptions.socket.${name}`,
+        `not accepted: ${why}`,
+      );
+    }
+  }
+  return options;
+}
+
+function validateClient(client: RedisClientLike): void {
+  const methods = ["connect", "withTypeMapping", "on", "off", "destroy"] as const;
+  if (
+    client === null ||
+    typeof client !== "object" ||
+    methods.some((m) => typeof (client as unknown as Record<string, unknown>)[m] !== "function")
+  ) {
+    throw new InvalidOptionError(
+      "redisStore.client",
+      "expected a node-redis client made by createClient() (Cluster and Sentinel clients are not supported here)",
+    );
+  }
+  const keyPrefix = client.options?.keyPrefix;
+  if (keyPrefix !== undefined && keyPrefix.length > 0) {
+    throw new InvalidOptionError(
+      "redisStore.client",
+      "the client has a keyPrefix, which does not apply to scripts; use the store's `prefix` option instead",
+    );
+  }
+}
+
+function toBuffer(value: Uint8Array, operation: string): Buffer {
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof Uint8Array)
+    return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  throw new InvalidOptionError(
+    `redisStore.${operation}(value)`,
+    `expected a Uint8Array or Buffer, got ${describe(value)}`,
+  );
+}
+
+/** TTLs are integer milliseconds (`PX`); a fraction rounds up so that nothing expires early. */
+function ttlArg(ttlMs: number, operation: string): string {
+  if (typeof ttlMs !== "number" || !Number.isFinite(ttlMs) || ttlMs <= 0) {
+    throw new InvalidOptionError(
+      `redisStore.${operation}(ttlMs)`,
+      `expected a positive number of milliseconds, got ${describe(ttlMs)}`,
+    );
+  }
+  return String(Math.ceil(ttlMs));
+}
+
+/** Reject with a timeout error when `promise` has not settled within `ms`; unref'd. */
+function withDeadline<T>(promise: Promise<T>, ms: number, what = "operation"): Promise<T> {
+  promise.catch(() => {});
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+function causeText(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    const name = error.constructor.name;
+    return `${name === "Error" ? "" : `${name}: `}${error.message}${typeof code === "string" && !error.message.includes(code) ? ` (${code})` : ""}`;
+  }
+  return String(error);
+}
+
+function causeMessage(error: StoreError): string {
+  const cause = error.cause;
+  return cause instanceof Error ? cause.message : "";
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object")
+    return value.constructor?.name ? `a ${value.constructor.name}` : "an object";
+  if (typeof value === "string")
+    return `a string (${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)})`;
+  return `${typeof value} ${String(value)}`;
+}

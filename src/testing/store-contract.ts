@@ -1,0 +1,370 @@
+import assert from "node:assert/strict";
+import { randomBytes, randomUUID } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import type { Store } from "../store.js";
+
+/** What a contract run needs: a store, and how to clean up after it. */
+export interface StoreContractSetup {
+  store: Store;
+  /**
+   * Called after the suite (or the test that made its own store), once `store.disconnect()`
+   * has resolved: stop servers, close helper clients, …
+   */
+  teardown?: () => Promise<void>;
+}
+
+/** The optional capabilities of a {@link Store}. */
+export type StoreCapability = "getMany" | "setIfAbsent" | "deleteIfEquals" | "disconnect";
+
+/** Options of {@link storeContract}. */
+export interface StoreContractOptions {
+  /**
+   * Optional methods the store must have. A test fails if one is missing. Tests of a
+   * capability the store does not have are reported as skipped either way.
+   * @default []
+   */
+  capabilities?: readonly StoreCapability[];
+  /** Size of the value in the large-value test, in bytes. @default 5 MiB */
+  largeValueSize?: number;
+  /** TTL used by the expiry tests, in milliseconds. @default 300 */
+  shortTtl?: number;
+  /**
+   * How long past `shortTtl` an expired value may still be visible before the test fails, in
+   * milliseconds (a server may expire keys lazily or on its own schedule).
+   * @default 2000
+   */
+  expiryGrace?: number;
+  /** Longest time `disconnect()` may take, in milliseconds. @default 5000 */
+  disconnectTimeout?: number;
+}
+
+const POLL_INTERVAL = 10;
+
+/**
+ * Register the store contract suite with `node:test`: every store must pass it, against a
+ * real backend. `setup` is called once for the suite (and once more for the `disconnect()`
+ * test); keys are unique per run, so the backend may be shared.
+ *
+ * @example
+ * storeContract("redis", async () => ({ store: redisStore({ url }) }), {
+ *   capabilities: ["getMany", "setIfAbsent", "deleteIfEquals", "disconnect"],
+ * });
+ */
+export function storeContract(
+  name: string,
+  setup: () => Promise<StoreContractSetup>,
+  options: StoreContractOptions = {},
+): void {
+  const capabilities = options.capabilities ?? [];
+  const largeValueSize = options.largeValueSize ?? 5 * 1024 * 1024;
+  const shortTtl = options.shortTtl ?? 300;
+  const expiryGrace = options.expiryGrace ?? 2_000;
+  const disconnectTimeout = options.disconnectTimeout ?? 5_000;
+  const LONG_TTL = 60_000;
+
+  describe(`store contract: ${name}`, () => {
+    const run = randomUUID().slice(0, 8);
+    const key = (part: string) => `contract:${run}:${part}`;
+    let current: StoreContractSetup | undefined;
+    const store = (): Store => {
+      assert.ok(current, "setup() did not run");
+      return current.store;
+    };
+
+    before(async () => {
+      current = await setup();
+    });
+
+    after(async () => {
+      if (!current) return;
+      await current.store.disconnect?.();
+      await current.teardown?.();
+    });
+
+    it("has a name and declares the expected capabilities", () => {
+      const s = store();
+      assert.equal(typeof s.name, "string");
+      assert.ok(s.name.length > 0, "store.name is empty");
+      for (const method of ["get", "set", "delete"] as const) {
+        assert.equal(typeof s[method], "function", `store.${method} is required`);
+      }
+      for (const capability of capabilities) {
+        assert.equal(
+          typeof s[capability],
+          "function",
+          `store.${capability} is expected but missing`,
+        );
+      }
+    });
+
+    it("get of a missing key resolves undefined", async () => {
+      assert.equal(await store().get(key("missing")), undefined);
+    });
+
+    it("set then get returns the same bytes as a Uint8Array", async () => {
+      const value = bytes("hello, store");
+      await store().set(key("round-trip"), value, LONG_TTL);
+      assertBytes(await store().get(key("round-trip")), value);
+    });
+
+    it("set overwrites the previous value", async () => {
+      await store().set(key("overwrite"), bytes("first"), LONG_TTL);
+      await store().set(key("overwrite"), bytes("second, longer"), LONG_TTL);
+      assertBytes(await store().get(key("overwrite")), bytes("second, longer"));
+      await store().set(key("overwrite"), bytes("3"), LONG_TTL);
+      assertBytes(await store().get(key("overwrite")), bytes("3"));
+    });
+
+    it("keeps its own copy: changing the caller's buffer after set changes nothing", async () => {
+      const value = bytes("original");
+      await store().set(key("copy"), value, LONG_TTL);
+      value.fill(0x21);
+      assertBytes(await store().get(key("copy")), bytes("original"));
+    });
+
+    it("delete resolves true when it removed a key and false when there was none", async () => {
+      await store().set(key("delete"), bytes("x"), LONG_TTL);
+      assert.equal(await store().delete(key("delete")), true);
+      assert.equal(await store().get(key("delete")), undefined);
+      assert.equal(await store().delete(key("delete")), false);
+      assert.equal(await store().delete(key("never-set")), false);
+    });
+
+    it("is binary safe: every byte value, invalid UTF-8, NUL bytes", async () => {
+      const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+      const reversed = all.slice().reverse();
+      // Lone continuation bytes, an overlong encoding, a truncated sequence, a lone surrogate.
+      const invalidUtf8 = Uint8Array.from([
+        0x80, 0xbf, 0xc0, 0xaf, 0xe2, 0x82, 0xed, 0xa0, 0x80, 0xff, 0xfe,
+      ]);
+      const nuls = Uint8Array.from([0, 0, 0, 1, 0]);
+      const cases = { all, reversed, invalidUtf8, nuls };
+      for (const [part, value] of Object.entries(cases))
+        await store().set(key(`bin:${part}`), value, LONG_TTL);
+      for (const [part, value] of Object.entries(cases)) {
+        assertBytes(await store().get(key(`bin:${part}`)), value, `value "${part}"`);
+      }
+    });
+
+    it("stores an empty value, distinct from a missing key", async () => {
+      await store().set(key("empty"), new Uint8Array(0), LONG_TTL);
+      const got = await store().get(key("empty"));
+      assert.ok(got !== undefined, "an empty value read back as a miss");
+      assertBytes(got, new Uint8Array(0));
+    });
+
+    it(`round-trips a large value (${(largeValueSize / 1024 / 1024).toFixed(1)} MiB)`, async () => {
+      const value = randomBytes(largeValueSize);
+      await store().set(key("large"), value, LONG_TTL);
+      assertBytes(await store().get(key("large")), value);
+      assert.equal(await store().delete(key("large")), true);
+    });
+
+    it("accepts keys with unicode, spaces, colons and control characters, each distinct", async () => {
+      const parts = [
+        "ключ",
+        "🔑 key",
+        "a b",
+        "a:b",
+        "a::b:",
+        "a\tb\nc",
+        "e\u0301", // "é" decomposed…
+        "\u00e9", // …and precomposed: different keys
+        " leading and trailing ",
+      ];
+      for (const [i, part] of parts.entries())
+        await store().set(key(part), bytes(`value ${i}`), LONG_TTL);
+      for (const [i, part] of parts.entries()) {
+        assertBytes(
+          await store().get(key(part)),
+          bytes(`value ${i}`),
+          `key ${JSON.stringify(part)}`,
+        );
+      }
+    });
+
+    it("keeps a value until its TTL and drops it after, per key", async () => {
+      const start = Date.now();
+      await store().set(key("ttl:short"), bytes("short"), shortTtl);
+      await store().set(key("ttl:long"), bytes("long"), LONG_TTL);
+      const seen = await observeExpiry(
+        async () => (await store().get(key("ttl:short"))) !== undefined,
+        start,
+        shortTtl,
+        expiryGrace,
+      );
+      assert.ok(seen.presentBeforeTtl > 0, "no read was answered before the TTL passed");
+      assertBytes(await store().get(key("ttl:long")), bytes("long"), "the long-TTL key");
+    });
+
+    it("getMany answers aligned with its keys, misses included", async (t) => {
+      const s = store();
+      if (!s.getMany) return t.skip("the store has no getMany");
+      await s.set(key("many:a"), bytes("A"), LONG_TTL);
+      await s.set(key("many:b"), new Uint8Array(0), LONG_TTL);
+      const keys = [
+        key("many:a"),
+        key("many:missing"),
+        key("many:b"),
+        key("many:a"),
+        key("many:gone"),
+      ];
+      const got = await s.getMany(keys);
+      assert.equal(got.length, keys.length);
+      assertBytes(got[0], bytes("A"), "getMany[0]");
+      assert.equal(got[1], undefined, "getMany[1] (missing)");
+      assertBytes(got[2], new Uint8Array(0), "getMany[2] (empty value)");
+      assertBytes(got[3], bytes("A"), "getMany[3] (repeated key)");
+      assert.equal(got[4], undefined, "getMany[4] (missing)");
+      assert.deepEqual(await s.getMany([]), []);
+    });
+
+    it("setIfAbsent stores only when the key is absent", async (t) => {
+      const s = store();
+      if (!s.setIfAbsent) return t.skip("the store has no setIfAbsent");
+      assert.equal(await s.setIfAbsent(key("nx"), bytes("owner-1"), LONG_TTL), true);
+      assert.equal(await s.setIfAbsent(key("nx"), bytes("owner-2"), LONG_TTL), false);
+      assertBytes(await s.get(key("nx")), bytes("owner-1"));
+      await s.delete(key("nx"));
+      assert.equal(await s.setIfAbsent(key("nx"), bytes("owner-3"), LONG_TTL), true);
+      assertBytes(await s.get(key("nx")), bytes("owner-3"));
+    });
+
+    it("setIfAbsent applies its TTL: the key can be taken again once it expired", async (t) => {
+      const s = store();
+      if (!s.setIfAbsent) return t.skip("the store has no setIfAbsent");
+      const start = Date.now();
+      assert.equal(await s.setIfAbsent(key("nx:ttl"), bytes("lease-1"), shortTtl), true);
+      await observeExpiry(
+        async () => (await s.get(key("nx:ttl"))) !== undefined,
+        start,
+        shortTtl,
+        expiryGrace,
+      );
+      assert.equal(await s.setIfAbsent(key("nx:ttl"), bytes("lease-2"), LONG_TTL), true);
+      assertBytes(await s.get(key("nx:ttl")), bytes("lease-2"));
+    });
+
+    it("concurrent setIfAbsent on one key: exactly one wins", async (t) => {
+      const s = store();
+      if (!s.setIfAbsent) return t.skip("the store has no setIfAbsent");
+      const contenders = Array.from({ length: 20 }, (_, i) => bytes(`contender-${i}`));
+      const won = await Promise.all(
+        contenders.map((v) => s.setIfAbsent!(key("nx:race"), v, LONG_TTL)),
+      );
+      const winners = won.flatMap((w, i) => (w ? [i] : []));
+      assert.equal(winners.length, 1, `winners: ${winners.join(", ")}`);
+      assertBytes(await s.get(key("nx:race")), contenders[winners[0]!]!);
+    });
+
+    it("deleteIfEquals deletes only while the key holds exactly that value", async (t) => {
+      const s = store();
+      if (!s.deleteIfEquals) return t.skip("the store has no deleteIfEquals");
+      const token = Uint8Array.from([1, 2, 3, 0, 255]);
+      await s.set(key("cad"), token, LONG_TTL);
+      assert.equal(await s.deleteIfEquals(key("cad"), Uint8Array.from([1, 2, 3, 0, 254])), false);
+      assert.equal(
+        await s.deleteIfEquals(key("cad"), token.subarray(0, 4)),
+        false,
+        "a prefix of the value",
+      );
+      assert.equal(
+        await s.deleteIfEquals(key("cad"), Uint8Array.from([...token, 0])),
+        false,
+        "a longer value",
+      );
+      assertBytes(await s.get(key("cad")), token, "after non-matching deleteIfEquals");
+      assert.equal(await s.deleteIfEquals(key("cad"), Uint8Array.from(token)), true);
+      assert.equal(await s.get(key("cad")), undefined);
+      assert.equal(await s.deleteIfEquals(key("cad"), token), false, "on a missing key");
+    });
+
+    it("concurrent writers of one key leave exactly one of their values, intact", async () => {
+      const s = store();
+      const size = 64 * 1024;
+      const values = Array.from({ length: 16 }, (_, i) => {
+        const v = randomBytes(size);
+        v[0] = i;
+        return v;
+      });
+      await Promise.all(values.map((v) => s.set(key("race"), v, LONG_TTL)));
+      const got = await s.get(key("race"));
+      assert.ok(got !== undefined, "the key is missing after concurrent writes");
+      assert.equal(got.byteLength, size);
+      const match = values.find((v) => Buffer.from(got).equals(v));
+      assert.ok(match, "the stored value is none of the written values (torn or mixed write)");
+    });
+
+    it("disconnect() resolves promptly", async (t) => {
+      const own = await setup();
+      try {
+        if (!own.store.disconnect) return t.skip("the store has no disconnect");
+        await own.store.set(key("disconnect"), bytes("x"), LONG_TTL);
+        assertBytes(await own.store.get(key("disconnect")), bytes("x"));
+        const started = Date.now();
+        await withDeadline(own.store.disconnect(), disconnectTimeout, "disconnect()");
+        assert.ok(Date.now() - started < disconnectTimeout);
+        // A second call is harmless.
+        await withDeadline(own.store.disconnect(), disconnectTimeout, "a second disconnect()");
+      } finally {
+        await own.teardown?.();
+      }
+    });
+  });
+}
+
+function bytes(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}
+
+function assertBytes(actual: Uint8Array | undefined, expected: Uint8Array, what = "value"): void {
+  assert.ok(actual !== undefined, `${what}: expected ${expected.byteLength} bytes, got undefined`);
+  assert.ok(actual instanceof Uint8Array, `${what}: expected a Uint8Array, got ${typeof actual}`);
+  assert.equal(actual.byteLength, expected.byteLength, `${what}: length`);
+  assert.ok(Buffer.from(actual).equals(Buffer.from(expected)), `${what}: bytes differ`);
+}
+
+/**
+ * Poll `present` until it answers false. Every read answered before `start + ttl` must see the
+ * value (the write happened after `start`, so its expiry is later still); the value must be
+ * gone by `start + ttl + grace`.
+ */
+async function observeExpiry(
+  present: () => Promise<boolean>,
+  start: number,
+  ttl: number,
+  grace: number,
+): Promise<{ presentBeforeTtl: number; goneAfter: number }> {
+  let presentBeforeTtl = 0;
+  for (;;) {
+    const isPresent = await present();
+    const answeredAt = Date.now();
+    if (answeredAt < start + ttl) {
+      assert.ok(
+        isPresent,
+        `expired early: gone ${answeredAt - start} ms after the write, TTL ${ttl} ms`,
+      );
+      presentBeforeTtl++;
+    } else if (!isPresent) {
+      return { presentBeforeTtl, goneAfter: answeredAt - start };
+    } else if (answeredAt > start + ttl + grace) {
+      assert.fail(`still present ${answeredAt - start} ms after the write, TTL ${ttl} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL));
+  }
+}
+
+async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+        timer.unref();
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
