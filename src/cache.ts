@@ -6,7 +6,7 @@ import { optionalMs } from "./duration.js";
 import type { Entry } from "./entry.js";
 import { decodeEntry, deepFreeze, encodeEntry } from "./entry.js";
 import { FactoryHardTimeoutError, InvalidOptionError, SerializeError } from "./errors.js";
-import type { CacheEventListener, CacheEventName, Tier } from "./events.js";
+import type { CacheEventListener, CacheEventName, StaleReason, Tier } from "./events.js";
 import { CacheEvents } from "./events.js";
 import type { GuardOptions } from "./guard.js";
 import { GuardedStore } from "./guard.js";
@@ -74,10 +74,20 @@ export interface FactoryContext<T = unknown> {
   readonly key: string;
   /** Aborted when `hardTimeout` passes. Pass it to `fetch` and friends. */
   readonly signal: AbortSignal;
-  /** The stale entry this call refreshes, if any. */
+  /**
+   * The stale entry this call refreshes when one is usable within `staleIfError` (it is what
+   * callers get if this call fails or times out).
+   */
   readonly stale: Entry<T> | undefined;
+  /**
+   * True when every caller has already been answered with a stale value
+   * (stale-while-revalidate) and this call only refreshes the entry.
+   */
+  readonly background: boolean;
   /** Override the entry options (ttl, tags, stale windows) for the value being produced. */
-  setOptions(options: Pick<EntryOptions, "ttl" | "staleWhileRevalidate" | "staleIfError" | "tags">): void;
+  setOptions(
+    options: Pick<EntryOptions, "ttl" | "staleWhileRevalidate" | "staleIfError" | "tags">,
+  ): void;
 }
 
 export type Factory<T> = (context: FactoryContext<T>) => T | Promise<T>;
@@ -87,6 +97,10 @@ export interface Resolution<T> {
   readonly entry: Entry<T>;
   readonly outcome: "hit" | "miss" | "stale";
   readonly tier: Tier | undefined;
+  /** Why a stale entry was returned, when `outcome` is `"stale"`. */
+  readonly reason?: StaleReason;
+  /** For `"stale"` with reason `"error"`: what the factory failed with. */
+  readonly error?: unknown;
 }
 
 /** Options of {@link Cache.wrap}. */
@@ -142,13 +156,15 @@ export class Cache {
   readonly #prefix: string;
   readonly #nsTags: readonly string[];
   readonly #nsPath: string;
+  readonly #serializer: Serializer;
 
   /** @internal use {@link createCache}. */
-  constructor(core: Core, nsPath: string, nsTags: readonly string[]) {
+  constructor(core: Core, nsPath: string, nsTags: readonly string[], serializer: Serializer) {
     this.#core = core;
     this.#nsPath = nsPath;
     this.#prefix = nsPath === "" ? "" : `${nsPath}:`;
     this.#nsTags = nsTags;
+    this.#serializer = serializer;
   }
 
   /** The namespace path (`""` for the root cache, `"users"`, `"users/admins"`, …). */
@@ -186,7 +202,7 @@ export class Cache {
       return Promise.resolve(held.entry.value);
     }
     const policy = resolvePolicy(options, this.#core.defaults);
-    return this.#resolve(full, factory, policy, held).then(valueOf);
+    return this.#resolve(full, factory, policy, held).then(valueOfResolution);
   }
 
   /**
@@ -219,6 +235,16 @@ export class Cache {
     return undefined;
   }
 
+  /** The fresh entry under `key` from either tier (backfilling L1), without a factory. @internal */
+  lookupEntry<T>(key: string): Promise<Entry<T> | undefined> {
+    return this.#lookup<T>(this.#key(key));
+  }
+
+  /** The cache's time source. @internal */
+  get clock(): Clock {
+    return this.#core.clock;
+  }
+
   /** Resolve entry options against this cache's defaults (validating them). @internal */
   policy(options?: EntryOptions, where?: string): Policy {
     return resolvePolicy(options, this.#core.defaults, where);
@@ -239,7 +265,7 @@ export class Cache {
   async set<T>(key: string, value: T, options?: EntryOptions): Promise<void> {
     const full = this.#key(key);
     const policy = resolvePolicy(options, this.#core.defaults);
-    await this.#write(full, this.#makeEntry(value, this.#core.clock.now(), policy));
+    await this.#write(full, this.#makeEntry(value, this.#core.tags.stamp(), policy));
   }
 
   /** Remove `key` from every tier. Resolves whether the remote tier (or L1 alone) confirmed. */
@@ -263,6 +289,14 @@ export class Cache {
   }
 
   /**
+   * Like {@link invalidateTags} for cachet's own `@`-prefixed tags (HTTP paths), unvalidated.
+   * @internal
+   */
+  async invalidateReservedTags(tags: readonly string[], soft = false): Promise<void> {
+    await this.#invalidate(tags, soft);
+  }
+
+  /**
    * Expire every entry of this namespace (and of namespaces below it) in O(1): one write,
    * no key scan. On the root cache this clears everything.
    */
@@ -274,9 +308,10 @@ export class Cache {
 
   /**
    * A cache scoped to `name`: its keys live under `name:` and `clear()` expires only them.
-   * Namespaces nest (`cache.namespace("users").namespace("admins")`).
+   * Namespaces nest (`cache.namespace("users").namespace("admins")`). A namespace may use its
+   * own serializer for the remote tier (the HTTP cache stores responses this way).
    */
-  namespace(name: string): Cache {
+  namespace(name: string, options: { serializer?: Serializer } = {}): Cache {
     if (typeof name !== "string" || !NAMESPACE_NAME.test(name)) {
       throw new InvalidOptionError(
         "namespace(name)",
@@ -284,7 +319,12 @@ export class Cache {
       );
     }
     const path = this.#nsPath === "" ? name : `${this.#nsPath}/${name}`;
-    return new Cache(this.#core, path, [...this.#nsTags, `${NAMESPACE_TAG_PREFIX}${path}`]);
+    return new Cache(
+      this.#core,
+      path,
+      [...this.#nsTags, `${NAMESPACE_TAG_PREFIX}${path}`],
+      options.serializer ?? this.#serializer,
+    );
   }
 
   /**
@@ -377,15 +417,21 @@ export class Cache {
       this.#hit(full, "l1");
       return Promise.resolve(held.entry.value);
     }
-    return this.#resolve(full, factory, policy, held).then(valueOf);
+    return this.#resolve(full, factory, policy, held).then(valueOfResolution);
   }
 
   #key(key: string): string {
     if (typeof key !== "string" || key.length === 0) {
-      throw new InvalidOptionError("key", `expected a non-empty string, got ${JSON.stringify(key)}`);
+      throw new InvalidOptionError(
+        "key",
+        `expected a non-empty string, got ${JSON.stringify(key)}`,
+      );
     }
     if (key.startsWith(RESERVED_KEY_PREFIX)) {
-      throw new InvalidOptionError("key", `keys starting with "${RESERVED_KEY_PREFIX}" are reserved`);
+      throw new InvalidOptionError(
+        "key",
+        `keys starting with "${RESERVED_KEY_PREFIX}" are reserved`,
+      );
     }
     return this.#prefix + key;
   }
@@ -469,37 +515,48 @@ export class Cache {
     let graceable: Entry<T> | undefined;
     if (stale !== undefined) {
       const staleSince = this.#staleSince(stale);
+      // A refresh of this key failed recently: serve stale without calling the factory again.
+      const until = backoff.get(full);
+      const backedOff = until !== undefined && now < until;
       // Stale-while-revalidate: answer now, refresh once in the background.
       if (now < Math.min(staleSince + policy.swr, stale.staleUntil)) {
-        this.#refresh(full, factory, policy, stale).catch(() => {});
-        this.#stale(full, staleTier, "revalidating");
-        return { entry: stale, outcome: "stale", tier: staleTier };
+        if (!backedOff) this.#refresh(full, factory, policy, stale, true).catch(() => {});
+        this.#stale(full, staleTier, backedOff ? "backoff" : "revalidating");
+        return {
+          entry: stale,
+          outcome: "stale",
+          tier: staleTier,
+          reason: backedOff ? "backoff" : "revalidating",
+        };
       }
       if (now < Math.min(staleSince + policy.grace, stale.staleUntil)) {
         graceable = stale;
-        const until = backoff.get(full);
-        if (until !== undefined && now < until) {
+        if (backedOff) {
           this.#stale(full, staleTier, "backoff");
-          return { entry: stale, outcome: "stale", tier: staleTier };
+          return { entry: stale, outcome: "stale", tier: staleTier, reason: "backoff" };
         }
       }
     }
     if (events.wants("miss")) events.emit("miss", { key: full });
-    const flight = this.#refresh(full, factory, policy, graceable);
+    const flight = this.#refresh(full, factory, policy, graceable, false);
     if (graceable === undefined) {
-      return flight.then((entry) => ({ entry: entry as Entry<T>, outcome: "miss", tier: undefined }));
+      return flight.then((entry) => ({
+        entry: entry as Entry<T>,
+        outcome: "miss",
+        tier: undefined,
+      }));
     }
     try {
       const entry = policy.timeout > 0 ? await raceTimeout(flight, policy.timeout) : await flight;
       if (entry === TIMED_OUT) {
         flight.catch(() => {});
         this.#stale(full, staleTier, "timeout");
-        return { entry: graceable, outcome: "stale", tier: staleTier };
+        return { entry: graceable, outcome: "stale", tier: staleTier, reason: "timeout" };
       }
       return { entry: entry as Entry<T>, outcome: "miss", tier: undefined };
-    } catch {
+    } catch (error) {
       this.#stale(full, staleTier, "error");
-      return { entry: graceable, outcome: "stale", tier: staleTier };
+      return { entry: graceable, outcome: "stale", tier: staleTier, reason: "error", error };
     }
   }
 
@@ -512,11 +569,12 @@ export class Cache {
     factory: Factory<T>,
     policy: Policy,
     stale: Entry<T> | undefined,
+    background: boolean,
   ): Promise<Entry> {
     const { flights } = this.#core;
     const existing = flights.get(full);
     if (existing) return existing.promise;
-    const promise = this.#run(full, factory, policy, stale);
+    const promise = this.#run(full, factory, policy, stale, background);
     const flight: Flight = { promise };
     flights.set(full, flight);
     const done = () => {
@@ -531,15 +589,17 @@ export class Cache {
     factory: Factory<T>,
     basePolicy: Policy,
     stale: Entry<T> | undefined,
+    background: boolean,
   ): Promise<Entry> {
-    const { clock, events, backoff } = this.#core;
-    const startedAt = clock.now();
+    const { clock, events, backoff, tags } = this.#core;
+    const startedAt = tags.stamp();
     let policy = basePolicy;
     const controller = new AbortController();
     const context: FactoryContext<T> = {
       key: full,
       signal: controller.signal,
       stale,
+      background,
       setOptions: (options) => {
         policy = resolvePolicy(options, policy, "setOptions");
       },
@@ -571,7 +631,8 @@ export class Cache {
 
   /** Write an entry to both tiers. Never throws: failures become `error` events. */
   async #write(full: string, entry: Entry): Promise<void> {
-    const { l1, l2, clock, events, serializer } = this.#core;
+    const { l1, l2, clock, events } = this.#core;
+    const serializer = this.#serializer;
     const now = clock.now();
     const lifetime = entry.staleUntil - now;
     if (lifetime <= 0) return;
@@ -584,13 +645,18 @@ export class Cache {
           `the ${serializer.name} serializer failed for key "${full}"; the value is not shared`,
           { cause },
         );
-        if (events.wants("error")) events.emit("error", { key: full, operation: "serialize", error });
+        if (events.wants("error"))
+          events.emit("error", { key: full, operation: "serialize", error });
       }
     }
     if (l1) this.#hold(full, entry, bytes ? bytes.length : undefined);
     if (l2 && bytes) await l2.set(full, bytes, Math.ceil(lifetime));
     if (events.wants("set")) {
-      events.emit("set", { key: full, ttl: entry.freshUntil - entry.createdAt, size: bytes?.length });
+      events.emit("set", {
+        key: full,
+        ttl: entry.freshUntil - entry.createdAt,
+        size: bytes?.length,
+      });
     }
   }
 
@@ -599,7 +665,10 @@ export class Cache {
     if (!l1) return;
     if (freeze) deepFreeze(entry.value);
     const expiresAt = l2 ? Math.min(entry.staleUntil, clock.now() + l1MaxTtl) : entry.staleUntil;
-    const held: HeldEntry = { entry, tagMark: tags.mark };
+    // An entry whose production started before an invalidation that has happened since is
+    // born invalid: stamping it with the current mark would make hits skip the tag check.
+    const tagMark = tags.verdict(entry) === "valid" ? tags.mark : -1;
+    const held: HeldEntry = { entry, tagMark };
     l1.setHeld(full, held, size ?? estimateSize(entry.value) + 64, expiresAt);
   }
 
@@ -618,7 +687,8 @@ export class Cache {
   }
 
   async #fetchL2(full: string, l2: GuardedStore): Promise<Decoded | undefined> {
-    const { events, serializer, tags } = this.#core;
+    const { events, tags } = this.#core;
+    const serializer = this.#serializer;
     const bytes = await l2.get(full);
     if (bytes === undefined) return undefined;
     let entry: Entry;
@@ -648,7 +718,7 @@ export class Cache {
     return soft === undefined ? entry.freshUntil : Math.min(entry.freshUntil, soft);
   }
 
-  #stale(key: string, tier: Tier, reason: "revalidating" | "error" | "timeout" | "backoff"): void {
+  #stale(key: string, tier: Tier, reason: StaleReason): void {
     const events = this.#core.events;
     if (events.wants("stale")) events.emit("stale", { key, tier, reason });
   }
@@ -660,7 +730,7 @@ export class Cache {
   }
 }
 
-function valueOf<T>(resolution: Resolution<T>): T {
+function valueOfResolution<T>(resolution: Resolution<T>): T {
   return resolution.entry.value;
 }
 
@@ -721,9 +791,27 @@ export function createCache(options: CacheOptions = {}): Cache {
   }
   const clock = options.clock ?? systemClock;
   const store = options.store ?? new MemoryStore({ clock });
-  if (typeof store.get !== "function" || typeof store.set !== "function" || typeof store.delete !== "function") {
+  if (
+    typeof store.get !== "function" ||
+    typeof store.set !== "function" ||
+    typeof store.delete !== "function"
+  ) {
     throw new InvalidOptionError("store", "expected a store with get, set and delete");
   }
+  // Remote-store options are validated even on the memory store, where they are unused, so
+  // that a mistake fails now rather than on the day the cache moves to Redis.
+  if (
+    options.l1 !== undefined &&
+    typeof options.l1 !== "boolean" &&
+    !(options.l1 instanceof MemoryStore)
+  ) {
+    throw new InvalidOptionError("l1", "expected true, false or a memoryStore()");
+  }
+  const guard: GuardOptions = {
+    timeout: optionalMs(options.storeTimeout, "storeTimeout", 50, false),
+    failureThreshold: positiveInt(options.breakerThreshold, "breakerThreshold", 5),
+    breakerCooldown: optionalMs(options.breakerCooldown, "breakerCooldown", 1_000, false),
+  };
   const events = new CacheEvents();
   let l1: MemoryStore | undefined;
   let l2: GuardedStore | undefined;
@@ -732,14 +820,6 @@ export function createCache(options: CacheOptions = {}): Cache {
   } else {
     if (options.l1 instanceof MemoryStore) l1 = options.l1;
     else if (options.l1 === true) l1 = new MemoryStore({ clock });
-    else if (options.l1 !== undefined && options.l1 !== false) {
-      throw new InvalidOptionError("l1", "expected true, false or a memoryStore()");
-    }
-    const guard: GuardOptions = {
-      timeout: optionalMs(options.storeTimeout, "storeTimeout", 50, false),
-      failureThreshold: positiveInt(options.breakerThreshold, "breakerThreshold", 5),
-      breakerCooldown: optionalMs(options.breakerCooldown, "breakerCooldown", 1_000, false),
-    };
     l2 = new GuardedStore(store, guard, {
       clock,
       onError: (operation, key, error) => {
@@ -773,13 +853,16 @@ export function createCache(options: CacheOptions = {}): Cache {
     reads: new Map(),
     backoff: new LRUCache<string, number>({ max: 10_000 }),
   };
-  return new Cache(core, "", [NAMESPACE_TAG_PREFIX]);
+  return new Cache(core, "", [NAMESPACE_TAG_PREFIX], core.serializer);
 }
 
 function positiveInt(value: number | undefined, option: string, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(option, `expected a positive integer, got ${JSON.stringify(value)}`);
+    throw new InvalidOptionError(
+      option,
+      `expected a positive integer, got ${JSON.stringify(value)}`,
+    );
   }
   return value;
 }

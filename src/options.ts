@@ -25,8 +25,9 @@ export interface EntryOptions {
    */
   staleIfError?: Duration;
   /**
-   * After a failed refresh of a key that has a stale value within `staleIfError`, serve the
-   * stale value for this long without calling the factory again.
+   * After a failed refresh of a key that has a stale value within `staleIfError` or
+   * `staleWhileRevalidate`, serve the stale value for this long without calling the factory
+   * again.
    * @default "5s"
    */
   graceBackoff?: Duration;
@@ -72,6 +73,9 @@ export const DEFAULT_POLICY: Policy = {
 /** Namespace tags are reserved: users cannot set or invalidate them directly. */
 export const NAMESPACE_TAG_PREFIX = "@ns:";
 
+/** Tags starting with `@` are cachet's own (namespaces, HTTP paths). */
+export const RESERVED_TAG_PREFIX = "@";
+
 /** Resolve `options` on top of `base`, validating each option and naming it on failure. */
 export function resolvePolicy(
   options: EntryOptions | undefined,
@@ -96,16 +100,22 @@ export function resolvePolicy(
 /** Tags must be non-empty strings, and not in the reserved namespace-tag space. */
 export function validateTags(tags: readonly string[], option: string): readonly string[] {
   if (!Array.isArray(tags)) {
-    throw new InvalidOptionError(option, `expected an array of strings, got ${JSON.stringify(tags)}`);
+    throw new InvalidOptionError(
+      option,
+      `expected an array of strings, got ${JSON.stringify(tags)}`,
+    );
   }
   for (const tag of tags) {
     if (typeof tag !== "string" || tag.length === 0) {
-      throw new InvalidOptionError(option, `every tag must be a non-empty string, got ${JSON.stringify(tag)}`);
-    }
-    if (tag.startsWith(NAMESPACE_TAG_PREFIX)) {
       throw new InvalidOptionError(
         option,
-        `tags starting with "${NAMESPACE_TAG_PREFIX}" are reserved for namespaces; use namespace(...).clear()`,
+        `every tag must be a non-empty string, got ${JSON.stringify(tag)}`,
+      );
+    }
+    if (tag.startsWith(RESERVED_TAG_PREFIX)) {
+      throw new InvalidOptionError(
+        option,
+        `tags starting with "${RESERVED_TAG_PREFIX}" are reserved for cachet (namespaces use namespace(...).clear(), paths invalidatePaths)`,
       );
     }
   }

@@ -1,0 +1,206 @@
+import { randomBytes } from "node:crypto";
+import type { Readable } from "node:stream";
+import type {
+  FastifyInstance,
+  FastifyPluginCallback,
+  FastifyReply,
+  FastifyRequest,
+  onRequestHookHandler,
+  onSendHookHandler,
+  RouteOptions,
+} from "fastify";
+import fp from "fastify-plugin";
+import { InvalidOptionError } from "../errors.js";
+import type {
+  CompiledRoute,
+  Decision,
+  Dispatch,
+  HttpCacheOptions,
+  HttpResponse,
+  ReplyPlan,
+  RouteCacheOptions,
+} from "../http/http-cache.js";
+import { HttpCache } from "../http/http-cache.js";
+
+export type { HttpCacheOptions, RouteCacheOptions } from "../http/http-cache.js";
+export { HttpCache } from "../http/http-cache.js";
+
+/** Options of the Fastify plugin: the cache, plus the HTTP cache's options. */
+export type CachetFastifyOptions = HttpCacheOptions;
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /**
+     * Cache this route's responses: `true` for the defaults, or options such as
+     * `{ ttl: "60s", vary: ["accept-language"], tags: ["posts"] }`.
+     */
+    cache?: RouteCacheOptions | boolean;
+  }
+  interface FastifyInstance {
+    /** The HTTP cache behind the plugin: invalidate paths and tags through it. */
+    cachet: HttpCache;
+  }
+  interface FastifyRequest {
+    /** @internal cachet's per-request state. */
+    cachetState: Decision | null;
+  }
+}
+
+/** Marks the requests the plugin sends through `inject()` to refresh an entry out of band. */
+const DISPATCH_HEADER = "x-cachet-dispatch";
+
+/**
+ * The Fastify plugin. Register it before your routes, then switch caching on per route:
+ *
+ * @example
+ * await app.register(cachetFastify, { cache });
+ * app.get("/posts", { config: { cache: { ttl: "60s" } } }, listPosts);
+ *
+ * Hits are answered in `onRequest` from the stored bytes: no handler, no serialization. Only
+ * routes with `config.cache` get hooks, so other routes pay nothing.
+ */
+const plugin: FastifyPluginCallback<CachetFastifyOptions> = (fastify, options, done) => {
+  let http: HttpCache;
+  try {
+    http = new HttpCache(options);
+  } catch (error) {
+    done(error as Error);
+    return;
+  }
+  const secret = randomBytes(16).toString("hex");
+  const dispatch = dispatcher(fastify, secret);
+
+  fastify.decorate("cachet", http);
+  fastify.decorateRequest("cachetState", null);
+
+  fastify.addHook("onRoute", function cachetOnRoute(routeOptions: RouteOptions) {
+    const config = routeOptions.config?.cache;
+    if (config === undefined || config === false) return;
+    const methods = Array.isArray(routeOptions.method)
+      ? routeOptions.method
+      : [routeOptions.method];
+    const name = `${methods.join(",")} ${routeOptions.url}`;
+    if (config !== true && (config === null || typeof config !== "object")) {
+      throw new InvalidOptionError(
+        `${name} config.cache`,
+        "expected true, false or an options object",
+      );
+    }
+    const route = http.route(config, name);
+    routeOptions.onRequest = [
+      ...hooks(routeOptions.onRequest),
+      onRequestHook(http, route, dispatch, secret),
+    ];
+    routeOptions.onSend = [...hooks(routeOptions.onSend), onSendHook(http)];
+  });
+  done();
+};
+
+function onRequestHook(
+  http: HttpCache,
+  route: CompiledRoute,
+  dispatch: Dispatch,
+  secret: string,
+): onRequestHookHandler {
+  return function cachetOnRequest(request, reply, done) {
+    if (request.headers[DISPATCH_HEADER] === secret) {
+      done();
+      return;
+    }
+    let decision: Decision | Promise<Decision>;
+    try {
+      decision = http.handle(request, route, dispatch);
+    } catch (error) {
+      done(error as Error);
+      return;
+    }
+    if (decision instanceof Promise) {
+      decision.then(
+        (d) => apply(d, request, reply, done, http),
+        (error) => done(error),
+      );
+    } else {
+      apply(decision, request, reply, done, http);
+    }
+  };
+}
+
+function apply(
+  decision: Decision,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  done: (error?: Error) => void,
+  http: HttpCache,
+): void {
+  if (decision.kind === "respond") {
+    send(reply, decision.reply);
+    return;
+  }
+  request.cachetState = decision;
+  const exchange = decision.exchange;
+  if (exchange) {
+    // Whatever happens to this request, the requests waiting on it must be released.
+    reply.raw.once("close", () => http.abandon(exchange));
+  }
+  done();
+}
+
+function send(reply: FastifyReply, plan: ReplyPlan): void {
+  reply.code(plan.status);
+  reply.headers(plan.headers as Record<string, string | string[]>);
+  reply.send(plan.body);
+}
+
+function onSendHook(http: HttpCache): onSendHookHandler {
+  return function cachetOnSend(request, reply, payload, done) {
+    const state = request.cachetState;
+    if (state?.kind !== "forward") {
+      done(null, payload);
+      return;
+    }
+    request.cachetState = null;
+    if (state.exchange) {
+      const response: HttpResponse = {
+        status: reply.statusCode,
+        headers: reply.getHeaders(),
+        body: bodyOf(payload),
+      };
+      reply.headers(http.complete(state.exchange, response));
+    } else if (state.cacheStatus) {
+      reply.header("cache-status", state.cacheStatus);
+    }
+    done(null, payload);
+  };
+}
+
+/** The payload as bytes when Fastify has it whole; `undefined` for streams. */
+function bodyOf(payload: unknown): Uint8Array | string | undefined {
+  if (payload === null || payload === undefined) return "";
+  if (typeof payload === "string" || payload instanceof Uint8Array) return payload;
+  if (typeof (payload as Readable).pipe === "function") return undefined;
+  return undefined;
+}
+
+/** Refresh requests go through the whole app again, marked so the plugin lets them pass. */
+function dispatcher(fastify: FastifyInstance, secret: string): Dispatch {
+  return async (request) => {
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(request.headers)) {
+      if (value === undefined || name === "content-length" || name === "transfer-encoding")
+        continue;
+      headers[name] = Array.isArray(value) ? value.join(", ") : String(value);
+    }
+    headers[DISPATCH_HEADER] = secret;
+    const res = await fastify.inject({ method: "GET", url: request.url, headers });
+    return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
+  };
+}
+
+function hooks<T>(value: T | T[] | undefined): T[] {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+/** The Fastify plugin (see the module docs). */
+export const cachetFastify = fp(plugin, { fastify: "5.x", name: "cachet" });
+export default cachetFastify;
