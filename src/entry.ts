@@ -18,28 +18,32 @@ export interface Entry<T = unknown> {
 }
 
 /**
- * Binary layout, version 1 (big-endian):
+ * Binary layout, version 2 (big-endian):
  *
  * | bytes | field |
  * |---|---|
  * | 2 | magic `0xCA 0xC7` |
- * | 1 | format version (1) |
+ * | 1 | format version (2) |
  * | 1 | flags: bit 0 = value is `undefined` |
  * | 8 × 3 | createdAt, freshUntil, staleUntil (float64, ms since the epoch) |
+ * | 4 | payload length in bytes |
  * | 2 | tag count |
  * | per tag: 2 + n | tag length, UTF-8 bytes |
- * | rest | payload from the serializer |
+ * | payload length | payload from the serializer |
  *
  * A fixed binary header (rather than JSON around the payload) keeps byte payloads such as
- * HTTP bodies unescaped and makes the header cheap to validate.
+ * HTTP bodies unescaped and makes the header cheap to validate. The payload length makes a
+ * truncated (or padded) value unreadable instead of a different value: a JSON number or a
+ * raw body cut short would otherwise still decode.
  */
 const MAGIC_0 = 0xca;
 const MAGIC_1 = 0xc7;
-const VERSION = 1;
+const VERSION = 2;
 const FLAG_UNDEFINED = 1;
 const KNOWN_FLAGS = FLAG_UNDEFINED;
-const FIXED_HEADER = 2 + 1 + 1 + 24 + 2;
+const FIXED_HEADER = 2 + 1 + 1 + 24 + 4 + 2;
 const MAX_TAGS = 0xffff;
+const MAX_PAYLOAD = 0xffffffff;
 
 /** Encode an entry; throws whatever the serializer throws. */
 export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
@@ -58,6 +62,7 @@ export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
       : typeof payload === "string"
         ? Buffer.byteLength(payload, "utf8")
         : payload.byteLength;
+  if (payloadSize > MAX_PAYLOAD) throw new RangeError(`a payload is at most ${MAX_PAYLOAD} bytes`);
   const out = Buffer.allocUnsafe(headerSize + payloadSize);
   out[0] = MAGIC_0;
   out[1] = MAGIC_1;
@@ -66,7 +71,8 @@ export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
   out.writeDoubleBE(entry.createdAt, 4);
   out.writeDoubleBE(entry.freshUntil, 12);
   out.writeDoubleBE(entry.staleUntil, 20);
-  out.writeUInt16BE(tagBytes.length, 28);
+  out.writeUInt32BE(payloadSize, 28);
+  out.writeUInt16BE(tagBytes.length, 32);
   let offset = FIXED_HEADER;
   for (const t of tagBytes) {
     out.writeUInt16BE(t.length, offset);
@@ -91,7 +97,8 @@ export function decodeEntry<T = unknown>(
     ? bytes
     : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (buf.length < FIXED_HEADER) throw new CorruptEntryError(key, "too short");
-  if (buf[0] !== MAGIC_0 || buf[1] !== MAGIC_1) throw new CorruptEntryError(key, "not a cachet entry");
+  if (buf[0] !== MAGIC_0 || buf[1] !== MAGIC_1)
+    throw new CorruptEntryError(key, "not a cachet entry");
   if (buf[2] !== VERSION) throw new CorruptEntryError(key, `unknown format version ${buf[2]}`);
   const flags = buf[3]!;
   if ((flags & ~KNOWN_FLAGS) !== 0) throw new CorruptEntryError(key, `unknown flags ${flags}`);
@@ -107,7 +114,8 @@ export function decodeEntry<T = unknown>(
   ) {
     throw new CorruptEntryError(key, "inconsistent timestamps");
   }
-  const tagCount = buf.readUInt16BE(28);
+  const payloadSize = buf.readUInt32BE(28);
+  const tagCount = buf.readUInt16BE(32);
   const tags: string[] = [];
   let offset = FIXED_HEADER;
   for (let i = 0; i < tagCount; i++) {
@@ -117,9 +125,15 @@ export function decodeEntry<T = unknown>(
     tags.push(buf.toString("utf8", offset + 2, offset + 2 + len));
     offset += 2 + len;
   }
+  if (buf.length - offset !== payloadSize) {
+    throw new CorruptEntryError(
+      key,
+      buf.length - offset < payloadSize ? "truncated payload" : "bytes after the payload",
+    );
+  }
   let value: unknown;
   if (flags & FLAG_UNDEFINED) {
-    if (offset !== buf.length) throw new CorruptEntryError(key, "payload after an undefined value");
+    if (payloadSize !== 0) throw new CorruptEntryError(key, "payload after an undefined value");
     value = undefined;
   } else {
     try {
@@ -135,14 +149,20 @@ export function decodeEntry<T = unknown>(
 
 /**
  * Make a value immutable so that a caller cannot change what later hits return. Typed arrays
- * cannot be frozen and are left as they are.
+ * cannot be frozen and are left as they are. An object that is already frozen is still walked:
+ * `Object.freeze` is shallow, so its members may not be.
  */
 export function deepFreeze<T>(value: T): T {
-  if (value === null || typeof value !== "object" || Object.isFrozen(value)) return value;
-  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return value;
+  freezeWalk(value, new Set());
+  return value;
+}
+
+function freezeWalk(value: unknown, seen: Set<object>): void {
+  if (value === null || typeof value !== "object" || seen.has(value)) return;
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return;
+  seen.add(value);
   Object.freeze(value);
   for (const key of Reflect.ownKeys(value)) {
-    deepFreeze((value as Record<string | symbol, unknown>)[key]);
+    freezeWalk((value as Record<string | symbol, unknown>)[key], seen);
   }
-  return value;
 }

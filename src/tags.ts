@@ -26,6 +26,12 @@ export function tagStoreKey(tag: string): string {
 /** At most this many tag states are kept in memory; older ones are re-read when needed. */
 const MAX_STATES = 100_000;
 
+/**
+ * Spacing of this process's invalidation times within one millisecond (a power of two, so
+ * that `t + STEP` is exact for any wall-clock `t` until the year 2500).
+ */
+const STEP = 2 ** -8;
+
 export class TagRegistry {
   /** Changes whenever any known state changes; L1 hits re-check tags only when it moved. */
   mark = 0;
@@ -37,6 +43,8 @@ export class TagRegistry {
   readonly #inflight = new Map<string, Promise<void>>();
   /** The latest invalidation among evicted states: unknown tags are judged against it. */
   #floor = 0;
+  /** The time of this process's latest invalidation (see {@link stamp}). */
+  #lastInvalidation = 0;
 
   constructor(options: {
     l2: GuardedStore | undefined;
@@ -69,6 +77,19 @@ export class TagRegistry {
       if (entry.createdAt <= state.soft) verdict = "stale";
     }
     return verdict;
+  }
+
+  /**
+   * The creation time for an entry whose production starts now. Entries created at or before
+   * a tag's invalidation time are invalid, and clocks tick in milliseconds: an entry produced
+   * right after an invalidation, in the same millisecond, would be taken for one produced
+   * before it and be born expired. So an entry started after this process's latest
+   * invalidation is stamped just after it, and each invalidation is stamped after the
+   * previous one ({@link invalidate}).
+   */
+  stamp(): number {
+    const now = this.#clock.now();
+    return now > this.#lastInvalidation ? now : this.#lastInvalidation + STEP / 2;
   }
 
   /** When a soft invalidation made the entry stale, the time it happened. */
@@ -135,7 +156,10 @@ export class TagRegistry {
    * stale with `soft`. One write per tag to the shared store.
    */
   async invalidate(tags: readonly string[], soft: boolean): Promise<void> {
-    const now = this.#clock.now();
+    // Strictly after the previous invalidation, so that a second one in the same millisecond
+    // still expires the entries stamped between the two.
+    const now = Math.max(this.#clock.now(), this.#lastInvalidation + STEP);
+    this.#lastInvalidation = now;
     const writes: Promise<boolean>[] = [];
     for (const tag of tags) {
       const prev = this.#states.get(tag);
@@ -144,11 +168,7 @@ export class TagRegistry {
       const state = this.#states.get(tag)!;
       if (this.#l2) {
         writes.push(
-          this.#l2.set(
-            tagStoreKey(tag),
-            Buffer.from(`${state.hard},${state.soft}`),
-            this.#tagTtl,
-          ),
+          this.#l2.set(tagStoreKey(tag), Buffer.from(`${state.hard},${state.soft}`), this.#tagTtl),
         );
       }
     }
