@@ -4,6 +4,7 @@
  */
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
+import { cachetFastify } from "cachet/fastify";
 import Fastify, {
   type FastifyContextConfig,
   type FastifyError,
@@ -86,10 +87,8 @@ export async function buildApp(
   });
 
   // Route-level opt-in: only the proxied routes are cached, never /health or /docs.
-  // TODO(cachet/fastify): drop the cast once the adapter's route-config types exist.
-  const cached: FastifyContextConfig = demoCache.cache
-    ? ({ cache: { ttl: config.cacheTtlMs } } as FastifyContextConfig)
-    : {};
+  const cached: FastifyContextConfig = demoCache.cache ? { cache: { ttl: config.cacheTtlMs } } : {};
+  if (demoCache.cache) await app.register(cachetFastify, { cache: demoCache.cache });
 
   await app.register(swagger, {
     // Name shared schemas after their $id ("Post", "Error") in the document.
@@ -206,6 +205,11 @@ export async function buildApp(
                   store: { type: "string", enum: ["memory", "redis", "none"] },
                   state: { type: "string", enum: ["ok", "degraded"] },
                   breaker: { type: "string", enum: ["closed", "open", "half-open"] },
+                  connection: {
+                    type: "string",
+                    enum: ["idle", "connecting", "ready", "reconnecting", "closed"],
+                    description: "The Redis connection (CACHE_STORE=redis only)",
+                  },
                 },
               },
               upstream: { type: "string" },

@@ -1,5 +1,6 @@
 import type { Cache } from "cachet";
 import { createCache, memoryStore } from "cachet";
+import type { RedisStore, RedisStoreStatus } from "cachet/redis";
 import type { FastifyBaseLogger } from "fastify";
 import type { CacheStoreKind, DemoConfig } from "./config.js";
 import { redact } from "./config.js";
@@ -12,7 +13,11 @@ export interface CacheHealth {
   readonly state: "ok" | "degraded";
   /** The remote store's circuit breaker, when there is a remote store. */
   readonly breaker?: "closed" | "open" | "half-open";
+  /** The Redis connection, with `CACHE_STORE=redis`. */
+  readonly connection?: RedisStoreStatus;
 }
+
+const ERROR_LOG_INTERVAL_MS = 30_000;
 
 /** The demo's cache, built from the configuration; `cache` is undefined when caching is off. */
 export interface DemoCache {
@@ -43,25 +48,34 @@ export async function createDemoCache(
     };
   }
 
-  const cache =
-    config.cacheStore === "redis"
-      ? await redisCache(config)
-      : createCache({ store: memoryStore(), ttl: config.cacheTtlMs });
+  let redis: RedisStore | undefined;
+  if (config.cacheStore === "redis") {
+    // Imported only when used: the memory-only demo never loads the Redis client.
+    const { redisStore } = await import("cachet/redis");
+    redis = redisStore({ url: config.redisUrl });
+  }
+  const cache = createCache({ store: redis ?? memoryStore(), ttl: config.cacheTtlMs });
 
-  let failing = false;
-  const where =
-    config.cacheStore === "redis" ? `redis at ${redact(config.redisUrl ?? "")}` : "memory";
+  const where = redis ? `redis at ${redact(config.redisUrl ?? "")}` : "memory";
+  let lastReport = Number.NEGATIVE_INFINITY;
+  let breakerOpen = false;
   cache.on("error", ({ operation, error }) => {
-    if (failing) return; // one log line per outage, not one per request
-    failing = true;
+    // One line per outage (or per half minute of one), not one per request.
+    const now = Date.now();
+    if (now - lastReport < ERROR_LOG_INTERVAL_MS) return;
+    lastReport = now;
     log.warn(
       { err: error, operation },
-      `cache store unavailable (${where}): serving from the upstream until it recovers`,
+      `cache store unavailable (${where}): requests go to the upstream until it recovers`,
     );
   });
   cache.on("breaker", ({ state }) => {
-    if (state === "closed" && failing) {
-      failing = false;
+    if (state === "open" && !breakerOpen) {
+      breakerOpen = true;
+      log.warn(`cache store circuit open (${where}): skipping it until a probe succeeds`);
+    } else if (state === "closed" && breakerOpen) {
+      breakerOpen = false;
+      lastReport = Number.NEGATIVE_INFINITY;
       log.info(`cache store recovered (${where})`);
     }
   });
@@ -74,19 +88,17 @@ export async function createDemoCache(
     },
     health() {
       const breaker = cache.storeState;
-      const degraded = breaker !== undefined && breaker !== "closed";
+      const connection = redis?.status;
+      const degraded =
+        (breaker !== undefined && breaker !== "closed") ||
+        (connection !== undefined && connection !== "ready" && connection !== "idle");
       return {
         store: config.cacheStore,
-        state: degraded || failing ? "degraded" : "ok",
+        state: degraded ? "degraded" : "ok",
         ...(breaker ? { breaker } : {}),
+        ...(connection ? { connection } : {}),
       };
     },
     close: () => cache.close(),
   };
-}
-
-async function redisCache(config: DemoConfig): Promise<Cache> {
-  throw new Error(
-    `CACHE_STORE=redis (REDIS_URL=${redact(config.redisUrl ?? "")}): the Redis store is not available in this build yet`,
-  );
 }

@@ -136,7 +136,8 @@ describe("fake upstream", () => {
       assert.equal(response.status, 400, body);
       assert.ok(typeof ((await response.json()) as { error: string }).error === "string");
     }
-    assert.equal((await (await fetch(`${fake.url}/__stats`)).json()).mode, "ok");
+    const stats = (await (await fetch(`${fake.url}/__stats`)).json()) as { mode: string };
+    assert.equal(stats.mode, "ok");
   });
 
   it("runs standalone: node demo/dist/fake-upstream.js with FAKE_UPSTREAM_PORT/LATENCY", async () => {

@@ -1,0 +1,252 @@
+/**
+ * The demo end to end over real sockets: `node demo/dist/server.js` as a child process, the
+ * fake upstream on a real port, and (for the Redis half) a real redis-server.
+ */
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, it } from "node:test";
+import type { Child } from "../../demo/child.js";
+import { type FakeUpstream, startFakeUpstream } from "../../demo/fake-upstream.js";
+import { freePort, waitFor } from "../helpers/ports.js";
+import { type RedisServer, startRedis } from "../helpers/redis.js";
+import { logRecords, runServiceToExit, startService } from "./helpers.js";
+
+const HIT = /^cachet; hit; ttl=\d+$/;
+const MISS_STORED = "cachet; fwd=uri-miss; stored";
+
+async function get(url: string, headers: Record<string, string> = {}) {
+  const response = await fetch(url, { headers });
+  const body = Buffer.from(await response.arrayBuffer());
+  return { status: response.status, headers: response.headers, body };
+}
+
+for (const store of ["memory", "redis"] as const) {
+  describe(`demo service over real sockets (CACHE_STORE=${store})`, { timeout: 120_000 }, () => {
+    let fake: FakeUpstream;
+    let redis: RedisServer | undefined;
+    let service: Child;
+
+    before(async () => {
+      fake = await startFakeUpstream({ latencyMs: 20 });
+      if (store === "redis") redis = await startRedis();
+      service = await startService({
+        UPSTREAM_URL: fake.url,
+        CACHE_STORE: store,
+        CACHE_TTL: "60",
+        UPSTREAM_TIMEOUT: "1",
+        REDIS_URL: redis?.url,
+      });
+    });
+    after(async () => {
+      const code = await service?.stop();
+      await fake?.close();
+      await redis?.stop();
+      assert.equal(code, 0, "the service exits cleanly on SIGTERM");
+    });
+    beforeEach(() => {
+      fake.reset();
+      fake.setLatency(20);
+    });
+
+    it("starts within 3 s and reports its store on /health", async () => {
+      assert.ok(service.startMs < 3_000, `ready after ${service.startMs.toFixed(0)} ms`);
+      const listening = logRecords(service).find((r) => typeof r.url === "string");
+      assert.equal(listening?.store, store);
+      const health = await get(`${service.url}/health`);
+      assert.equal(health.status, 200);
+      const body = JSON.parse(health.body.toString()) as {
+        status: string;
+        cache: Record<string, unknown>;
+      };
+      assert.equal(body.status, "ok");
+      assert.equal(body.cache.store, store);
+      assert.equal(body.cache.state, "ok");
+      if (store === "redis") {
+        assert.equal(body.cache.connection, "ready");
+        assert.equal(body.cache.breaker, "closed");
+      }
+    });
+
+    it("a cached body equals the upstream body, with Cache-Status, Age and ETag", async () => {
+      const upstream = await get(`${fake.url}/posts`);
+      fake.reset();
+
+      const miss = await get(`${service.url}/posts`);
+      assert.equal(miss.status, 200);
+      assert.equal(miss.headers.get("cache-status"), MISS_STORED);
+      assert.ok(miss.body.equals(upstream.body), "the miss passes the upstream bytes through");
+
+      const hit = await get(`${service.url}/posts`);
+      assert.equal(hit.status, 200);
+      assert.match(hit.headers.get("cache-status") ?? "", HIT);
+      assert.match(hit.headers.get("age") ?? "", /^\d+$/);
+      assert.match(hit.headers.get("etag") ?? "", /^"[^"]+"$/);
+      assert.match(hit.headers.get("content-type") ?? "", /^application\/json/);
+      assert.ok(hit.body.equals(upstream.body), "the hit serves the upstream bytes");
+      assert.equal(fake.calls(), 1);
+
+      const notModified = await get(`${service.url}/posts`, {
+        "if-none-match": hit.headers.get("etag")!,
+      });
+      assert.equal(notModified.status, 304);
+      assert.equal(notModified.body.length, 0);
+      assert.equal(fake.calls(), 1);
+    });
+
+    it("1,000 sequential requests cost one upstream call", async () => {
+      const url = `${service.url}/posts?userId=1`;
+      const first = await get(url);
+      assert.equal(first.status, 200);
+      let hits = 0;
+      for (let i = 1; i < 1_000; i++) {
+        const response = await get(url);
+        assert.equal(response.status, 200);
+        assert.ok(response.body.equals(first.body), `request ${i + 1}: same body`);
+        if (HIT.test(response.headers.get("cache-status") ?? "")) hits++;
+      }
+      assert.equal(fake.calls(), 1);
+      assert.equal(hits, 999);
+    });
+
+    it("500 concurrent cold requests cost one upstream call", async () => {
+      fake.setLatency(200); // long enough that every request arrives while the first is in flight
+      const url = `${service.url}/posts?userId=2`;
+      const responses = await Promise.all(Array.from({ length: 500 }, () => get(url)));
+      assert.ok(responses.every((r) => r.status === 200));
+      assert.ok(responses.every((r) => r.body.equals(responses[0]!.body)));
+      assert.equal(JSON.parse(responses[0]!.body.toString()).length, 10);
+      assert.equal(fake.calls(), 1);
+    });
+
+    it("an upstream failure is a 502 and is not cached; after recovery the upstream answers", async () => {
+      const url = `${service.url}/posts/5`;
+      fake.setMode("fail");
+      for (let i = 0; i < 2; i++) {
+        const failed = await get(url);
+        assert.equal(failed.status, 502);
+        assert.match(JSON.parse(failed.body.toString()).error, /^upstream answered 500/);
+        assert.notEqual(failed.headers.get("cache-status"), MISS_STORED);
+      }
+      assert.equal(fake.calls(), 2, "each failed request reached the upstream");
+
+      fake.setMode("ok");
+      const recovered = await get(url);
+      assert.equal(recovered.status, 200);
+      assert.equal(recovered.headers.get("cache-status"), MISS_STORED);
+      assert.equal(JSON.parse(recovered.body.toString()).id, 5);
+      assert.equal(fake.calls(), 3, "the request after recovery went to the upstream");
+
+      const hit = await get(url);
+      assert.match(hit.headers.get("cache-status") ?? "", HIT);
+      assert.equal(fake.calls(), 3);
+    });
+
+    it("a timed-out upstream is a 504 and is not cached", async () => {
+      const url = `${service.url}/posts/6`;
+      fake.setMode("hang");
+      const timedOut = await get(url);
+      assert.equal(timedOut.status, 504);
+      assert.match(JSON.parse(timedOut.body.toString()).error, /did not answer within 1000 ms/);
+
+      fake.setMode("ok");
+      const recovered = await get(url);
+      assert.equal(recovered.status, 200);
+      assert.equal(recovered.headers.get("cache-status"), MISS_STORED);
+      assert.equal(fake.calls(), 2);
+    });
+
+    it("an upstream 404 is a 404 and is not cached", async () => {
+      const missing = `${service.url}/posts/404`;
+      for (let i = 0; i < 2; i++) {
+        const response = await get(missing);
+        assert.equal(response.status, 404);
+        assert.equal(response.headers.get("cache-control"), "no-store");
+      }
+      assert.equal(fake.calls(), 2);
+    });
+  });
+}
+
+describe("demo service start-up and failure handling", { timeout: 60_000 }, () => {
+  let fake: FakeUpstream;
+  before(async () => {
+    fake = await startFakeUpstream({ latencyMs: 0 });
+  });
+  after(() => fake.close());
+
+  for (const [variable, value] of [
+    ["CACHE_TTL", "forever"],
+    ["CACHE_TTL", "-5"],
+    ["REDIS_URL", "localhost:6379"],
+    ["REDIS_URL", "http://127.0.0.1:6379"],
+  ] as const) {
+    it(`a malformed ${variable} (${value}) stops start-up with a message naming it`, async () => {
+      const result = await runServiceToExit({ UPSTREAM_URL: fake.url, [variable]: value });
+      assert.notEqual(result.code, 0);
+      assert.equal(result.stdout, "", "nothing is logged as if it had started");
+      assert.match(result.stderr, new RegExp(`^cachet demo: invalid configuration: ${variable}: `));
+      assert.ok(result.stderr.includes(JSON.stringify(value)), result.stderr);
+      assert.doesNotMatch(result.stderr, /\n\s+at /, "no stack trace");
+      assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+    });
+  }
+
+  it("an unreachable Redis is reported but does not stop the service", async () => {
+    const port = await freePort(); // nothing listens there
+    const service = await startService({
+      UPSTREAM_URL: fake.url,
+      REDIS_URL: `redis://127.0.0.1:${port}`,
+    });
+    try {
+      fake.reset();
+      await waitFor(
+        () =>
+          logRecords(service).some((r) =>
+            /cache store unavailable \(redis at /.test(String(r.msg)),
+          ),
+        "a log line reporting the unreachable Redis",
+      );
+      for (let i = 0; i < 3; i++) {
+        const response = await get(`${service.url}/posts/1`);
+        assert.equal(response.status, 200);
+        assert.equal(JSON.parse(response.body.toString()).id, 1);
+      }
+      assert.equal(fake.calls(), 3, "without a store, every request goes to the upstream");
+      const health = await get(`${service.url}/health`);
+      assert.equal(health.status, 200);
+      const cache = JSON.parse(health.body.toString()).cache;
+      assert.equal(cache.store, "redis");
+      assert.equal(cache.state, "degraded");
+      assert.notEqual(cache.connection, "ready");
+    } finally {
+      assert.equal(await service.stop(), 0);
+    }
+  });
+
+  it("Redis going away and coming back: requests keep succeeding, caching resumes", async () => {
+    const redis = await startRedis();
+    const service = await startService({ UPSTREAM_URL: fake.url, REDIS_URL: redis.url });
+    try {
+      fake.reset();
+      const url = `${service.url}/posts/2`;
+      assert.equal((await get(url)).status, 200);
+      assert.match((await get(url)).headers.get("cache-status") ?? "", HIT);
+      assert.equal(fake.calls(), 1);
+
+      await redis.kill();
+      for (let i = 0; i < 5; i++) assert.equal((await get(url)).status, 200);
+
+      await redis.start(); // empty: the server keeps no data across restarts here
+      await waitFor(
+        async () => HIT.test((await get(url)).headers.get("cache-status") ?? ""),
+        "caching to resume after Redis restarts",
+        15_000,
+        100,
+      );
+      const health = JSON.parse((await get(`${service.url}/health`)).body.toString());
+      assert.equal(health.cache.connection, "ready");
+    } finally {
+      assert.equal(await service.stop(), 0);
+      await redis.stop();
+    }
+  });
+});
