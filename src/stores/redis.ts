@@ -162,6 +162,7 @@ export class RedisStore implements Store {
   #commander: RedisCommander | undefined;
   /** The first connection, awaited by commands issued before it settles. */
   #opening: Promise<RedisCommander> | undefined;
+  /** The state of the store's own client; for a caller's client, only idle / in use / closed. */
   #status: RedisStoreStatus = "idle";
   #lastError: Error | undefined;
   #wasReady = false;
@@ -218,6 +219,7 @@ export class RedisStore implements Store {
       this.#clientOptions = {};
       this.#client = client;
       this.#commander = client.withTypeMapping(BUFFER_REPLIES);
+      this.#listen(client);
     } else {
       this.#owned = true;
       this.#url = validateUrl(url ?? DEFAULT_URL);
@@ -227,10 +229,12 @@ export class RedisStore implements Store {
 
   /** The connection state; see {@link RedisStoreStatus}. */
   get status(): RedisStoreStatus {
-    if (this.#owned || this.#status === "idle" || this.#status === "closed") return this.#status;
+    if (this.#owned || this.#status === "closed") return this.#status;
+    // A caller's client reconnects on its own: read its state.
     const client = this.#client!;
     if (client.isReady) return "ready";
-    return this.#wasReady ? "reconnecting" : "connecting";
+    if (this.#wasReady) return client.isOpen ? "reconnecting" : "closed";
+    return !client.isOpen && this.#status === "idle" ? "idle" : "connecting";
   }
 
   /** The last connection or command error seen, if any (kept after recovery, for reporting). */
@@ -356,7 +360,10 @@ export class RedisStore implements Store {
     if (this.#status === "closed") {
       return Promise.reject(new StoreError(this.name, operation, "the store is disconnected"));
     }
-    if (this.#status === "idle") this.#opening = this.#connect();
+    // A caller's client is connected by the store only if it never was (its owner may have
+    // closed it since, and the store must not reopen it).
+    if (this.#status === "idle" && !(this.#wasReady && !this.#owned))
+      this.#opening = this.#connect();
     if (this.#opening) return this.#opening;
     const reason = this.#lastError ? `: ${this.#lastError.message}` : "";
     return Promise.reject(
@@ -482,18 +489,26 @@ export class RedisStore implements Store {
     this.#retryTimer.unref();
   }
 
-  /** First use of a caller's client: listen to it, connect it if needed, wait a bounded time. */
-  #adopt(client: RedisClientLike): Promise<RedisCommander> {
+  /**
+   * Listen to a caller's client from the start: an `error` event without a listener would
+   * crash the process, and `ready` tells a first connection from a reconnection.
+   */
+  #listen(client: RedisClientLike): void {
     const onError = (error: unknown) => this.#recordError(error);
     const onReady = () => {
       this.#wasReady = true;
     };
     client.on("error", onError);
     client.on("ready", onReady);
+    this.#wasReady = client.isReady;
     this.#detach = () => {
       client.off("error", onError);
       client.off("ready", onReady);
     };
+  }
+
+  /** First use of a caller's client that is not ready: connect it if needed, wait a bounded time. */
+  #adopt(client: RedisClientLike): Promise<RedisCommander> {
     this.#status = "connecting";
     const commander = this.#commander!;
     const settle = () => {
@@ -501,7 +516,6 @@ export class RedisStore implements Store {
       if (this.#status !== "closed") this.#status = "ready";
     };
     if (client.isReady) {
-      this.#wasReady = true;
       settle();
       return Promise.resolve(commander);
     }
