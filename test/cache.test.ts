@@ -1193,14 +1193,19 @@ describe("wrap", () => {
 
 describe("oversized values", () => {
   it("serves a value too large for the memory store without storing it", async () => {
-    const cache: Cache = createCache({
-      clock: manualClock(),
-      store: memoryStore({ maxSize: 10_000, maxEntrySize: 1_000 }),
-    });
+    const clock = manualClock();
+    const store = memoryStore({ clock, maxSize: 10_000, maxEntrySize: 1_000 });
+    const cache: Cache = createCache({ clock, store });
+    const small = counter(() => "x".repeat(100));
     const big = counter(() => "x".repeat(5_000));
+    assert.equal((await cache.getOrSet("small", small)).length, 100);
     assert.equal((await cache.getOrSet("k", big)).length, 5_000);
     assert.equal((await cache.getOrSet("k", big)).length, 5_000);
     assert.equal(big.calls, 2);
     assert.equal(await cache.has("k"), false);
+    // The bound is what refused it: a small value on the same store is kept.
+    assert.equal((await cache.getOrSet("small", small)).length, 100);
+    assert.equal(small.calls, 1);
+    assert.equal(store.evictions, 0);
   });
 });

@@ -1,0 +1,236 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { GuardOptions } from "../src/guard.js";
+import { GuardedStore } from "../src/guard.js";
+import type { BreakerState, Store } from "../src/index.js";
+import { StoreError } from "../src/index.js";
+import { deferred, flush, isSettled, MapStore, manualClock } from "./helpers/core.js";
+
+function guarded(store: Store, options: Partial<GuardOptions> = {}, clock = manualClock()) {
+  const errors: Array<{ operation: string; key: string | undefined; error: StoreError }> = [];
+  const states: Array<{ state: BreakerState; error?: unknown }> = [];
+  const guard = new GuardedStore(
+    store,
+    { timeout: 50, failureThreshold: 3, breakerCooldown: 1000, ...options },
+    {
+      clock,
+      onError: (operation, key, error) => errors.push({ operation, key, error }),
+      onBreaker: (state, error) => states.push({ state, error }),
+    },
+  );
+  return { guard, errors, states, clock };
+}
+
+describe("GuardedStore: failures become misses and no-ops", () => {
+  it("passes answers through while the store is healthy", async () => {
+    const store = new MapStore(manualClock());
+    const { guard, errors } = guarded(store);
+    assert.equal(await guard.set("k", Buffer.from("v"), 1000), true);
+    assert.deepEqual(await guard.get("k"), Buffer.from("v"));
+    assert.deepEqual(await guard.getMany(["k", "absent"]), [Buffer.from("v"), undefined]);
+    assert.equal(await guard.delete("k"), true);
+    assert.equal(await guard.get("k"), undefined);
+    assert.deepEqual(errors, []);
+    assert.equal(guard.name, "fake-remote");
+    assert.equal(guard.state, "closed");
+  });
+
+  it("reports each failure once as a coded StoreError with the cause", async () => {
+    const store = new MapStore(manualClock());
+    const { guard, errors } = guarded(store, { failureThreshold: 100 });
+    const cause = new Error("ECONNREFUSED");
+    store.failWith = cause;
+    assert.equal(await guard.get("k"), undefined);
+    assert.equal(await guard.set("k", Buffer.from("v"), 1000), false);
+    assert.equal(await guard.delete("k"), false);
+    assert.equal(await guard.getMany(["a", "b"]), undefined, "a failure is not a list of misses");
+    assert.deepEqual(
+      errors.map((e) => [e.operation, e.key]),
+      [
+        ["get", "k"],
+        ["set", "k"],
+        ["delete", "k"],
+        ["getMany", "a"],
+      ],
+    );
+    for (const { error } of errors) {
+      assert.ok(error instanceof StoreError);
+      assert.equal(error.code, "E_STORE");
+      assert.equal(error.store, "fake-remote");
+      assert.equal(error.cause, cause);
+      assert.match(error.message, /fake-remote store/);
+    }
+  });
+
+  it("treats a store that throws synchronously like one that rejects", async () => {
+    const store: Store = {
+      name: "sync-thrower",
+      get() {
+        throw new Error("sync");
+      },
+      async set() {},
+      async delete() {
+        return true;
+      },
+    };
+    const { guard, errors } = guarded(store);
+    assert.equal(await guard.get("k"), undefined);
+    assert.equal(errors.length, 1);
+  });
+
+  it("bounds every call by the timeout and drops the late answer", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const late = deferred<Uint8Array | undefined>();
+    const store: Store = {
+      name: "slow",
+      get: () => late.promise,
+      async set() {},
+      async delete() {
+        return true;
+      },
+    };
+    const { guard, errors } = guarded(store);
+    const pending = guard.get("k");
+    await flush();
+    t.mock.timers.tick(49);
+    assert.equal(await isSettled(pending), false);
+    t.mock.timers.tick(1);
+    assert.equal(await pending, undefined);
+    assert.equal(errors[0]?.error.code, "E_STORE_TIMEOUT");
+    assert.match(errors[0]?.error.message ?? "", /timed out after 50 ms/);
+    // A late rejection must not surface as an unhandled rejection.
+    late.reject(new Error("late"));
+    await flush();
+  });
+
+  it("reports absent optional capabilities as undefined", async () => {
+    const store = new MapStore(manualClock());
+    const { guard, errors } = guarded(store);
+    assert.equal(await guard.setIfAbsent("k", Buffer.from("v"), 1000), undefined);
+    assert.equal(await guard.deleteIfEquals("k", Buffer.from("v")), undefined);
+    assert.deepEqual(errors, []);
+  });
+
+  it("uses the store's getMany when it has one", async () => {
+    let batched = 0;
+    const store: Store = {
+      name: "batched",
+      async get() {
+        throw new Error("get should not be used");
+      },
+      async getMany(keys) {
+        batched++;
+        return keys.map((k) => Buffer.from(k));
+      },
+      async set() {},
+      async delete() {
+        return true;
+      },
+    };
+    const { guard } = guarded(store);
+    assert.deepEqual(await guard.getMany(["a", "b"]), [Buffer.from("a"), Buffer.from("b")]);
+    assert.equal(batched, 1);
+  });
+});
+
+describe("GuardedStore: circuit breaker", () => {
+  it("opens after the threshold of consecutive failures and skips the store", async () => {
+    const store = new MapStore(manualClock());
+    const { guard, errors, states } = guarded(store);
+    store.failWith = new Error("down");
+    await guard.get("a");
+    await guard.get("b");
+    assert.equal(guard.state, "closed");
+    await guard.get("c");
+    assert.equal(guard.state, "open");
+    assert.equal(states.length, 1);
+    assert.equal(states[0]?.state, "open");
+    assert.ok(states[0]?.error instanceof StoreError);
+    for (let i = 0; i < 10; i++) assert.equal(await guard.get("k"), undefined);
+    assert.equal(await guard.set("k", Buffer.from("v"), 1000), false);
+    assert.equal(store.calls.get, 3);
+    assert.equal(store.calls.set, 0);
+    assert.equal(errors.length, 3, "skipped calls are not reported as new errors");
+  });
+
+  it("counts only consecutive failures", async () => {
+    const store = new MapStore(manualClock());
+    const { guard } = guarded(store);
+    for (let i = 0; i < 5; i++) {
+      store.failWith = new Error("blip");
+      await guard.get("k");
+      await guard.get("k");
+      store.failWith = undefined;
+      await guard.get("k");
+    }
+    assert.equal(guard.state, "closed");
+  });
+
+  it("lets exactly one probe through after the cooldown, and closes when it succeeds", async () => {
+    const store = new MapStore(manualClock());
+    const { guard, states, clock } = guarded(store);
+    store.failWith = new Error("down");
+    for (let i = 0; i < 3; i++) await guard.get("k");
+    clock.advance(999);
+    await guard.get("k");
+    assert.equal(store.calls.get, 3, "still cooling down");
+    clock.advance(1);
+    store.failWith = undefined;
+    const gate = deferred<void>();
+    const slowGet = store.get.bind(store);
+    store.get = async (key) => {
+      await gate.promise;
+      return slowGet(key);
+    };
+    const probe = guard.get("k");
+    assert.equal(guard.state, "half-open");
+    // Concurrent calls during the probe are skipped.
+    assert.equal(await guard.get("other"), undefined);
+    assert.equal(await guard.set("other", Buffer.from("v"), 1000), false);
+    assert.equal(store.calls.set, 0);
+    gate.resolve();
+    await probe;
+    assert.equal(guard.state, "closed");
+    assert.deepEqual(
+      states.map((s) => s.state),
+      ["open", "half-open", "closed"],
+    );
+    assert.equal(await guard.set("k", Buffer.from("v"), 1000), true);
+  });
+
+  it("re-opens for a full cooldown when the probe fails", async () => {
+    const store = new MapStore(manualClock());
+    const { guard, states, clock } = guarded(store);
+    store.failWith = new Error("down");
+    for (let i = 0; i < 3; i++) await guard.get("k");
+    clock.advance(1000);
+    await guard.get("k");
+    assert.equal(store.calls.get, 4);
+    assert.equal(guard.state, "open");
+    clock.advance(999);
+    await guard.get("k");
+    assert.equal(store.calls.get, 4);
+    clock.advance(1);
+    store.failWith = undefined;
+    await guard.get("k");
+    assert.equal(guard.state, "closed");
+    assert.deepEqual(
+      states.map((s) => s.state),
+      ["open", "half-open", "open", "half-open", "closed"],
+    );
+  });
+
+  it("counts timeouts as failures", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const store = new MapStore(manualClock());
+    store.hang = true;
+    const { guard } = guarded(store, { failureThreshold: 2, timeout: 10 });
+    for (let i = 0; i < 2; i++) {
+      const pending = guard.get("k");
+      await flush();
+      t.mock.timers.tick(10);
+      await pending;
+    }
+    assert.equal(guard.state, "open");
+  });
+});
