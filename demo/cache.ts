@@ -65,7 +65,8 @@ export async function createDemoCache(
     if (now - lastReport < ERROR_LOG_INTERVAL_MS) return;
     lastReport = now;
     log.warn(
-      { err: error, operation },
+      // The message says it all; a stack trace per outage would be noise.
+      { operation, error: error instanceof Error ? error.message : String(error) },
       `cache store unavailable (${where}): requests go to the upstream until it recovers`,
     );
   });

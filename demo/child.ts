@@ -26,6 +26,8 @@ export interface Child {
   readonly startMs: number;
   /** Every output line so far (stdout and stderr, interleaved). */
   output(): string[];
+  /** Resolves with the exit code (or signal) once the child has exited by itself. */
+  exited(): Promise<number | NodeJS.Signals | null>;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code (or signal) once gone. */
   stop(graceMs?: number): Promise<number | NodeJS.Signals | null>;
 }
@@ -98,6 +100,7 @@ export function startChild(options: ChildOptions): Promise<Child> {
         process: proc,
         startMs: performance.now() - started,
         output: () => [...lines],
+        exited: () => exited,
         stop,
       });
     };

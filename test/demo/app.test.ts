@@ -113,6 +113,32 @@ for (const store of ["none", "memory"] as const) {
       assert.ok(elapsed >= 280 && elapsed < 2_000, `${elapsed} ms`);
     });
 
+    it(
+      store === "none"
+        ? "with CACHE_STORE=none nothing is cached: every request reaches the upstream"
+        : "caches /posts/:id (one upstream call), never /health or /docs",
+      async () => {
+        const first = await app.inject({ method: "GET", url: "/posts/8" });
+        const second = await app.inject({ method: "GET", url: "/posts/8" });
+        assert.equal(first.statusCode, 200);
+        assert.equal(second.body, first.body);
+        if (store === "none") {
+          assert.equal(first.headers["cache-status"], undefined);
+          assert.equal(second.headers["cache-status"], undefined);
+          assert.equal(fake.calls(), 2);
+        } else {
+          assert.equal(first.headers["cache-status"], "cachet; fwd=uri-miss; stored");
+          assert.match(String(second.headers["cache-status"]), /^cachet; hit; ttl=\d+$/);
+          assert.equal(fake.calls(), 1);
+        }
+        for (const url of ["/health", "/docs", "/docs/json"]) {
+          await app.inject({ method: "GET", url });
+          const again = await app.inject({ method: "GET", url });
+          assert.equal(again.headers["cache-status"], undefined, url);
+        }
+      },
+    );
+
     it("GET /health is 200 and names the store", async () => {
       const response = await app.inject({ method: "GET", url: "/health" });
       assert.equal(response.statusCode, 200);

@@ -190,6 +190,27 @@ describe("demo service start-up and failure handling", { timeout: 60_000 }, () =
     });
   }
 
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    it(`${signal} closes gracefully: an in-flight request completes, then exit 0`, async () => {
+      const service = await startService({ UPSTREAM_URL: fake.url, CACHE_STORE: "memory" });
+      fake.setLatency(300);
+      try {
+        const inFlight = get(`${service.url}/posts/9`);
+        await waitFor(() => fake.calls() > 0, "the request to reach the upstream");
+        service.process.kill(signal);
+        const response = await inFlight;
+        assert.equal(response.status, 200);
+        assert.equal(JSON.parse(response.body.toString()).id, 9);
+        assert.equal(await service.exited(), 0);
+        assert.ok(logRecords(service).some((r) => String(r.msg).startsWith(`${signal}: closing`)));
+      } finally {
+        fake.setLatency(0);
+        fake.reset();
+        await service.stop();
+      }
+    });
+  }
+
   it("an unreachable Redis is reported but does not stop the service", async () => {
     const port = await freePort(); // nothing listens there
     const service = await startService({
