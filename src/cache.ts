@@ -386,11 +386,9 @@ export class Cache {
       const methodName = String(context.name);
       let wrapped: ((...args: A) => Promise<R>) | undefined;
       const cache = this;
-      return function cachedMethod(this: This, ...args: A): Promise<R> {
+      const cachedMethod = function cachedMethod(this: This, ...args: A): Promise<R> {
         if (!wrapped) {
-          const owner = context.static
-            ? (this as { name?: string }).name
-            : (this as { constructor?: { name?: string } }).constructor?.name;
+          const owner = declaringClassName(this, context);
           const name = options.name ?? `${owner || "anonymous"}.${methodName}`;
           wrapped = cache.wrap(method as (...args: A) => Promise<R>, { ...options, name }) as (
             ...args: A
@@ -398,6 +396,8 @@ export class Cache {
         }
         return wrapped.apply(this, args);
       };
+      registerDecoratedMethod(cachedMethod, context);
+      return cachedMethod;
     };
   }
 
@@ -728,6 +728,44 @@ export class Cache {
     const events = this.#core.events;
     if (events.wants("invalidate")) events.emit("invalidate", { tags, soft });
   }
+}
+
+/** Functions installed by `@cached`, with the decorator context each replaces a method for. */
+const decoratedMethods = new WeakMap<object, object>();
+
+/**
+ * Record that `installed` is what the class holds for the method of `context`, so that a call
+ * can find the class that declares it (see {@link declaringClassName}). @internal
+ */
+export function registerDecoratedMethod(installed: object, context: object): void {
+  decoratedMethods.set(installed, context);
+}
+
+/**
+ * The name of the class that declares a decorated method, found from the receiver of a call
+ * by walking its prototype chain to the object holding the decorated function. Not
+ * `this.constructor.name`: a subclass calling first (or through `super`) would otherwise name
+ * the key, making it depend on call order and collide with the subclass's own method.
+ */
+function declaringClassName(
+  self: unknown,
+  context: { readonly static: boolean; readonly name: string | symbol },
+): string | undefined {
+  if ((typeof self !== "object" && typeof self !== "function") || self === null) return undefined;
+  let holder: object | null = context.static ? self : Object.getPrototypeOf(self);
+  while (holder !== null) {
+    const installed = Object.getOwnPropertyDescriptor(holder, context.name)?.value;
+    if (installed !== undefined && decoratedMethods.get(installed) === context) {
+      const owner = context.static ? holder : (holder as { constructor?: unknown }).constructor;
+      const name = (owner as { name?: unknown } | undefined)?.name;
+      return typeof name === "string" ? name : undefined;
+    }
+    holder = Object.getPrototypeOf(holder);
+  }
+  // Not found (a private method, or a function moved elsewhere): the receiver's class.
+  return context.static
+    ? (self as { name?: string }).name
+    : (self as { constructor?: { name?: string } }).constructor?.name;
 }
 
 function valueOfResolution<T>(resolution: Resolution<T>): T {

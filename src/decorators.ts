@@ -1,4 +1,5 @@
 import type { Cache, WrapOptions } from "./cache.js";
+import { registerDecoratedMethod } from "./cache.js";
 import { InvalidOptionError } from "./errors.js";
 
 /** Options of the standalone {@link cached} decorator. */
@@ -28,18 +29,25 @@ export function cached<This, A extends unknown[], R>(
   method: (this: This, ...args: A) => Promise<R>,
   context: ClassMethodDecoratorContext<This, (this: This, ...args: A) => Promise<R>>,
 ) => (this: This, ...args: A) => Promise<R> {
-  if (!options || (typeof options.cache !== "function" && typeof options.cache !== "object")) {
+  if (
+    !options ||
+    options.cache === null ||
+    (typeof options.cache !== "function" && typeof options.cache !== "object")
+  ) {
     throw new InvalidOptionError("cached.cache", "expected a Cache or a function returning one");
   }
   const { cache: source, ...wrapOptions } = options;
   return (method, context) => {
     let decorated: ((this: This, ...args: A) => Promise<R>) | undefined;
-    return function cachedMethod(this: This, ...args: A): Promise<R> {
+    const cachedMethod = function cachedMethod(this: This, ...args: A): Promise<R> {
       if (!decorated) {
         const cache = typeof source === "function" ? source() : source;
         decorated = cache.cached<This, A, R>(wrapOptions)(method, context);
       }
       return decorated.apply(this, args);
     };
+    // This function, not the inner one, is what the class holds: the key names its class.
+    registerDecoratedMethod(cachedMethod, context);
+    return cachedMethod;
   };
 }
