@@ -143,6 +143,12 @@ interface Core {
 
 const TIMED_OUT = Symbol("timed-out");
 const RESERVED_KEY_PREFIX = "__cachet:";
+/**
+ * Namespaced keys are `@<path>:<key>` and root keys may not start with `@`, so that no root key
+ * can land in a namespace (a root `users:1` would otherwise be a `users` namespace's `1`, and
+ * survive that namespace's `clear()`).
+ */
+const NAMESPACE_KEY_MARK = "@";
 const NAMESPACE_NAME = /^[A-Za-z0-9_.-]+$/;
 
 /**
@@ -162,7 +168,7 @@ export class Cache {
   constructor(core: Core, nsPath: string, nsTags: readonly string[], serializer: Serializer) {
     this.#core = core;
     this.#nsPath = nsPath;
-    this.#prefix = nsPath === "" ? "" : `${nsPath}:`;
+    this.#prefix = nsPath === "" ? "" : `${NAMESPACE_KEY_MARK}${nsPath}:`;
     this.#nsTags = nsTags;
     this.#serializer = serializer;
   }
@@ -431,6 +437,12 @@ export class Cache {
       throw new InvalidOptionError(
         "key",
         `keys starting with "${RESERVED_KEY_PREFIX}" are reserved`,
+      );
+    }
+    if (this.#prefix === "" && key.startsWith(NAMESPACE_KEY_MARK)) {
+      throw new InvalidOptionError(
+        "key",
+        `keys starting with "${NAMESPACE_KEY_MARK}" are reserved for namespaces; use namespace(name)`,
       );
     }
     return this.#prefix + key;

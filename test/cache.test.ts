@@ -385,6 +385,25 @@ describe("namespaces", () => {
       assert.equal(await cache.get("1"), undefined);
     });
 
+    it(`keep root keys that look namespaced apart from the namespace (${mode})`, async () => {
+      const clock = manualClock();
+      const cache = mode === "memory" ? createCache({ clock }) : remoteCache({ clock }).cache;
+      const users = cache.namespace("users");
+      await cache.set("users:1", "root");
+      await users.set("1", "namespaced");
+      assert.equal(await cache.get("users:1"), "root");
+      assert.equal(await users.get("1"), "namespaced");
+      await users.clear();
+      assert.equal(await users.get("1"), undefined);
+      assert.equal(await cache.get("users:1"), "root");
+      await users.set("2", "only in the namespace");
+      assert.equal(await cache.has("users:2"), false);
+      // The namespaced form is reserved at the root.
+      await assertInvalid(() => cache.get("@users:2"), "key");
+      await assertInvalid(() => cache.set("@users:2", "x"), "key");
+      assert.equal(await users.get("@anything-goes-inside"), undefined);
+    });
+
     it(`nest, and clearing a namespace clears those below it (${mode})`, async () => {
       const clock = manualClock();
       const cache = mode === "memory" ? createCache({ clock }) : remoteCache({ clock }).cache;
@@ -399,7 +418,7 @@ describe("namespaces", () => {
       await cache.set("k", "root");
       assert.deepEqual(
         events.of("set").map((e) => e.key),
-        ["a/b:k", "a:k", "c:k", "k"],
+        ["@a/b:k", "@a:k", "@c:k", "k"],
       );
       assert.deepEqual(
         [await ab.get("k"), await a.get("k"), await c.get("k"), await cache.get("k")],
