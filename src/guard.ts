@@ -101,7 +101,11 @@ export class GuardedStore {
     return out === FAILED ? undefined : out;
   }
 
-  async #call<T>(operation: string, key: string | undefined, run: () => Promise<T>): Promise<T | Failed> {
+  async #call<T>(
+    operation: string,
+    key: string | undefined,
+    run: () => Promise<T>,
+  ): Promise<T | Failed> {
     if (!this.#admit()) return FAILED;
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -109,9 +113,14 @@ export class GuardedStore {
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
           reject(
-            new StoreError(this.store.name, operation, `timed out after ${this.options.timeout} ms`, {
-              code: "E_STORE_TIMEOUT",
-            }),
+            new StoreError(
+              this.store.name,
+              operation,
+              `timed out after ${this.options.timeout} ms`,
+              {
+                code: "E_STORE_TIMEOUT",
+              },
+            ),
           );
         }, this.options.timeout);
         timer.unref?.();

@@ -185,7 +185,10 @@ export function memoryStore(options?: MemoryStoreOptions): MemoryStore {
 function positiveInt(value: number | undefined, option: string, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(option, `expected a positive integer, got ${JSON.stringify(value)}`);
+    throw new InvalidOptionError(
+      option,
+      `expected a positive integer, got ${JSON.stringify(value)}`,
+    );
   }
   return value;
 }
