@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { median, percentile, table } from "../../demo/stats.js";
+import { waitFor } from "../helpers/ports.js";
 
 const COMPARE = fileURLToPath(new URL("../../demo/dist/compare.js", import.meta.url));
 
@@ -78,6 +79,42 @@ describe("npm run demo (demo/dist/compare.js)", { timeout: 120_000 }, () => {
     assert.ok(speedup >= 10, `speedup ${speedup.toFixed(1)}x`);
     assert.match(out, /speedup \(median\): \d+x/);
     assert.match(out, /cache hits: 15\/15/);
+  });
+
+  it("Ctrl-C mid-run stops its child processes", async () => {
+    const proc = spawn(process.execPath, [COMPARE, "--requests", "1000"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    proc.stdout.on("data", (d) => {
+      out += d;
+    });
+    const exited = new Promise<number | null>((resolve) => proc.once("close", resolve));
+    try {
+      await Promise.race([
+        waitFor(() => /\[before\] listening on /.test(out), "the service to start", 15_000),
+        exited.then((code) => {
+          throw new Error(`compare exited (${code}) early:\n${out}`);
+        }),
+      ]);
+      const upstream = /fake jsonplaceholder listening on (\S+)/.exec(out)![1]!;
+      const service = /\[before\] listening on (\S+)/.exec(out)![1]!;
+      assert.equal((await fetch(`${service}/health`)).status, 200);
+      proc.kill("SIGINT");
+      assert.equal(await exited, 130);
+      for (const url of [`${upstream}/__stats`, `${service}/health`]) {
+        await waitFor(
+          () =>
+            fetch(url).then(
+              () => false,
+              () => true,
+            ),
+          `${url} to stop answering`,
+        );
+      }
+    } finally {
+      proc.kill("SIGKILL");
+    }
   });
 
   it("rejects a bad --requests with a message and a non-zero exit", async () => {
