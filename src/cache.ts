@@ -216,8 +216,22 @@ export class Cache {
    * policy so that callers on a hot path (the HTTP cache) resolve options once.
    * @internal
    */
-  resolve<T>(key: string, factory: Factory<T>, policy: Policy): Promise<Resolution<T>> {
+  resolve<T>(
+    key: string,
+    factory: Factory<T>,
+    policy: Policy,
+    options?: { force?: boolean },
+  ): Promise<Resolution<T>> {
     const full = this.#key(key);
+    if (options?.force) {
+      // The caller wants a fresh value (a client's `no-cache`): skip the lookups, but still
+      // share a flight already running for this key.
+      return this.#refresh(full, factory, policy, undefined, false).then((entry) => ({
+        entry: entry as Entry<T>,
+        outcome: "miss",
+        tier: undefined,
+      }));
+    }
     const held = this.#core.l1?.getHeld<T>(full);
     if (held !== undefined && this.#isFreshHeld(held)) {
       this.#hit(full, "l1");
@@ -265,6 +279,12 @@ export class Cache {
   /** Whether a fresh value is stored under `key`. */
   async has(key: string): Promise<boolean> {
     return (await this.#lookup(this.#key(key))) !== undefined;
+  }
+
+  /** Store `value` under `key` with a resolved policy (tags unvalidated). @internal */
+  async store<T>(key: string, value: T, policy: Policy): Promise<void> {
+    const full = this.#key(key);
+    await this.#write(full, this.#makeEntry(value, this.#core.tags.stamp(), policy));
   }
 
   /** Store `value` under `key` in every tier. */

@@ -16,17 +16,24 @@ import type {
   Decision,
   Dispatch,
   HttpCacheOptions,
-  HttpResponse,
   ReplyPlan,
   RouteCacheOptions,
 } from "../http/http-cache.js";
 import { HttpCache } from "../http/http-cache.js";
+import { readUpTo } from "./stream.js";
 
 export type { HttpCacheOptions, RouteCacheOptions } from "../http/http-cache.js";
 export { HttpCache } from "../http/http-cache.js";
 
 /** Options of the Fastify plugin: the cache, plus the HTTP cache's options. */
-export type CachetFastifyOptions = HttpCacheOptions;
+export interface CachetFastifyOptions extends HttpCacheOptions {
+  /**
+   * After a successful POST/PUT/PATCH/DELETE on any route, expire the stored responses of its
+   * path (and same-origin `Location`/`Content-Location`), RFC 9111 §4.4.
+   * @default true
+   */
+  invalidateOnUnsafe?: boolean;
+}
 
 declare module "fastify" {
   interface FastifyContextConfig {
@@ -49,6 +56,15 @@ declare module "fastify" {
 /** Marks the requests the plugin sends through `inject()` to refresh an entry out of band. */
 const DISPATCH_HEADER = "x-cachet-dispatch";
 
+/** Content headers a 304 must not carry (RFC 9110 §15.4.5). */
+const CONTENT_HEADERS = [
+  "content-type",
+  "content-length",
+  "content-encoding",
+  "content-language",
+  "content-disposition",
+];
+
 /**
  * The Fastify plugin. Register it before your routes, then switch caching on per route:
  *
@@ -57,16 +73,19 @@ const DISPATCH_HEADER = "x-cachet-dispatch";
  * app.get("/posts", { config: { cache: { ttl: "60s" } } }, listPosts);
  *
  * Hits are answered in `onRequest` from the stored bytes: no handler, no serialization. Only
- * routes with `config.cache` get hooks, so other routes pay nothing.
+ * routes with `config.cache` (and, for invalidation, routes with unsafe methods) get hooks, so
+ * other routes pay nothing.
  */
 const plugin: FastifyPluginCallback<CachetFastifyOptions> = (fastify, options, done) => {
   let http: HttpCache;
   try {
-    http = new HttpCache(options);
+    const { invalidateOnUnsafe: _, ...httpOptions } = options;
+    http = new HttpCache(httpOptions);
   } catch (error) {
     done(error as Error);
     return;
   }
+  const invalidateOnUnsafe = options.invalidateOnUnsafe ?? true;
   const secret = randomBytes(16).toString("hex");
   const dispatch = dispatcher(fastify, secret);
 
@@ -74,12 +93,15 @@ const plugin: FastifyPluginCallback<CachetFastifyOptions> = (fastify, options, d
   fastify.decorateRequest("cachetState", null);
 
   fastify.addHook("onRoute", function cachetOnRoute(routeOptions: RouteOptions) {
-    const config = routeOptions.config?.cache;
-    if (config === undefined || config === false) return;
     const methods = Array.isArray(routeOptions.method)
       ? routeOptions.method
       : [routeOptions.method];
     const name = `${methods.join(",")} ${routeOptions.url}`;
+    if (invalidateOnUnsafe && methods.some((m) => HttpCache.isUnsafe(m))) {
+      routeOptions.onSend = [...hooks(routeOptions.onSend), invalidateHook(http)];
+    }
+    const config = routeOptions.config?.cache;
+    if (config === undefined || config === false) return;
     if (config !== true && (config === null || typeof config !== "object")) {
       throw new InvalidOptionError(
         `${name} config.cache`,
@@ -139,6 +161,9 @@ function apply(
   request.cachetState = decision;
   const exchange = decision.exchange;
   if (exchange) {
+    // The cache needs the full response; it answers the client's conditional itself.
+    delete request.headers["if-none-match"];
+    delete request.headers["if-modified-since"];
     // Whatever happens to this request, the requests waiting on it must be released.
     reply.raw.once("close", () => http.abandon(exchange));
   }
@@ -159,25 +184,69 @@ function onSendHook(http: HttpCache): onSendHookHandler {
       return;
     }
     request.cachetState = null;
-    if (state.exchange) {
-      const response: HttpResponse = {
+    const exchange = state.exchange;
+    if (!exchange) {
+      if (state.cacheStatus) reply.header("cache-status", state.cacheStatus);
+      done(null, payload);
+      return;
+    }
+    const finish = (body: Uint8Array | string | undefined, out: unknown) => {
+      const completion = http.complete(exchange, {
         status: reply.statusCode,
         headers: reply.getHeaders(),
-        body: bodyOf(payload),
-      };
-      reply.headers(http.complete(state.exchange, response));
-    } else if (state.cacheStatus) {
-      reply.header("cache-status", state.cacheStatus);
+        body,
+        tooLarge: body === undefined && out !== payload,
+      });
+      reply.headers(completion.headers);
+      if (completion.notModified) {
+        reply.code(304);
+        for (const name of CONTENT_HEADERS) reply.removeHeader(name);
+        done(null, null);
+        return;
+      }
+      done(null, out);
+    };
+    if (isStream(payload)) {
+      // Buffer a streamed body within the size limit so that it can be stored; beyond it,
+      // replay what was read and pass the rest through.
+      readUpTo(payload, http.maxEntrySize).then(
+        (read) => (read.bytes ? finish(read.bytes, read.bytes) : finish(undefined, read.stream)),
+        (error) => {
+          http.abandon(exchange);
+          done(error as Error);
+        },
+      );
+      return;
     }
-    done(null, payload);
+    finish(bodyOf(payload), payload);
   };
 }
 
-/** The payload as bytes when Fastify has it whole; `undefined` for streams. */
+function invalidateHook(http: HttpCache): onSendHookHandler {
+  return function cachetInvalidate(request, reply, payload, done) {
+    if (!HttpCache.isUnsafe(request.method)) {
+      done(null, payload);
+      return;
+    }
+    http
+      .invalidateAfter(request, { status: reply.statusCode, headers: reply.getHeaders() })
+      .then(() => done(null, payload), done);
+  };
+}
+
+function isStream(payload: unknown): payload is Readable {
+  return (
+    payload !== null &&
+    typeof payload === "object" &&
+    typeof (payload as Readable).pipe === "function" &&
+    typeof (payload as Readable)[Symbol.asyncIterator] === "function"
+  );
+}
+
+/** The payload as bytes when Fastify has it whole; `undefined` for anything else. */
 function bodyOf(payload: unknown): Uint8Array | string | undefined {
   if (payload === null || payload === undefined) return "";
   if (typeof payload === "string" || payload instanceof Uint8Array) return payload;
-  if (typeof (payload as Readable).pipe === "function") return undefined;
   return undefined;
 }
 
@@ -186,8 +255,15 @@ function dispatcher(fastify: FastifyInstance, secret: string): Dispatch {
   return async (request) => {
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(request.headers)) {
-      if (value === undefined || name === "content-length" || name === "transfer-encoding")
+      if (
+        value === undefined ||
+        name === "content-length" ||
+        name === "transfer-encoding" ||
+        name === "if-none-match" ||
+        name === "if-modified-since"
+      ) {
         continue;
+      }
       headers[name] = Array.isArray(value) ? value.join(", ") : String(value);
     }
     headers[DISPATCH_HEADER] = secret;

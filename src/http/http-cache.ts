@@ -1,16 +1,29 @@
 import type { Cache, FactoryContext, Resolution } from "../cache.js";
 import type { Entry } from "../entry.js";
 import { CachetError, InvalidOptionError } from "../errors.js";
-import { digest } from "../keys.js";
 import type { EntryOptions, Policy } from "../options.js";
 import { validateTags } from "../options.js";
+import type { CacheStatusFields } from "./cache-status.js";
 import { formatCacheStatus } from "./cache-status.js";
 import { ifNoneMatchHits, notModifiedSince, strongEtag } from "./conditional.js";
 import type { HeaderValue } from "./headers.js";
-import { hasCookie, headerString, parseCacheControl, parseVary } from "./headers.js";
-import { requestKey, shorten, splitUrl } from "./key.js";
-import type { StoredResponse } from "./record.js";
-import { NOT_MODIFIED_HEADERS, responseSerializer } from "./record.js";
+import { deltaSeconds, hasCookie, headerString, parseCacheControl, parseVary } from "./headers.js";
+import { pathTag, requestKey, shorten, splitUrl, varyKey } from "./key.js";
+import type {
+  Coding,
+  CompressionOptions,
+  StoredRecord,
+  StoredResponse,
+  VaryMarker,
+} from "./record.js";
+import {
+  CODINGS,
+  codedEtag,
+  compressRecord,
+  NOT_MODIFIED_HEADERS,
+  negotiate,
+  recordSerializer,
+} from "./record.js";
 
 /** A request as the HTTP cache sees it; adapters translate their framework's request. */
 export interface HttpRequest {
@@ -28,6 +41,8 @@ export interface HttpResponse {
   readonly headers: Readonly<Record<string, HeaderValue>>;
   /** The body, or `undefined` when it is a stream the adapter did not buffer. */
   readonly body: Uint8Array | string | undefined;
+  /** Set when the adapter stopped buffering because the body outgrew `maxEntrySize`. */
+  readonly tooLarge?: boolean;
 }
 
 /**
@@ -48,7 +63,7 @@ export interface ReplyPlan {
 export type Dispatch = (request: HttpRequest) => Promise<HttpResponse>;
 
 /** Per-route options: `config: { cache: { ... } }` on a Fastify route, and so on. */
-export interface RouteCacheOptions extends EntryOptions {
+export interface RouteCacheOptions extends Omit<EntryOptions, "tags"> {
   /**
    * Request headers that select a different response (`["accept-language"]`). They become
    * part of the key. Listing `authorization` (or giving a `key` function) makes the route
@@ -69,8 +84,24 @@ export interface RouteCacheOptions extends EntryOptions {
   public?: boolean;
   /** Statuses that may be stored for this route. @default the cache's `statuses` */
   statuses?: readonly number[];
-  /** Tags for the stored responses, or a function computing them from the request. */
-  tags?: readonly string[];
+  /** Tags for the stored responses (for `invalidateTags`), or a function of the request. */
+  tags?: readonly string[] | ((request: HttpRequest) => readonly string[]);
+  /**
+   * Take freshness from the handler's own `Cache-Control`: `s-maxage`, else `max-age`, for
+   * `ttl`; `stale-while-revalidate` and `stale-if-error` (RFC 5861) for the stale windows. The
+   * route's values apply when the response has none.
+   * @default false
+   */
+  fromResponse?: boolean;
+  /**
+   * Honour the client's request `Cache-Control`: `no-cache` fetches a fresh response,
+   * `no-store` stores nothing, `only-if-cached` answers 504 on a miss (RFC 9111 §5.2.1). Off
+   * by default so that clients cannot push load onto the origin.
+   * @default false
+   */
+  requestDirectives?: boolean;
+  /** Override the cache-wide `downstreamCacheControl` for this route. */
+  downstreamCacheControl?: boolean;
 }
 
 /** Options of {@link HttpCache}. */
@@ -79,7 +110,10 @@ export interface HttpCacheOptions {
   cache: Cache;
   /** Namespace for response entries, so `clear()` on it drops only responses. @default "http" */
   namespace?: string;
-  /** Statuses that may be stored. @default [200] */
+  /**
+   * Statuses that may be stored (RFC 9110 §15.1 heuristically cacheable ones).
+   * @default [200, 203, 204, 300, 301, 308, 404, 410]
+   */
   statuses?: readonly number[];
   /** Largest body stored, in bytes; larger responses pass through unstored. @default 5 MiB */
   maxEntrySize?: number;
@@ -100,6 +134,24 @@ export interface HttpCacheOptions {
   cacheStatus?: string | false;
   /** Add `key=` to `Cache-Status` (exposes cache keys to clients: off by default). @default false */
   exposeKey?: boolean;
+  /**
+   * Store bodies compressed once (br and gzip) and serve them to clients that accept them,
+   * with `Vary: Accept-Encoding`; others get identity. `false` to store identity only.
+   * @default { threshold: 1024, codings: ["br", "gzip"] }
+   */
+  compress?: boolean | Partial<CompressionOptions>;
+  /**
+   * Send `Cache-Control: public, max-age=<remaining freshness>` downstream (browsers, CDNs)
+   * on stored and cached responses, replacing the handler's.
+   * @default false
+   */
+  downstreamCacheControl?: boolean;
+  /**
+   * Send the route's tags in a `Surrogate-Key` (Fastly, space-separated) or `Cache-Tag`
+   * (Cloudflare, comma-separated) header, for purging a CDN by the same tags.
+   * @default false
+   */
+  surrogateKeys?: false | "surrogate-key" | "cache-tag";
 }
 
 /** A route's options, validated and resolved once at registration. */
@@ -112,17 +164,62 @@ export interface CompiledRoute {
   readonly perUser: boolean;
   readonly public: boolean;
   readonly statuses: ReadonlySet<number>;
-  readonly tags: readonly string[];
+  readonly tags: readonly string[] | ((request: HttpRequest) => readonly string[]);
+  readonly fromResponse: boolean;
+  readonly requestDirectives: boolean;
+  readonly downstream: boolean;
+  /** Whether the adapter must be able to dispatch out of band (stale windows, timeouts). */
+  readonly needsDispatch: boolean;
 }
 
-/** State of a request that leads the production of a response for its key. */
+/** A request that leads the production of a response for its key. */
 export interface Exchange {
   readonly key: string;
   readonly route: CompiledRoute;
   readonly request: HttpRequest;
   /** @internal */
-  settle(record: StoredResponse | NotStorable): void;
+  readonly state: ExchangeState;
 }
+
+/** What {@link HttpCache.complete} asks the adapter to change on the handler's response. */
+export interface Completion {
+  /** Headers to set (they replace the handler's of the same name). */
+  readonly headers: Record<string, string>;
+  /**
+   * The client's conditional request matched the new response: send 304 with the
+   * {@link NOT_MODIFIED_HEADERS} and no body instead.
+   */
+  readonly notModified: boolean;
+}
+
+/** What {@link HttpCache.handle} decided. */
+export type Decision =
+  | { readonly kind: "respond"; readonly reply: ReplyPlan }
+  | {
+      readonly kind: "forward";
+      /**
+       * Present when this request leads its key: run the handler on a request without
+       * `If-None-Match`/`If-Modified-Since` (the cache needs the full response), then call
+       * `complete` — or `abandon` if no response comes.
+       */
+      readonly exchange: Exchange | undefined;
+      /** `Cache-Status` to add to the handler's response when there is no exchange. */
+      readonly cacheStatus: string | undefined;
+    };
+
+interface ExchangeState {
+  settled: boolean;
+  resolve(record: StoredRecord): void;
+  reject(error: NotStorable): void;
+  context: FactoryContext<StoredRecord>;
+  fwd: "uri-miss" | "vary-miss" | "request";
+  /** The response varies on these headers, found in a marker: this key is a secondary one. */
+  secondary: readonly string[] | undefined;
+  ifNoneMatch: HeaderValue;
+  ifModifiedSince: HeaderValue;
+}
+
+const DEFAULT_STATUSES = [200, 203, 204, 300, 301, 308, 404, 410];
 
 const DEFAULT_HEADERS = [
   "content-type",
@@ -153,7 +250,11 @@ const NEVER_STORED = new Set([
   "te",
   "content-length",
   "cache-status",
+  "surrogate-key",
+  "cache-tag",
 ]);
+
+const UNSAFE_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 /** Why a response was not stored; the reason goes to `Cache-Status` as `detail`. */
 export class NotStorable extends CachetError {
@@ -178,6 +279,14 @@ const LEAD = Symbol("lead");
 /** Reasons for which requests that waited on a failed leader coalesce again. */
 const RETRYABLE = /^(status-\d+|aborted|leader-failed)$/;
 
+interface LookupOptions {
+  mayRetry: boolean;
+  /** Found through a vary marker: the headers the response varies on. */
+  secondary?: readonly string[];
+  /** The client asked for a fresh response (`no-cache`, honoured). */
+  force?: boolean;
+}
+
 /**
  * The framework-agnostic HTTP response cache. Adapters call {@link handle} when a request
  * arrives and {@link complete} when the handler's response is ready; everything about keys,
@@ -191,15 +300,18 @@ export class HttpCache {
   readonly #sessionCookies: readonly string[];
   readonly #statusName: string | false;
   readonly #exposeKey: boolean;
+  readonly #compress: CompressionOptions | undefined;
+  readonly #downstream: boolean;
+  readonly #surrogate: false | "surrogate-key" | "cache-tag";
 
   constructor(options: HttpCacheOptions) {
     if (!options || typeof options !== "object" || typeof options.cache?.namespace !== "function") {
       throw new InvalidOptionError("cache", "expected a cache from createCache()");
     }
     this.cache = options.cache.namespace(options.namespace ?? "http", {
-      serializer: responseSerializer,
+      serializer: recordSerializer,
     });
-    this.#statuses = statusSet(options.statuses ?? [200], "statuses");
+    this.#statuses = statusSet(options.statuses ?? DEFAULT_STATUSES, "statuses");
     this.#maxEntrySize = options.maxEntrySize ?? 5 * 1024 * 1024;
     if (!Number.isSafeInteger(this.#maxEntrySize) || this.#maxEntrySize <= 0) {
       throw new InvalidOptionError(
@@ -207,7 +319,7 @@ export class HttpCache {
         `expected a positive integer of bytes, got ${options.maxEntrySize}`,
       );
     }
-    const extra = (options.headers ?? []).map((h) => h.toLowerCase());
+    const extra = (options.headers ?? []).map((h) => String(h).toLowerCase());
     for (const h of extra) {
       if (NEVER_STORED.has(h)) {
         throw new InvalidOptionError(
@@ -227,20 +339,37 @@ export class HttpCache {
     }
     this.#statusName = name;
     this.#exposeKey = options.exposeKey === true;
+    this.#compress = compressionOptions(options.compress);
+    this.#downstream = options.downstreamCacheControl === true;
+    const surrogate = options.surrogateKeys ?? false;
+    if (surrogate !== false && surrogate !== "surrogate-key" && surrogate !== "cache-tag") {
+      throw new InvalidOptionError(
+        "surrogateKeys",
+        `expected false, "surrogate-key" or "cache-tag", got ${JSON.stringify(surrogate)}`,
+      );
+    }
+    this.#surrogate = surrogate;
+  }
+
+  /** Largest body stored, in bytes: adapters buffer streamed bodies up to this. */
+  get maxEntrySize(): number {
+    return this.#maxEntrySize;
   }
 
   /** Validate a route's options once, at registration. `name` identifies the route in errors. */
   route(options: RouteCacheOptions | true, name: string): CompiledRoute {
     const o: RouteCacheOptions = options === true ? {} : options;
-    if (o === null || typeof o !== "object") {
-      throw new InvalidOptionError(`${name} cache`, "expected true or an options object");
-    }
     const where = `${name} cache`;
-    const policy = this.cache.policy(o, where);
+    if (o === null || typeof o !== "object") {
+      throw new InvalidOptionError(where, "expected true or an options object");
+    }
+    const { tags, ...entryOptions } = o;
+    const policy = this.cache.policy({ ...entryOptions, tags: [] }, where);
     const vary = [...new Set((o.vary ?? []).map((h) => String(h).toLowerCase()))].sort();
     if (o.key !== undefined && typeof o.key !== "function") {
       throw new InvalidOptionError(`${where}.key`, "expected a function (request) => string");
     }
+    if (tags !== undefined && typeof tags !== "function") validateTags(tags, `${where}.tags`);
     return {
       name,
       policy,
@@ -249,7 +378,12 @@ export class HttpCache {
       perUser: o.key !== undefined || vary.includes("authorization"),
       public: o.public === true,
       statuses: o.statuses ? statusSet(o.statuses, `${where}.statuses`) : this.#statuses,
-      tags: o.tags ? validateTags(o.tags, `${where}.tags`) : [],
+      tags: tags ?? [],
+      fromResponse: o.fromResponse === true,
+      requestDirectives: o.requestDirectives === true,
+      downstream: o.downstreamCacheControl ?? this.#downstream,
+      needsDispatch:
+        policy.swr > 0 || policy.grace > 0 || policy.timeout > 0 || o.fromResponse === true,
     };
   }
 
@@ -264,40 +398,135 @@ export class HttpCache {
     dispatch?: Dispatch,
   ): Decision | Promise<Decision> {
     const method = request.method;
-    if (method !== "GET" && method !== "HEAD") {
-      return this.#forward(undefined, "method", undefined);
-    }
+    if (method !== "GET" && method !== "HEAD") return this.#forward("method", undefined);
     if (!route.perUser && !route.public && this.#isPersonal(request)) {
-      return this.#forward(undefined, "bypass", "personal-request");
+      return this.#forward("bypass", "personal-request");
     }
     const key = this.#key(request, route);
-    const fresh = this.cache.peek<StoredResponse>(key);
-    if (fresh !== undefined)
-      return { kind: "respond", reply: this.#serve(fresh, request, key, "hit") };
-    if (method === "HEAD") return this.#headMiss(request, key);
-    return this.#lookup(request, route, key, dispatch, true);
+    let directives: Map<string, string | true> | undefined;
+    if (route.requestDirectives && request.headers["cache-control"] !== undefined) {
+      directives = parseCacheControl(request.headers["cache-control"]);
+      if (directives.has("only-if-cached")) return this.#onlyIfCached(request, route, key);
+      if (directives.has("no-cache") || deltaSeconds(directives, "max-age") === 0) {
+        if (method === "HEAD") return this.#forward("request", "no-cache", key);
+        return this.#lookup(request, route, key, dispatch, { mayRetry: false, force: true });
+      }
+      if (directives.has("no-store")) return this.#noStore(request, route, key);
+    }
+    const fresh = this.cache.peek<StoredRecord>(key);
+    if (fresh !== undefined) {
+      const value = fresh.value;
+      if (value.kind === "response") {
+        return {
+          kind: "respond",
+          reply: this.#serve(fresh as Entry<StoredResponse>, request, route, key, "hit"),
+        };
+      }
+      const secondary = varyKey(key, value.vary, request.headers);
+      const variant = this.cache.peek<StoredRecord>(secondary);
+      if (variant?.value.kind === "response") {
+        return {
+          kind: "respond",
+          reply: this.#serve(variant as Entry<StoredResponse>, request, route, secondary, "hit"),
+        };
+      }
+      if (method === "HEAD") return this.#headMiss(request, route, secondary, value.vary);
+      return this.#lookup(request, route, secondary, dispatch, {
+        mayRetry: true,
+        secondary: value.vary,
+      });
+    }
+    if (method === "HEAD") return this.#headMiss(request, route, key, undefined);
+    return this.#lookup(request, route, key, dispatch, { mayRetry: true });
   }
 
   /**
    * The handler's response for a request that led its key: store it when it may be stored,
-   * hand it to the waiting requests, and return the headers to add to it.
+   * hand it to the waiting requests, and say what to change on it.
    */
-  complete(exchange: Exchange, response: HttpResponse): Record<string, string> {
-    const outcome = this.#record(exchange.route, response);
-    exchange.settle(outcome);
-    const headers: Record<string, string> = {};
+  complete(exchange: Exchange, response: HttpResponse): Completion {
+    const { route, request, state } = exchange;
+    const outcome = this.#record(route, request, response);
     if (outcome instanceof NotStorable) {
-      this.#status(headers, { fwd: "uri-miss", detail: outcome.reason, key: exchange.key });
-      return headers;
+      this.#settle(state, outcome);
+      return {
+        headers: this.#statusHeader({ fwd: state.fwd, detail: outcome.reason, key: exchange.key }),
+        notModified: false,
+      };
     }
-    if (response.headers.etag === undefined) headers.etag = outcome.etag;
-    this.#status(headers, { fwd: "uri-miss", stored: true, key: exchange.key });
-    return headers;
+    const freshness = route.fromResponse
+      ? responseFreshness(response.headers, route.policy)
+      : undefined;
+    if (freshness === null) {
+      const notStored = new NotStorable("max-age-0");
+      this.#settle(state, notStored);
+      return {
+        headers: this.#statusHeader({
+          fwd: state.fwd,
+          detail: notStored.reason,
+          key: exchange.key,
+        }),
+        notModified: false,
+      };
+    }
+    if (freshness) state.context.setOptions(freshness);
+    const varied =
+      state.secondary === undefined && !route.key ? undeclaredVary(response.headers, route) : [];
+    if (varied.length > 0) {
+      // The response varies on headers the route does not key on (RFC 9111 §4.1): store it
+      // under a secondary key made of them, and a marker under the primary key.
+      const secondary = varyKey(exchange.key, varied, exchange.request.headers);
+      const policy = {
+        ...this.#policyFor(request, route),
+        ...(freshness ? toPolicyPart(freshness) : {}),
+      };
+      void this.#compressed(outcome)
+        .then((record) => this.cache.store(secondary, record, policy))
+        .catch(() => {});
+      this.#settle(state, { kind: "vary", vary: varied } satisfies VaryMarker);
+    } else {
+      this.#settle(state, outcome);
+    }
+    const headers: Record<string, string> = { etag: outcome.etag };
+    const ttl = Math.floor((freshness ? toPolicyPart(freshness).ttl : route.policy.ttl) / 1000);
+    if (route.downstream) headers["cache-control"] = `public, max-age=${ttl}`;
+    const surrogate = this.#surrogateHeader(request, route);
+    if (surrogate) headers[surrogate[0]] = surrogate[1];
+    Object.assign(headers, this.#statusHeader({ fwd: state.fwd, stored: true, key: exchange.key }));
+    const notModified =
+      ifNoneMatchHits(state.ifNoneMatch, outcome.etag) ||
+      notModifiedSince(state.ifModifiedSince, state.ifNoneMatch, outcome.lastModified);
+    return { headers, notModified };
   }
 
   /** The request ended without a response (client gone, handler crashed): release waiters. */
   abandon(exchange: Exchange): void {
-    exchange.settle(new NotStorable("aborted"));
+    this.#settle(exchange.state, new NotStorable("aborted"));
+  }
+
+  /**
+   * After an unsafe request (POST, PUT, PATCH, DELETE) with a non-error status, expire the
+   * stored responses of its path and of its `Location`/`Content-Location` when they are on the
+   * same origin (RFC 9111 §4.4). Adapters await it before the response goes out, so that a
+   * client's next GET cannot see the old response.
+   */
+  async invalidateAfter(
+    request: HttpRequest,
+    response: Pick<HttpResponse, "status" | "headers">,
+  ): Promise<void> {
+    if (!UNSAFE_METHODS.has(request.method) || response.status < 200 || response.status >= 400)
+      return;
+    const { path } = splitUrl(request.url);
+    const paths = new Set([path]);
+    for (const name of ["location", "content-location"]) {
+      const target = sameOriginPath(
+        headerString(response.headers[name]),
+        path,
+        request.headers.host,
+      );
+      if (target !== undefined) paths.add(target);
+    }
+    await this.invalidatePaths([...paths]);
   }
 
   /** Expire the stored responses of these paths (every query and variant), one write each. */
@@ -308,6 +537,11 @@ export class HttpCache {
   /** Expire the stored responses carrying any of these route tags. */
   async invalidateTags(tags: readonly string[], options?: { soft?: boolean }): Promise<void> {
     await this.cache.invalidateTags(tags, options);
+  }
+
+  /** Whether `method` is one after which {@link invalidateAfter} may expire responses. */
+  static isUnsafe(method: string): boolean {
+    return UNSAFE_METHODS.has(method);
   }
 
   // ---- internals ---------------------------------------------------------------------------
@@ -334,11 +568,65 @@ export class HttpCache {
     return requestKey(path, query, route.vary, request.headers);
   }
 
+  /** The stored response for a request, following a vary marker; no handler runs. */
+  async #stored(
+    request: HttpRequest,
+    key: string,
+  ): Promise<{ entry: Entry<StoredResponse>; key: string } | undefined> {
+    const entry = await this.cache.lookupEntry<StoredRecord>(key);
+    if (entry === undefined) return undefined;
+    if (entry.value.kind === "response") return { entry: entry as Entry<StoredResponse>, key };
+    const secondary = varyKey(key, entry.value.vary, request.headers);
+    const variant = await this.cache.lookupEntry<StoredRecord>(secondary);
+    return variant?.value.kind === "response"
+      ? { entry: variant as Entry<StoredResponse>, key: secondary }
+      : undefined;
+  }
+
   /** HEAD is answered from a stored GET; a HEAD miss runs the handler and stores nothing. */
-  async #headMiss(request: HttpRequest, key: string): Promise<Decision> {
-    const entry = await this.cache.lookupEntry<StoredResponse>(key);
-    if (entry) return { kind: "respond", reply: this.#serve(entry, request, key, "hit") };
-    return this.#forward(undefined, "uri-miss", "head", key);
+  async #headMiss(
+    request: HttpRequest,
+    route: CompiledRoute,
+    key: string,
+    secondary: readonly string[] | undefined,
+  ): Promise<Decision> {
+    const entry = await this.cache.lookupEntry<StoredRecord>(key);
+    if (entry?.value.kind === "response") {
+      return {
+        kind: "respond",
+        reply: this.#serve(entry as Entry<StoredResponse>, request, route, key, "hit"),
+      };
+    }
+    if (entry?.value.kind === "vary" && secondary === undefined) {
+      return this.#headMiss(
+        request,
+        route,
+        varyKey(key, entry.value.vary, request.headers),
+        entry.value.vary,
+      );
+    }
+    return this.#forward(secondary ? "vary-miss" : "uri-miss", "head", key);
+  }
+
+  /** `only-if-cached` (RFC 9111 §5.2.1.7): the stored response, or 504 without forwarding. */
+  async #onlyIfCached(request: HttpRequest, route: CompiledRoute, key: string): Promise<Decision> {
+    const found = await this.#stored(request, key);
+    if (found)
+      return { kind: "respond", reply: this.#serve(found.entry, request, route, found.key, "hit") };
+    const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
+    Object.assign(headers, this.#statusHeader({ detail: "only-if-cached", key }));
+    return {
+      kind: "respond",
+      reply: { status: 504, headers, body: Buffer.from("Not in cache (only-if-cached)\n") },
+    };
+  }
+
+  /** `no-store` (RFC 9111 §5.2.1.5): a stored response may be served; nothing is stored. */
+  async #noStore(request: HttpRequest, route: CompiledRoute, key: string): Promise<Decision> {
+    const found = await this.#stored(request, key);
+    if (found)
+      return { kind: "respond", reply: this.#serve(found.entry, request, route, found.key, "hit") };
+    return this.#forward("request", "no-store", key);
   }
 
   async #lookup(
@@ -346,7 +634,7 @@ export class HttpCache {
     route: CompiledRoute,
     key: string,
     dispatch: Dispatch | undefined,
-    mayRetry: boolean,
+    options: LookupOptions,
   ): Promise<Decision> {
     let exchange: Exchange | undefined;
     let becameLeader!: () => void;
@@ -356,58 +644,118 @@ export class HttpCache {
     let dispatched = false;
     const self = {};
     const policy = this.#policyFor(request, route);
-    const factory = (context: FactoryContext<StoredResponse>): Promise<StoredResponse> => {
+    const fwd = options.force ? "request" : options.secondary ? "vary-miss" : "uri-miss";
+    const factory = (context: FactoryContext<StoredRecord>): Promise<StoredRecord> => {
       // With a stale copy at hand, or behind one already served, no client waits on this
       // handler run: produce it out of band so that timeouts and grace can apply.
       if ((context.background || context.stale !== undefined) && dispatch) {
         dispatched = !context.background;
         return this.#dispatch(request, route, dispatch, self);
       }
-      return new Promise<StoredResponse>((resolve, reject) => {
-        exchange = makeExchange(key, route, request, resolve, reject);
+      const produced = new Promise<StoredRecord>((resolve, reject) => {
+        exchange = {
+          key,
+          route,
+          request,
+          state: {
+            settled: false,
+            resolve,
+            reject,
+            context,
+            fwd,
+            secondary: options.secondary,
+            ifNoneMatch: request.headers["if-none-match"],
+            ifModifiedSince: request.headers["if-modified-since"],
+          },
+        };
         becameLeader();
       });
+      // Compression runs after the leader's own response has gone out; waiters get the
+      // record once it is ready.
+      return produced.then((record) => this.#compressed(record));
     };
-    const resolution = this.cache.resolve<StoredResponse>(key, factory, policy);
+    const resolution = this.cache.resolve<StoredRecord>(key, factory, policy, {
+      force: options.force,
+    });
     resolution.catch(() => {});
     const first = await Promise.race([resolution.then(ok, fail), leading]);
     if (first === LEAD) return { kind: "forward", exchange, cacheStatus: undefined };
-    if (first.ok)
-      return { kind: "respond", reply: this.#resolved(first.value, request, key, dispatched) };
+    if (first.ok) {
+      const value = first.value.entry.value;
+      if (value.kind === "vary") {
+        if (options.secondary) return this.#forward("vary-miss", "vary-changed", key);
+        const secondary = varyKey(key, value.vary, request.headers);
+        return this.#lookup(request, route, secondary, dispatch, {
+          ...options,
+          secondary: value.vary,
+          force: false,
+        });
+      }
+      return {
+        kind: "respond",
+        reply: this.#resolved(
+          first.value as Resolution<StoredResponse>,
+          request,
+          route,
+          key,
+          dispatched,
+          fwd,
+        ),
+      };
+    }
     const error = first.error;
     if (error instanceof NotStorable && error.response && error.owner === self) {
       // Our own out-of-band run produced a response that may not be shared: send it to this
       // client only.
-      return { kind: "respond", reply: this.#passThrough(error.response, key, error.reason) };
+      return { kind: "respond", reply: this.#passThrough(error.response, key, error.reason, fwd) };
     }
     const reason = error instanceof NotStorable ? error.reason : "leader-failed";
     // The leader's run failed (an error status, a crash, a client gone): the waiting requests
     // coalesce once more behind a new leader rather than all hitting the origin at once.
-    if (mayRetry && RETRYABLE.test(reason))
-      return this.#lookup(request, route, key, dispatch, false);
+    if (options.mayRetry && RETRYABLE.test(reason)) {
+      return this.#lookup(request, route, key, dispatch, { ...options, mayRetry: false });
+    }
     // The leader's response may not be shared (personal, too large, …): run our own handler.
-    return this.#forward(undefined, "uri-miss", reason, key);
+    return this.#forward(fwd, reason, key);
   }
 
   #resolved(
     resolution: Resolution<StoredResponse>,
     request: HttpRequest,
+    route: CompiledRoute,
     key: string,
     dispatched: boolean,
+    fwd: "uri-miss" | "vary-miss" | "request",
   ): ReplyPlan {
     const { entry, outcome } = resolution;
-    if (outcome === "hit") return this.#serve(entry, request, key, "hit");
-    if (outcome === "miss")
-      return this.#serve(entry, request, key, dispatched ? "refreshed" : "collapsed");
+    if (outcome === "hit") return this.#serve(entry, request, route, key, "hit");
+    if (outcome === "miss") {
+      return this.#serve(
+        entry,
+        request,
+        route,
+        key,
+        dispatched ? "refreshed" : "collapsed",
+        undefined,
+        fwd,
+      );
+    }
     switch (resolution.reason) {
       case "error":
-        return this.#serve(entry, request, key, "stale-if-error", errorStatus(resolution.error));
+        return this.#serve(
+          entry,
+          request,
+          route,
+          key,
+          "stale-if-error",
+          errorStatus(resolution.error),
+        );
       case "timeout":
-        return this.#serve(entry, request, key, "stale-timeout");
+        return this.#serve(entry, request, route, key, "stale-timeout");
       case "backoff":
-        return this.#serve(entry, request, key, "stale-backoff");
+        return this.#serve(entry, request, route, key, "stale-backoff");
       default:
-        return this.#serve(entry, request, key, "stale-while-revalidate");
+        return this.#serve(entry, request, route, key, "stale-while-revalidate");
     }
   }
 
@@ -416,20 +764,44 @@ export class HttpCache {
     route: CompiledRoute,
     dispatch: Dispatch,
     owner: object,
-  ): Promise<StoredResponse> {
+  ): Promise<StoredRecord> {
     const response = await dispatch({ method: "GET", url: request.url, headers: request.headers });
-    const record = this.#record(route, response);
+    const record = this.#record(route, request, response);
     if (record instanceof NotStorable) throw new NotStorable(record.reason, response, owner);
-    return record;
+    return this.#compressed(record);
+  }
+
+  #compressed(record: StoredRecord): Promise<StoredRecord> {
+    if (record.kind !== "response" || !this.#compress) return Promise.resolve(record);
+    return compressRecord(record, this.#compress);
   }
 
   #policyFor(request: HttpRequest, route: CompiledRoute): Policy {
     const { path } = splitUrl(request.url);
-    return { ...route.policy, tags: [...route.policy.tags, ...route.tags, pathTag(path)] };
+    return { ...route.policy, tags: [...this.#routeTags(request, route), pathTag(path)] };
+  }
+
+  #routeTags(request: HttpRequest, route: CompiledRoute): readonly string[] {
+    return typeof route.tags === "function"
+      ? validateTags(route.tags(request), `${route.name} cache.tags()`)
+      : route.tags;
+  }
+
+  #surrogateHeader(request: HttpRequest, route: CompiledRoute): [string, string] | undefined {
+    if (!this.#surrogate) return undefined;
+    const tags = this.#routeTags(request, route);
+    if (tags.length === 0) return undefined;
+    return this.#surrogate === "surrogate-key"
+      ? ["surrogate-key", tags.join(" ")]
+      : ["cache-tag", tags.join(",")];
   }
 
   /** A stored response for `response`, or why it may not be stored. */
-  #record(route: CompiledRoute, response: HttpResponse): StoredResponse | NotStorable {
+  #record(
+    route: CompiledRoute,
+    request: HttpRequest,
+    response: HttpResponse,
+  ): StoredResponse | NotStorable {
     const { status, headers, body } = response;
     if (!route.statuses.has(status)) return new NotStorable(`status-${status}`);
     if (headers["set-cookie"] !== undefined) return new NotStorable("set-cookie");
@@ -439,13 +811,9 @@ export class HttpCache {
     if (cc.has("no-store")) return new NotStorable("no-store");
     if (cc.has("private")) return new NotStorable("private");
     if (cc.has("no-cache")) return new NotStorable("no-cache");
-    const vary = parseVary(headers.vary);
-    if (vary[0] === "*") return new NotStorable("vary-star");
-    // RFC 9111 §4.1: a response may only be reused for requests that match on its Vary
-    // headers; the key covers the route's declared ones, so anything else is not stored.
-    for (const name of vary) {
-      if (!route.vary.includes(name) && !route.key) return new NotStorable("vary");
-    }
+    // RFC 9111 §4.1: `Vary: *` always fails to match.
+    if (parseVary(headers.vary)[0] === "*") return new NotStorable("vary-star");
+    if (response.tooLarge) return new NotStorable("too-large");
     if (body === undefined) return new NotStorable("stream");
     const bytes = typeof body === "string" ? Buffer.from(body, "utf8") : toBuffer(body);
     if (bytes.length > this.#maxEntrySize) return new NotStorable("too-large");
@@ -455,17 +823,24 @@ export class HttpCache {
       if (value === undefined || NEVER_STORED.has(lower) || !this.#allowed.has(lower)) continue;
       kept[lower] = Array.isArray(value) ? value.map(String) : String(value);
     }
-    const etag = typeof kept.etag === "string" ? kept.etag : strongEtag(bytes);
-    kept.etag = etag;
-    kept["content-length"] = String(bytes.length);
+    // A strong validator from the origin is kept (RFC 9110 §8.8.3); a weak or missing one is
+    // replaced by a strong hash of the bytes we store, the same in every process.
+    const origin = typeof kept.etag === "string" ? kept.etag : undefined;
+    const etag = origin && /^"[^"]*"$/.test(origin) ? origin : strongEtag(bytes);
+    delete kept.etag;
+    const surrogate = this.#surrogateHeader(request, route);
+    if (surrogate) kept[surrogate[0]] = surrogate[1];
+    if (route.downstream) delete kept["cache-control"];
     const lastModified =
       typeof kept["last-modified"] === "string" ? Date.parse(kept["last-modified"]) : Number.NaN;
     return {
+      kind: "response",
       status,
       headers: kept,
       body: bytes,
       etag,
       lastModified: Number.isNaN(lastModified) ? undefined : lastModified,
+      encoded: {},
     };
   }
 
@@ -473,6 +848,7 @@ export class HttpCache {
   #serve(
     entry: Entry<StoredResponse>,
     request: HttpRequest,
+    route: CompiledRoute,
     key: string,
     how:
       | "hit"
@@ -483,21 +859,29 @@ export class HttpCache {
       | "stale-timeout"
       | "stale-backoff",
     fwdStatus?: number,
+    fwd: "uri-miss" | "vary-miss" | "request" = "uri-miss",
   ): ReplyPlan {
     const record = entry.value;
     const now = this.cache.clock.now();
     const age = Math.max(0, Math.floor((now - entry.createdAt) / 1000));
     const ttl = Math.floor((entry.freshUntil - now) / 1000);
+    const coding = negotiate(headerString(request.headers["accept-encoding"]), record.encoded);
+    const body = coding === undefined ? record.body : record.encoded[coding]!;
+    const etag = codedEtag(record.etag, coding);
     const headers: Record<string, string | readonly string[]> = {
       ...record.headers,
+      etag,
+      "content-length": String(body.length),
       age: String(age),
     };
+    if (coding !== undefined) headers["content-encoding"] = coding;
+    if (route.downstream) headers["cache-control"] = `public, max-age=${Math.max(0, ttl)}`;
     switch (how) {
       case "hit":
         this.#status(headers, { hit: true, ttl, key });
         break;
       case "collapsed":
-        this.#status(headers, { fwd: "uri-miss", collapsed: true, stored: true, key });
+        this.#status(headers, { fwd, collapsed: true, stored: true, key });
         break;
       case "refreshed":
         this.#status(headers, { fwd: "stale", fwdStatus: record.status, stored: true, ttl, key });
@@ -511,28 +895,35 @@ export class HttpCache {
       default:
         this.#status(headers, { hit: true, ttl, key, detail: how });
     }
+    const ifNoneMatch = request.headers["if-none-match"];
     if (
-      ifNoneMatchHits(request.headers["if-none-match"], record.etag) ||
-      notModifiedSince(
-        request.headers["if-modified-since"],
-        request.headers["if-none-match"],
-        record.lastModified,
-      )
+      this.#etagMatches(ifNoneMatch, record, coding) ||
+      notModifiedSince(request.headers["if-modified-since"], ifNoneMatch, record.lastModified)
     ) {
-      const notModified: Record<string, string | readonly string[]> = {};
-      for (const name of NOT_MODIFIED_HEADERS) {
-        const v = headers[name];
-        if (v !== undefined) notModified[name] = v;
-      }
-      notModified.age = headers.age!;
-      if (headers["cache-status"] !== undefined)
-        notModified["cache-status"] = headers["cache-status"];
-      return { status: 304, headers: notModified, body: undefined };
+      return { status: 304, headers: notModifiedHeaders(headers), body: undefined };
     }
-    return { status: record.status, headers, body: record.body };
+    return { status: record.status, headers, body };
   }
 
-  #passThrough(response: HttpResponse, key: string, reason: string): ReplyPlan {
+  /** If-None-Match against the tag of the coding served, or of any stored coding. */
+  #etagMatches(header: HeaderValue, record: StoredResponse, coding: Coding | undefined): boolean {
+    if (header === undefined) return false;
+    if (ifNoneMatchHits(header, codedEtag(record.etag, coding))) return true;
+    if (coding !== undefined && ifNoneMatchHits(header, record.etag)) return true;
+    for (const c of CODINGS) {
+      if (c !== coding && record.encoded[c] && ifNoneMatchHits(header, codedEtag(record.etag, c))) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  #passThrough(
+    response: HttpResponse,
+    key: string,
+    reason: string,
+    fwd: "uri-miss" | "vary-miss" | "request",
+  ): ReplyPlan {
     const headers: Record<string, string | readonly string[]> = {};
     for (const [name, value] of Object.entries(response.headers)) {
       const lower = name.toLowerCase();
@@ -541,11 +932,12 @@ export class HttpCache {
         lower === "content-length" ||
         lower === "transfer-encoding" ||
         lower === "connection"
-      )
+      ) {
         continue;
+      }
       headers[lower] = Array.isArray(value) ? value.map(String) : String(value);
     }
-    this.#status(headers, { fwd: "uri-miss", detail: reason, key });
+    this.#status(headers, { fwd, detail: reason, key });
     const body =
       response.body === undefined
         ? Buffer.alloc(0)
@@ -555,60 +947,38 @@ export class HttpCache {
     return { status: response.status, headers, body };
   }
 
+  #settle(state: ExchangeState, outcome: StoredRecord | NotStorable): void {
+    if (state.settled) return;
+    state.settled = true;
+    if (outcome instanceof NotStorable) state.reject(outcome);
+    else state.resolve(outcome);
+  }
+
   #forward(
-    exchange: Exchange | undefined,
-    fwd: "method" | "bypass" | "uri-miss",
+    fwd: "method" | "bypass" | "uri-miss" | "vary-miss" | "request",
     detail: string | undefined,
     key?: string,
   ): Decision {
-    if (this.#statusName === false) return { kind: "forward", exchange, cacheStatus: undefined };
-    const headers: Record<string, string> = {};
-    this.#status(headers, { fwd, detail, key });
-    return { kind: "forward", exchange, cacheStatus: headers["cache-status"] };
+    return {
+      kind: "forward",
+      exchange: undefined,
+      cacheStatus: this.#statusHeader({ fwd, detail, key })["cache-status"],
+    };
   }
 
-  #status(
-    headers: Record<string, string | readonly string[]>,
-    fields: Parameters<typeof formatCacheStatus>[1],
-  ): void {
+  #statusHeader(fields: CacheStatusFields): Record<string, string> {
+    const headers: Record<string, string> = {};
+    this.#status(headers, fields);
+    return headers;
+  }
+
+  #status(headers: Record<string, string | readonly string[]>, fields: CacheStatusFields): void {
     if (this.#statusName === false) return;
     headers["cache-status"] = formatCacheStatus(this.#statusName, {
       ...fields,
       key: this.#exposeKey ? fields.key : undefined,
     });
   }
-}
-
-/** What {@link HttpCache.handle} decided. */
-export type Decision =
-  | { readonly kind: "respond"; readonly reply: ReplyPlan }
-  | {
-      readonly kind: "forward";
-      /** Present when this request leads its key: call `complete` (or `abandon`) with it. */
-      readonly exchange: Exchange | undefined;
-      /** `Cache-Status` to add to the handler's response when there is no exchange. */
-      readonly cacheStatus: string | undefined;
-    };
-
-function makeExchange(
-  key: string,
-  route: CompiledRoute,
-  request: HttpRequest,
-  resolve: (record: StoredResponse) => void,
-  reject: (error: NotStorable) => void,
-): Exchange {
-  let settled = false;
-  return {
-    key,
-    route,
-    request,
-    settle(outcome) {
-      if (settled) return;
-      settled = true;
-      if (outcome instanceof NotStorable) reject(outcome);
-      else resolve(outcome);
-    },
-  };
 }
 
 function ok<T>(value: T): { ok: true; value: T } {
@@ -619,9 +989,69 @@ function fail(error: unknown): { ok: false; error: unknown } {
   return { ok: false, error };
 }
 
-/** The tag every stored response of a path carries, so that the path can be invalidated. */
-export function pathTag(path: string): string {
-  return path.length > 200 ? `@path:#${digest(path)}` : `@path:${path}`;
+function notModifiedHeaders(
+  headers: Record<string, string | readonly string[]>,
+): Record<string, string | readonly string[]> {
+  const out: Record<string, string | readonly string[]> = {};
+  for (const name of [...NOT_MODIFIED_HEADERS, "age", "cache-status"]) {
+    const v = headers[name];
+    if (v !== undefined) out[name] = v;
+  }
+  return out;
+}
+
+/**
+ * Freshness from a response's `Cache-Control` (RFC 9111 §4.2.1: `s-maxage` first for a shared
+ * cache, then `max-age`; RFC 5861 stale directives), on top of the route's. `null` when the
+ * response says it is already stale with no stale window (nothing worth storing).
+ */
+function responseFreshness(
+  headers: Readonly<Record<string, HeaderValue>>,
+  route: Policy,
+): { ttl: number; staleWhileRevalidate: number; staleIfError: number } | null | undefined {
+  const cc = parseCacheControl(headers["cache-control"]);
+  const maxAge = deltaSeconds(cc, "s-maxage") ?? deltaSeconds(cc, "max-age");
+  const swr = deltaSeconds(cc, "stale-while-revalidate");
+  const sie = deltaSeconds(cc, "stale-if-error");
+  if (maxAge === undefined && swr === undefined && sie === undefined) return undefined;
+  const out = {
+    ttl: maxAge === undefined ? route.ttl : maxAge * 1000,
+    staleWhileRevalidate: swr === undefined ? route.swr : swr * 1000,
+    staleIfError: sie === undefined ? route.grace : sie * 1000,
+  };
+  if (out.ttl <= 0)
+    return out.staleWhileRevalidate > 0 || out.staleIfError > 0 ? { ...out, ttl: 1 } : null;
+  return out;
+}
+
+function toPolicyPart(f: { ttl: number; staleWhileRevalidate: number; staleIfError: number }) {
+  return { ttl: f.ttl, swr: f.staleWhileRevalidate, grace: f.staleIfError };
+}
+
+/** Response `Vary` names the route's key does not already cover. */
+function undeclaredVary(
+  headers: Readonly<Record<string, HeaderValue>>,
+  route: CompiledRoute,
+): string[] {
+  const names = parseVary(headers.vary);
+  return names.filter((name) => !route.vary.includes(name)).sort();
+}
+
+/** The path of `target` when it is on the request's origin, else `undefined`. */
+function sameOriginPath(
+  target: string | undefined,
+  base: string,
+  host: HeaderValue,
+): string | undefined {
+  if (!target) return undefined;
+  try {
+    const origin = `http://${headerString(host) ?? "origin.invalid"}`;
+    const url = new URL(target, origin + (base.startsWith("/") ? base : `/${base}`));
+    if (url.host !== new URL(origin).host) return undefined;
+    return url.pathname;
+  } catch {
+    return undefined;
+  }
 }
 
 function errorStatus(error: unknown): number | undefined {
@@ -640,15 +1070,37 @@ function statusSet(statuses: readonly number[], option: string): ReadonlySet<num
     throw new InvalidOptionError(option, "expected a non-empty array of HTTP status codes");
   }
   for (const s of statuses) {
-    if (!Number.isInteger(s) || s < 200 || s > 599) {
+    if (!Number.isInteger(s) || s < 200 || s > 599 || s === 206 || s === 304) {
       throw new InvalidOptionError(
         option,
-        `expected status codes between 200 and 599, got ${JSON.stringify(s)}`,
+        `expected final status codes between 200 and 599 (not 206 or 304), got ${JSON.stringify(s)}`,
       );
     }
   }
   return new Set(statuses);
 }
 
-/** Re-exported for adapters. */
-export { headerString };
+function compressionOptions(
+  value: boolean | Partial<CompressionOptions> | undefined,
+): CompressionOptions | undefined {
+  if (value === false) return undefined;
+  const o = value === undefined || value === true ? {} : value;
+  if (typeof o !== "object" || o === null) {
+    throw new InvalidOptionError("compress", "expected true, false or { threshold, codings }");
+  }
+  const threshold = o.threshold ?? 1024;
+  if (!Number.isSafeInteger(threshold) || threshold < 0) {
+    throw new InvalidOptionError(
+      "compress.threshold",
+      `expected a byte count, got ${JSON.stringify(o.threshold)}`,
+    );
+  }
+  const codings = o.codings ?? CODINGS;
+  if (!Array.isArray(codings) || codings.some((c) => c !== "br" && c !== "gzip")) {
+    throw new InvalidOptionError(
+      "compress.codings",
+      `expected a list of "br" and "gzip", got ${JSON.stringify(o.codings)}`,
+    );
+  }
+  return codings.length === 0 ? undefined : { threshold, codings };
+}

@@ -64,3 +64,25 @@ export function shorten(key: string): string {
 function normalizeSpace(value: string): string {
   return value.trim().replace(/\s+/g, " ");
 }
+
+/**
+ * The secondary key of a response that varies on headers the route does not key on: the
+ * primary key plus those request headers' values (RFC 9111 §4.1).
+ */
+export function varyKey(
+  primary: string,
+  names: readonly string[],
+  headers: Readonly<Record<string, HeaderValue>>,
+): string {
+  let key = `${primary}\n~`;
+  for (const name of names) {
+    const value = headerString(headers[name]);
+    key += value === undefined ? `\n${name}` : `\n${name}:${normalizeSpace(value)}`;
+  }
+  return shorten(key);
+}
+
+/** The tag every stored response of a path carries, so that the path can be invalidated. */
+export function pathTag(path: string): string {
+  return path.length > 200 ? `@path:#${digest(path)}` : `@path:${path}`;
+}
