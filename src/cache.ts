@@ -551,7 +551,8 @@ export class Cache {
       const until = backoff.get(full);
       const backedOff = until !== undefined && now < until;
       // Stale-while-revalidate: answer now, refresh once in the background.
-      if (now < Math.min(staleSince + policy.swr, stale.staleUntil)) {
+      // The windows travel with the entry: the writer chose them (or the response did).
+      if (now < Math.min(staleSince + (stale.swr ?? policy.swr), stale.staleUntil)) {
         if (!backedOff) this.#refresh(full, factory, policy, stale, true).catch(() => {});
         this.#stale(full, staleTier, backedOff ? "backoff" : "revalidating");
         return {
@@ -561,7 +562,7 @@ export class Cache {
           reason: backedOff ? "backoff" : "revalidating",
         };
       }
-      if (now < Math.min(staleSince + policy.grace, stale.staleUntil)) {
+      if (now < Math.min(staleSince + (stale.grace ?? policy.grace), stale.staleUntil)) {
         graceable = stale;
         if (backedOff) {
           this.#stale(full, staleTier, "backoff");
@@ -657,6 +658,8 @@ export class Cache {
       createdAt,
       freshUntil,
       staleUntil: freshUntil + Math.max(policy.swr, policy.grace),
+      swr: policy.swr,
+      grace: policy.grace,
       tags: policy.tags.length === 0 ? this.#nsTags : [...this.#nsTags, ...policy.tags],
     };
   }

@@ -14,18 +14,27 @@ export interface Entry<T = unknown> {
   readonly createdAt: number;
   readonly freshUntil: number;
   readonly staleUntil: number;
+  /**
+   * The stale-while-revalidate window the writer chose, in ms after the entry stops being
+   * fresh. Carried by the entry because it can come from the value itself (an HTTP response's
+   * `stale-while-revalidate`). Absent means 0.
+   */
+  readonly swr?: number;
+  /** The stale-if-error window the writer chose, in ms after the entry stops being fresh. */
+  readonly grace?: number;
   readonly tags: readonly string[];
 }
 
 /**
- * Binary layout, version 2 (big-endian):
+ * Binary layout, version 3 (big-endian):
  *
  * | bytes | field |
  * |---|---|
  * | 2 | magic `0xCA 0xC7` |
- * | 1 | format version (2) |
+ * | 1 | format version (3) |
  * | 1 | flags: bit 0 = value is `undefined` |
  * | 8 × 3 | createdAt, freshUntil, staleUntil (float64, ms since the epoch) |
+ * | 8 × 2 | swr, grace windows (float64, ms) |
  * | 4 | payload length in bytes |
  * | 2 | tag count |
  * | per tag: 2 + n | tag length, UTF-8 bytes |
@@ -38,10 +47,10 @@ export interface Entry<T = unknown> {
  */
 const MAGIC_0 = 0xca;
 const MAGIC_1 = 0xc7;
-const VERSION = 2;
+const VERSION = 3;
 const FLAG_UNDEFINED = 1;
 const KNOWN_FLAGS = FLAG_UNDEFINED;
-const FIXED_HEADER = 2 + 1 + 1 + 24 + 4 + 2;
+const FIXED_HEADER = 2 + 1 + 1 + 24 + 16 + 4 + 2;
 const MAX_TAGS = 0xffff;
 const MAX_PAYLOAD = 0xffffffff;
 
@@ -71,8 +80,10 @@ export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
   out.writeDoubleBE(entry.createdAt, 4);
   out.writeDoubleBE(entry.freshUntil, 12);
   out.writeDoubleBE(entry.staleUntil, 20);
-  out.writeUInt32BE(payloadSize, 28);
-  out.writeUInt16BE(tagBytes.length, 32);
+  out.writeDoubleBE(entry.swr ?? 0, 28);
+  out.writeDoubleBE(entry.grace ?? 0, 36);
+  out.writeUInt32BE(payloadSize, 44);
+  out.writeUInt16BE(tagBytes.length, 48);
   let offset = FIXED_HEADER;
   for (const t of tagBytes) {
     out.writeUInt16BE(t.length, offset);
@@ -85,7 +96,7 @@ export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
 }
 
 /**
- * Decode and validate an entry. Anything that is not a well-formed version-1 entry throws
+ * Decode and validate an entry. Anything that is not a well-formed current-version entry throws
  * {@link CorruptEntryError}; callers treat that as a miss.
  */
 export function decodeEntry<T = unknown>(
@@ -105,6 +116,8 @@ export function decodeEntry<T = unknown>(
   const createdAt = buf.readDoubleBE(4);
   const freshUntil = buf.readDoubleBE(12);
   const staleUntil = buf.readDoubleBE(20);
+  const swr = buf.readDoubleBE(28);
+  const grace = buf.readDoubleBE(36);
   if (
     !Number.isFinite(createdAt) ||
     !Number.isFinite(freshUntil) ||
@@ -114,8 +127,11 @@ export function decodeEntry<T = unknown>(
   ) {
     throw new CorruptEntryError(key, "inconsistent timestamps");
   }
-  const payloadSize = buf.readUInt32BE(28);
-  const tagCount = buf.readUInt16BE(32);
+  if (!(swr >= 0 && grace >= 0 && Number.isFinite(swr) && Number.isFinite(grace))) {
+    throw new CorruptEntryError(key, "invalid stale windows");
+  }
+  const payloadSize = buf.readUInt32BE(44);
+  const tagCount = buf.readUInt16BE(48);
   const tags: string[] = [];
   let offset = FIXED_HEADER;
   for (let i = 0; i < tagCount; i++) {
@@ -144,7 +160,7 @@ export function decodeEntry<T = unknown>(
       });
     }
   }
-  return { value: value as T, createdAt, freshUntil, staleUntil, tags };
+  return { value: value as T, createdAt, freshUntil, staleUntil, swr, grace, tags };
 }
 
 /**

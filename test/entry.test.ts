@@ -10,20 +10,30 @@ import {
   rawSerializer,
 } from "../src/index.js";
 
-// Offsets of the documented layout (src/entry.ts, version 2).
+// Offsets of the documented layout (src/entry.ts, version 3).
 const VERSION_AT = 2;
 const FLAGS_AT = 3;
 const CREATED_AT = 4;
 const FRESH_AT = 12;
 const STALE_AT = 20;
-const PAYLOAD_LENGTH_AT = 28;
-const TAG_COUNT_AT = 32;
-const FIXED_HEADER = 34;
+const SWR_AT = 28;
+const GRACE_AT = 36;
+const PAYLOAD_LENGTH_AT = 44;
+const TAG_COUNT_AT = 48;
+const FIXED_HEADER = 50;
 
 const T = 1_700_000_000_000;
 
 function entry<V>(value: V, tags: readonly string[] = ["@ns:", "post:1"]): Entry<V> {
-  return { value, createdAt: T, freshUntil: T + 60_000, staleUntil: T + 120_000, tags };
+  return {
+    value,
+    createdAt: T,
+    freshUntil: T + 60_000,
+    staleUntil: T + 120_000,
+    swr: 60_000,
+    grace: 30_000,
+    tags,
+  };
 }
 
 function assertCorrupt(bytes: Uint8Array, reason: RegExp, serializer: Serializer = jsonSerializer) {
@@ -135,8 +145,18 @@ describe("entry validation: every malformed input is a CorruptEntryError", () =>
     );
   });
 
+  it("negative or non-finite stale windows", () => {
+    for (const at of [SWR_AT, GRACE_AT]) {
+      for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY]) {
+        const bytes = good();
+        bytes.writeDoubleBE(bad, at);
+        assertCorrupt(bytes, /invalid stale windows/);
+      }
+    }
+  });
+
   it("an unknown format version", () => {
-    for (const version of [0, 1, 3, 255]) {
+    for (const version of [0, 1, 2, 4, 255]) {
       const bytes = good();
       bytes[VERSION_AT] = version;
       assertCorrupt(bytes, new RegExp(`unknown format version ${version}`));

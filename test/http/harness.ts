@@ -32,14 +32,18 @@ export interface TestReply {
   body: string;
 }
 
+export interface RequestOptions {
+  method?: string;
+  url: string;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
 export interface Harness {
   readonly http: HttpCache;
-  request(options: {
-    method?: string;
-    url: string;
-    headers?: Record<string, string>;
-    body?: string;
-  }): Promise<TestReply>;
+  request(options: RequestOptions): Promise<TestReply>;
+  /** Like `request`, with the body as raw bytes (compressed bodies stay compressed). */
+  requestRaw(options: RequestOptions): Promise<TestReply & { rawBody: Buffer }>;
   close(): Promise<void>;
 }
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { createCache } from "../../src/cache.js";
+import { waitFor } from "../helpers/ports.js";
 import type { AdapterFactory, Harness, TestRequest, TestResponse, TestRoute } from "./harness.js";
 
 /** A clock the tests move by hand. */
@@ -420,6 +422,546 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         const stored = await app.request({ url: "/flaky" });
         assert.equal(stored.status, 200);
         assert.equal(stored.headers["cache-status"], "cachet; hit; ttl=60");
+      });
+    });
+
+    describe("keying", () => {
+      it("honours a response's own Vary through a marker: each variant is stored apart (vary-miss)", async (t) => {
+        const h = counted((req) => ({
+          status: 200,
+          headers: { vary: "X-Tenant", "content-type": "text/plain" },
+          body: `data of ${req.headers["x-tenant"]}`,
+        }));
+        const app = await setup([{ path: "/t", cache: true, handler: h.handler }], {
+          http: { compress: false },
+        });
+        t.after(() => app.close());
+        const get = (tenant: string) => app.request({ url: "/t", headers: { "x-tenant": tenant } });
+        assert.equal((await get("a")).headers["cache-status"], "cachet; fwd=uri-miss; stored");
+        const b = await get("b");
+        assert.equal(b.body, "data of b");
+        assert.equal(b.headers["cache-status"], "cachet; fwd=vary-miss; stored");
+        for (const tenant of ["a", "b", "a"]) {
+          const res = await get(tenant);
+          assert.equal(res.body, `data of ${tenant}`);
+          assert.equal(res.headers["cache-status"], "cachet; hit; ttl=60");
+        }
+        assert.equal(h.runs, 2);
+      });
+
+      it("hashes long keys so that a key never grows with the input", async (t) => {
+        const app = await setup([{ path: "/long", cache: true, handler: () => json({ ok: 1 }) }], {
+          http: { exposeKey: true },
+        });
+        t.after(() => app.close());
+        const res = await app.request({ url: `/long?q=${"x".repeat(5_000)}` });
+        const key = /key="([^"]*)"/.exec(String(res.headers["cache-status"]))?.[1];
+        assert.ok(key?.startsWith("#"), `hashed key, got ${key}`);
+        assert.ok(key !== undefined && key.length < 60);
+        const short = await app.request({ url: "/long?b=2&a=1" });
+        assert.match(String(short.headers["cache-status"]), /key="\/long\?a=1&b=2"/);
+      });
+
+      it("uses a route's key function", async (t) => {
+        const h = counted(() => json({ shared: true }));
+        const app = await setup([
+          {
+            path: "/k",
+            cache: { key: (req) => `k:${req.headers["x-shard"] ?? "none"}` },
+            handler: h.handler,
+          },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/k?a=1", headers: { "x-shard": "1" } });
+        const same = await app.request({ url: "/k?b=2", headers: { "x-shard": "1" } });
+        assert.equal(same.headers["cache-status"], "cachet; hit; ttl=60");
+        await app.request({ url: "/k?a=1", headers: { "x-shard": "2" } });
+        assert.equal(h.runs, 2);
+      });
+    });
+
+    describe("streamed responses", () => {
+      it("buffers a streamed body within the size limit and stores it", async (t) => {
+        const h = counted(() => ({ status: 200, body: "streamed body", stream: true }));
+        const app = await setup([{ path: "/st", cache: true, handler: h.handler }]);
+        t.after(() => app.close());
+        const first = await app.request({ url: "/st" });
+        assert.equal(first.body, "streamed body");
+        const hit = await app.request({ url: "/st" });
+        assert.equal(hit.body, "streamed body");
+        // Served from the stored record: a hit, or — when the leader's flight is still
+        // writing the entry as this request arrives — collapsed onto it.
+        assert.match(
+          String(hit.headers["cache-status"]),
+          /^cachet; (hit; ttl=60|fwd=uri-miss; stored; collapsed)$/,
+        );
+        assert.equal(h.runs, 1);
+        await waitFor(
+          async () =>
+            (await app.request({ url: "/st" })).headers["cache-status"] === "cachet; hit; ttl=60",
+          "a plain hit",
+        );
+        assert.equal(h.runs, 1);
+      });
+
+      it("passes a streamed body beyond the size limit through, whole and unstored", async (t) => {
+        const big = "y".repeat(50_000);
+        const h = counted(() => ({ status: 200, body: big, stream: true }));
+        const app = await setup([{ path: "/bigst", cache: true, handler: h.handler }], {
+          http: { maxEntrySize: 10_000 },
+        });
+        t.after(() => app.close());
+        const first = await app.request({ url: "/bigst" });
+        assert.equal(first.body, big);
+        const second = await app.request({ url: "/bigst" });
+        assert.equal(second.body, big);
+        assert.equal(h.runs, 2);
+      });
+    });
+
+    describe("freshness from the response", () => {
+      it("takes ttl from s-maxage, then max-age, when the route asks for it", async (t) => {
+        const app = await setup([
+          {
+            path: "/smax",
+            cache: { fromResponse: true },
+            handler: () => json({ a: 1 }, { "cache-control": "public, max-age=100, s-maxage=10" }),
+          },
+          {
+            path: "/max",
+            cache: { fromResponse: true },
+            handler: () => json({ b: 1 }, { "cache-control": "max-age=30" }),
+          },
+          {
+            path: "/zero",
+            cache: { fromResponse: true },
+            handler: () => json({ c: 1 }, { "cache-control": "max-age=0" }),
+          },
+          {
+            path: "/none",
+            cache: { fromResponse: true, ttl: "5s" },
+            handler: () => json({ d: 1 }),
+          },
+        ]);
+        t.after(() => app.close());
+        for (const url of ["/smax", "/max", "/zero", "/none"]) await app.request({ url });
+        assert.equal(
+          (await app.request({ url: "/smax" })).headers["cache-status"],
+          "cachet; hit; ttl=10",
+        );
+        assert.equal(
+          (await app.request({ url: "/max" })).headers["cache-status"],
+          "cachet; hit; ttl=30",
+        );
+        assert.equal(
+          (await app.request({ url: "/zero" })).headers["cache-status"],
+          "cachet; fwd=uri-miss; detail=max-age-0",
+        );
+        assert.equal(
+          (await app.request({ url: "/none" })).headers["cache-status"],
+          "cachet; hit; ttl=5",
+        );
+        app.clock.advance(11_000);
+        assert.equal(
+          (await app.request({ url: "/smax" })).headers["cache-status"],
+          "cachet; fwd=uri-miss; stored",
+        );
+      });
+
+      it("honours stale-while-revalidate from the response: stale at once, one refresh, then fresh", async (t) => {
+        const h = counted((_req, run) =>
+          json({ run }, { "cache-control": "max-age=10, stale-while-revalidate=30" }),
+        );
+        const app = await setup([
+          { path: "/swr", cache: { fromResponse: true }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/swr" });
+        app.clock.advance(12_000);
+        const stale = await app.request({ url: "/swr" });
+        assert.equal(JSON.parse(stale.body).run, 1);
+        assert.equal(
+          stale.headers["cache-status"],
+          "cachet; hit; ttl=-2; detail=stale-while-revalidate",
+        );
+        await waitFor(() => h.runs === 2, "the background refresh");
+        await waitFor(
+          async () => JSON.parse((await app.request({ url: "/swr" })).body).run === 2,
+          "the refreshed entry",
+        );
+        assert.equal(h.runs, 2);
+      });
+    });
+
+    describe("stale serving", () => {
+      it("serves stale while one background refresh runs (route staleWhileRevalidate)", async (t) => {
+        const h = counted((_req, run) => json({ run }));
+        const app = await setup([
+          { path: "/sw", cache: { ttl: "10s", staleWhileRevalidate: "1m" }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/sw" });
+        app.clock.advance(15_000);
+        const replies = await Promise.all(
+          Array.from({ length: 20 }, () => app.request({ url: "/sw" })),
+        );
+        for (const r of replies) {
+          assert.equal(JSON.parse(r.body).run, 1);
+          assert.equal(
+            r.headers["cache-status"],
+            "cachet; hit; ttl=-5; detail=stale-while-revalidate",
+          );
+        }
+        await waitFor(() => h.runs === 2, "one background refresh");
+        await waitFor(
+          async () => JSON.parse((await app.request({ url: "/sw" })).body).run === 2,
+          "the new entry",
+        );
+        assert.equal(h.runs, 2, "exactly one refresh for 20 stale reads");
+      });
+
+      it("serves the stale response with 200 when the handler fails within staleIfError, and the error after", async (t) => {
+        let failing = false;
+        const h = counted((_req, run) =>
+          failing ? { status: 502, body: "upstream down" } : json({ run }),
+        );
+        const app = await setup([
+          { path: "/grace", cache: { ttl: "10s", staleIfError: "1m" }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        const original = await app.request({ url: "/grace" });
+        failing = true;
+        app.clock.advance(11_000);
+        const stale = await app.request({ url: "/grace" });
+        assert.equal(stale.status, 200);
+        assert.equal(stale.body, original.body);
+        assert.equal(
+          stale.headers["cache-status"],
+          "cachet; fwd=stale; fwd-status=502; ttl=-1; detail=stale-if-error",
+        );
+        const runsAfterFailure = h.runs;
+        const again = await app.request({ url: "/grace" });
+        assert.equal(again.status, 200);
+        assert.equal(again.headers["cache-status"], "cachet; hit; ttl=-1; detail=stale-backoff");
+        assert.equal(
+          h.runs,
+          runsAfterFailure,
+          "the failing handler is not called on every request",
+        );
+        app.clock.advance(60_000);
+        const after = await app.request({ url: "/grace" });
+        assert.equal(after.status, 502);
+        assert.equal(after.body, "upstream down");
+      });
+    });
+
+    describe("serving", () => {
+      it("answers If-Modified-Since with 304 when not modified since, and only without If-None-Match", async (t) => {
+        const lastModified = "Tue, 10 Nov 2026 10:00:00 GMT";
+        const app = await setup([
+          {
+            path: "/lm",
+            cache: true,
+            handler: () => json({ lm: 1 }, { "last-modified": lastModified }),
+          },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/lm" });
+        const same = await app.request({
+          url: "/lm",
+          headers: { "if-modified-since": lastModified },
+        });
+        assert.equal(same.status, 304);
+        assert.equal(same.headers["last-modified"], lastModified);
+        const later = await app.request({
+          url: "/lm",
+          headers: { "if-modified-since": "Wed, 11 Nov 2026 10:00:00 GMT" },
+        });
+        assert.equal(later.status, 304);
+        const earlier = await app.request({
+          url: "/lm",
+          headers: { "if-modified-since": "Mon, 09 Nov 2026 10:00:00 GMT" },
+        });
+        assert.equal(earlier.status, 200);
+        const both = await app.request({
+          url: "/lm",
+          headers: { "if-modified-since": lastModified, "if-none-match": '"other"' },
+        });
+        assert.equal(both.status, 200, "If-None-Match takes precedence (RFC 9110 §13.1.3)");
+        const junk = await app.request({
+          url: "/lm",
+          headers: { "if-modified-since": "not a date" },
+        });
+        assert.equal(junk.status, 200);
+      });
+
+      it("sends Cache-Control downstream with the remaining freshness when asked", async (t) => {
+        const app = await setup(
+          [
+            {
+              path: "/dc",
+              cache: { ttl: "60s" },
+              handler: () => json({ dc: 1 }, { "cache-control": "no-transform" }),
+            },
+          ],
+          { http: { downstreamCacheControl: true } },
+        );
+        t.after(() => app.close());
+        assert.equal(
+          (await app.request({ url: "/dc" })).headers["cache-control"],
+          "public, max-age=60",
+        );
+        app.clock.advance(20_000);
+        assert.equal(
+          (await app.request({ url: "/dc" })).headers["cache-control"],
+          "public, max-age=40",
+        );
+      });
+
+      it("sends the route's tags as Surrogate-Key or Cache-Tag when asked", async (t) => {
+        const route = (): TestRoute => ({
+          path: "/sk/:id",
+          cache: { tags: (req) => ["posts", `post:${req.url.split("/").pop()}`] },
+          handler: () => json({ sk: 1 }),
+        });
+        const fastly = await setup([route()], { http: { surrogateKeys: "surrogate-key" } });
+        const cloudflare = await setup([route()], { http: { surrogateKeys: "cache-tag" } });
+        t.after(() => Promise.all([fastly.close(), cloudflare.close()]));
+        assert.equal(
+          (await fastly.request({ url: "/sk/7" })).headers["surrogate-key"],
+          "posts post:7",
+        );
+        assert.equal(
+          (await fastly.request({ url: "/sk/7" })).headers["surrogate-key"],
+          "posts post:7",
+        );
+        assert.equal(
+          (await cloudflare.request({ url: "/sk/8" })).headers["cache-tag"],
+          "posts,post:8",
+        );
+      });
+    });
+
+    describe("client directives", () => {
+      it("ignores a client's no-cache unless the route opts in", async (t) => {
+        const h = counted((_req, run) => json({ run }));
+        const app = await setup([
+          { path: "/closed", cache: true, handler: h.handler },
+          { path: "/open", cache: { requestDirectives: true }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/closed" });
+        const ignored = await app.request({
+          url: "/closed",
+          headers: { "cache-control": "no-cache" },
+        });
+        assert.equal(ignored.headers["cache-status"], "cachet; hit; ttl=60");
+        await app.request({ url: "/open" });
+        const refetched = await app.request({
+          url: "/open",
+          headers: { "cache-control": "no-cache" },
+        });
+        assert.equal(refetched.headers["cache-status"], "cachet; fwd=request; stored");
+        assert.equal(JSON.parse(refetched.body).run, 3);
+        const next = await app.request({ url: "/open" });
+        assert.equal(JSON.parse(next.body).run, 3, "the refetched response was stored");
+      });
+
+      it("stores nothing for no-store and answers only-if-cached with 504 on a miss", async (t) => {
+        const h = counted((_req, run) => json({ run }));
+        const app = await setup([
+          { path: "/d", cache: { requestDirectives: true }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        const onlyMiss = await app.request({
+          url: "/d",
+          headers: { "cache-control": "only-if-cached" },
+        });
+        assert.equal(onlyMiss.status, 504);
+        assert.equal(h.runs, 0);
+        const noStore = await app.request({ url: "/d", headers: { "cache-control": "no-store" } });
+        assert.equal(noStore.headers["cache-status"], "cachet; fwd=request; detail=no-store");
+        const stored = await app.request({ url: "/d" });
+        assert.equal(stored.headers["cache-status"], "cachet; fwd=uri-miss; stored");
+        const onlyHit = await app.request({
+          url: "/d",
+          headers: { "cache-control": "only-if-cached" },
+        });
+        assert.equal(onlyHit.status, 200);
+        assert.equal(onlyHit.headers["cache-status"], "cachet; hit; ttl=60");
+      });
+    });
+
+    describe("compression", () => {
+      it("stores br and gzip once and serves each client what it accepts, identity otherwise", async (t) => {
+        const payload = {
+          items: Array.from({ length: 200 }, (_, i) => ({ id: i, title: `item number ${i}` })),
+        };
+        const h = counted(() => json(payload));
+        const app = await setup([{ path: "/z", cache: true, handler: h.handler }]);
+        t.after(() => app.close());
+        const identity = await app.request({ url: "/z" });
+        await waitFor(
+          async () =>
+            (await app.request({ url: "/z", headers: { "accept-encoding": "br" } })).headers[
+              "content-encoding"
+            ] === "br",
+          "the compressed entry",
+        );
+        const raw = async (encoding: string) => {
+          const res = await app.requestRaw({ url: "/z", headers: { "accept-encoding": encoding } });
+          return res;
+        };
+        const br = await raw("gzip, deflate, br");
+        assert.equal(br.headers["content-encoding"], "br");
+        assert.deepEqual(JSON.parse(brotliDecompressSync(br.rawBody).toString()), payload);
+        assert.equal(br.headers["content-length"], String(br.rawBody.length));
+        const gz = await raw("gzip");
+        assert.equal(gz.headers["content-encoding"], "gzip");
+        assert.deepEqual(JSON.parse(gunzipSync(gz.rawBody).toString()), payload);
+        const plain = await raw("identity");
+        assert.equal(plain.headers["content-encoding"], undefined);
+        assert.equal(plain.rawBody.toString(), identity.body);
+        const refused = await raw("br;q=0, gzip;q=0");
+        assert.equal(refused.headers["content-encoding"], undefined);
+        for (const res of [br, gz, plain])
+          assert.match(String(res.headers.vary), /accept-encoding/i);
+        assert.equal(
+          new Set([br, gz, plain].map((r) => r.headers.etag)).size,
+          3,
+          "one strong ETag per coding",
+        );
+        const conditional = await app.request({
+          url: "/z",
+          headers: { "accept-encoding": "br", "if-none-match": String(br.headers.etag) },
+        });
+        assert.equal(conditional.status, 304);
+        assert.equal(h.runs, 1);
+      });
+
+      it("leaves small and already-encoded bodies alone", async (t) => {
+        const app = await setup([
+          { path: "/small", cache: true, handler: () => json({ s: 1 }) },
+          {
+            path: "/pre",
+            cache: true,
+            handler: () => ({
+              status: 200,
+              headers: {
+                "content-type": "application/json",
+                "content-encoding": "gzip",
+                vary: "Accept-Encoding",
+              },
+              body: gzipSync(JSON.stringify({ big: "z".repeat(5_000) })),
+            }),
+          },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/small" });
+        const small = await app.requestRaw({ url: "/small", headers: { "accept-encoding": "br" } });
+        assert.equal(small.headers["content-encoding"], undefined);
+        await app.request({ url: "/pre", headers: { "accept-encoding": "gzip" } });
+        const pre = await app.requestRaw({ url: "/pre", headers: { "accept-encoding": "gzip" } });
+        assert.equal(pre.headers["content-encoding"], "gzip");
+        assert.equal(JSON.parse(gunzipSync(pre.rawBody).toString()).big.length, 5_000);
+      });
+    });
+
+    describe("invalidation", () => {
+      it("expires the cached GET of a path after a successful unsafe request, and of its Location", async (t) => {
+        const list = counted((_req, run) => json({ list: run }));
+        const item = counted((_req, run) => json({ item: run }));
+        const app = await setup([
+          { path: "/items", cache: true, handler: list.handler },
+          { path: "/items/7", cache: true, handler: item.handler },
+          { path: "/items/8", cache: true, handler: item.handler },
+          {
+            method: "POST",
+            path: "/items",
+            handler: (req) => ({
+              status: req.headers["x-fail"] ? 500 : 201,
+              headers: { location: req.headers["x-location"] as string },
+              body: "",
+            }),
+          },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/items" });
+        await app.request({ url: "/items?page=2" });
+        await app.request({ url: "/items/7" });
+        await app.request({ url: "/items/8" });
+        const post = (headers: Record<string, string>) =>
+          app.request({
+            method: "POST",
+            url: "/items",
+            body: "{}",
+            headers: { "content-type": "application/json", ...headers },
+          });
+
+        await post({ "x-fail": "1", "x-location": "/items/7" });
+        assert.equal(
+          (await app.request({ url: "/items" })).headers["cache-status"],
+          "cachet; hit; ttl=60",
+          "a failed POST invalidates nothing",
+        );
+
+        await post({ "x-location": "/items/7" });
+        assert.equal(
+          (await app.request({ url: "/items" })).headers["cache-status"],
+          "cachet; fwd=uri-miss; stored",
+        );
+        assert.equal(
+          (await app.request({ url: "/items?page=2" })).headers["cache-status"],
+          "cachet; fwd=uri-miss; stored",
+        );
+        assert.equal(
+          (await app.request({ url: "/items/7" })).headers["cache-status"],
+          "cachet; fwd=uri-miss; stored",
+        );
+        assert.equal(
+          (await app.request({ url: "/items/8" })).headers["cache-status"],
+          "cachet; hit; ttl=60",
+        );
+
+        await post({ "x-location": "http://other.example/items/8" });
+        assert.equal(
+          (await app.request({ url: "/items/8" })).headers["cache-status"],
+          "cachet; hit; ttl=60",
+          "another origin's Location is ignored",
+        );
+      });
+
+      it("invalidates by path and by tag through the API, never through a request header", async (t) => {
+        const h = counted((_req, run) => json({ run }));
+        const app = await setup([
+          { path: "/a", cache: { tags: ["group"] }, handler: h.handler },
+          { path: "/b", cache: true, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/a" });
+        await app.request({ url: "/b" });
+        for (const header of [
+          "x-cachet-invalidate",
+          "cache-control",
+          "pragma",
+          "x-cachet-dispatch",
+        ]) {
+          await app.request({ url: "/a", headers: { [header]: "no-cache" } });
+        }
+        assert.equal(
+          (await app.request({ url: "/a" })).headers["cache-status"],
+          "cachet; hit; ttl=60",
+        );
+        await app.http.invalidateTags(["group"]);
+        assert.equal(
+          (await app.request({ url: "/a" })).headers["cache-status"],
+          "cachet; fwd=uri-miss; stored",
+        );
+        await app.http.invalidatePaths(["/b?ignored=query"]);
+        assert.equal(
+          (await app.request({ url: "/b" })).headers["cache-status"],
+          "cachet; fwd=uri-miss; stored",
+        );
       });
     });
 

@@ -2,7 +2,7 @@ import { Readable } from "node:stream";
 import express from "express";
 import { inject } from "light-my-request";
 import { cachetExpress } from "../../../src/adapters/express.js";
-import type { AdapterFactory } from "../harness.js";
+import type { AdapterFactory, Harness } from "../harness.js";
 
 /** The shared HTTP suite's Express harness: requests through light-my-request. */
 export const expressAdapter: AdapterFactory = async ({ cache, http, routes }) => {
@@ -48,17 +48,24 @@ export const expressAdapter: AdapterFactory = async ({ cache, http, routes }) =>
     });
     app[method](route.path, ...handlers);
   }
+  const requestRaw: Harness["requestRaw"] = async ({ method = "GET", url, headers = {}, body }) => {
+    const res = await inject(app as unknown as Parameters<typeof inject>[0], {
+      method: method as "GET",
+      url,
+      headers,
+      ...(body === undefined ? {} : { payload: body }),
+    });
+    return {
+      status: res.statusCode,
+      headers: res.headers,
+      body: res.payload,
+      rawBody: res.rawPayload,
+    };
+  };
   return {
     http: cached.http,
-    async request({ method = "GET", url, headers = {}, body }) {
-      const res = await inject(app as unknown as Parameters<typeof inject>[0], {
-        method: method as "GET",
-        url,
-        headers,
-        ...(body === undefined ? {} : { payload: body }),
-      });
-      return { status: res.statusCode, headers: res.headers, body: res.payload };
-    },
+    request: (options) => requestRaw(options),
+    requestRaw,
     close: async () => {},
   };
 };

@@ -1,7 +1,7 @@
 import { Readable } from "node:stream";
 import Fastify from "fastify";
 import { cachetFastify } from "../../../src/adapters/fastify.js";
-import type { AdapterFactory } from "../harness.js";
+import type { AdapterFactory, Harness } from "../harness.js";
 
 /** The shared HTTP suite's Fastify harness: requests through `inject()`. */
 export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes }) => {
@@ -34,17 +34,24 @@ export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes }) =>
     });
   }
   await app.ready();
+  const requestRaw: Harness["requestRaw"] = async ({ method = "GET", url, headers = {}, body }) => {
+    const res = await app.inject({
+      method: method as "GET",
+      url,
+      headers,
+      ...(body === undefined ? {} : { payload: body }),
+    });
+    return {
+      status: res.statusCode,
+      headers: res.headers,
+      body: res.body,
+      rawBody: res.rawPayload,
+    };
+  };
   return {
     http: app.cachet,
-    async request({ method = "GET", url, headers = {}, body }) {
-      const res = await app.inject({
-        method: method as "GET",
-        url,
-        headers,
-        ...(body === undefined ? {} : { payload: body }),
-      });
-      return { status: res.statusCode, headers: res.headers, body: res.body };
-    },
+    request: (options) => requestRaw(options),
+    requestRaw,
     close: () => app.close(),
   };
 };

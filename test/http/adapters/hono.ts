@@ -1,7 +1,7 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { stream as honoStream } from "hono/streaming";
 import { cachetHono } from "../../../src/adapters/hono.js";
-import type { AdapterFactory } from "../harness.js";
+import type { AdapterFactory, Harness } from "../harness.js";
 
 /** The shared HTTP suite's Hono harness: requests through `app.request()`. */
 export const honoAdapter: AdapterFactory = async ({ cache, http, routes }) => {
@@ -63,22 +63,25 @@ export const honoAdapter: AdapterFactory = async ({ cache, http, routes }) => {
     });
   }
   app.onError((_err, c) => c.text("Internal Server Error", 500));
+  const requestRaw: Harness["requestRaw"] = async ({ method = "GET", url, headers = {}, body }) => {
+    const res = await app.request(url, {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body }),
+    });
+    const out: Record<string, string | string[]> = {};
+    res.headers.forEach((v, k) => {
+      out[k] = v;
+    });
+    const cookies = res.headers.getSetCookie();
+    if (cookies.length > 0) out["set-cookie"] = cookies.length === 1 ? cookies[0]! : cookies;
+    const rawBody = method === "HEAD" ? Buffer.alloc(0) : Buffer.from(await res.arrayBuffer());
+    return { status: res.status, headers: out, body: rawBody.toString("utf8"), rawBody };
+  };
   return {
     http: cached.http,
-    async request({ method = "GET", url, headers = {}, body }) {
-      const res = await app.request(url, {
-        method,
-        headers,
-        ...(body === undefined ? {} : { body }),
-      });
-      const out: Record<string, string | string[]> = {};
-      res.headers.forEach((v, k) => {
-        out[k] = v;
-      });
-      const cookies = res.headers.getSetCookie();
-      if (cookies.length > 0) out["set-cookie"] = cookies.length === 1 ? cookies[0]! : cookies;
-      return { status: res.status, headers: out, body: method === "HEAD" ? "" : await res.text() };
-    },
+    request: (options) => requestRaw(options),
+    requestRaw,
     close: async () => {},
   };
 };
