@@ -14,7 +14,8 @@ const HIT = /^cachet; hit; ttl=\d+$/;
 const MISS_STORED = "cachet; fwd=uri-miss; stored";
 
 async function get(url: string, headers: Record<string, string> = {}) {
-  const response = await fetch(url, { headers });
+  // Bounded, so that a stuck response fails its test instead of hanging the run.
+  const response = await fetch(url, { headers, signal: AbortSignal.timeout(15_000) });
   const body = Buffer.from(await response.arrayBuffer());
   return { status: response.status, headers: response.headers, body };
 }
@@ -245,8 +246,9 @@ describe("demo service start-up and failure handling", { timeout: 60_000 }, () =
 
   it("Redis going away and coming back: requests keep succeeding, caching resumes", async () => {
     const redis = await startRedis();
-    const service = await startService({ UPSTREAM_URL: fake.url, REDIS_URL: redis.url });
+    let service: Child | undefined;
     try {
+      service = await startService({ UPSTREAM_URL: fake.url, REDIS_URL: redis.url });
       fake.reset();
       const url = `${service.url}/posts/2`;
       assert.equal((await get(url)).status, 200);
@@ -266,8 +268,12 @@ describe("demo service start-up and failure handling", { timeout: 60_000 }, () =
       const health = JSON.parse((await get(`${service.url}/health`)).body.toString());
       assert.equal(health.cache.connection, "ready");
     } finally {
-      assert.equal(await service.stop(), 0);
-      await redis.stop();
+      // Stop Redis even when the service failed to start: its process would hold the run open.
+      try {
+        if (service) assert.equal(await service.stop(), 0);
+      } finally {
+        await redis.stop();
+      }
     }
   });
 });
