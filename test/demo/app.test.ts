@@ -31,8 +31,11 @@ for (const store of ["none", "memory"] as const) {
       await app.ready();
     });
     after(async () => {
-      await app.close();
-      await fake.close();
+      try {
+        await app?.close();
+      } finally {
+        await fake?.close();
+      }
     });
     beforeEach(() => fake.reset());
 

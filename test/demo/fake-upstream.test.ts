@@ -119,15 +119,21 @@ describe("fake upstream", () => {
 
   it("hangs when told to, until closed", async () => {
     const hanging = await startFakeUpstream({ latencyMs: 0 });
-    hanging.setMode("hang");
-    const request = fetch(`${hanging.url}/posts`, { signal: AbortSignal.timeout(150) });
-    await assert.rejects(request, (error: Error) => error.name === "TimeoutError");
-    assert.equal(hanging.calls(), 1);
-    const pending = fetch(`${hanging.url}/posts`).catch((error: Error) => error);
-    await waitFor(() => hanging.calls() === 2, "the second call to arrive");
-    // close() must not wait for the hanging request; the client sees the socket end.
-    await hanging.close();
-    assert.ok((await pending) instanceof Error);
+    let closed = false;
+    try {
+      hanging.setMode("hang");
+      const request = fetch(`${hanging.url}/posts`, { signal: AbortSignal.timeout(150) });
+      await assert.rejects(request, (error: Error) => error.name === "TimeoutError");
+      assert.equal(hanging.calls(), 1);
+      const pending = fetch(`${hanging.url}/posts`).catch((error: Error) => error);
+      await waitFor(() => hanging.calls() === 2, "the second call to arrive");
+      // close() must not wait for the hanging request; the client sees the socket end.
+      await hanging.close();
+      closed = true;
+      assert.ok((await pending) instanceof Error);
+    } finally {
+      if (!closed) await hanging.close();
+    }
   });
 
   it("rejects a bad control request with 400", async () => {
