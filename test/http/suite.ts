@@ -158,6 +158,20 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.notEqual(miss.body, "");
       });
 
+      it("answers the leader's own conditional request with 304 once the full response is stored", async (t) => {
+        const h = counted(() => json({ v: 1 }, { etag: '"v1"' }));
+        const app = await setup([{ path: "/lead", cache: true, handler: h.handler }]);
+        t.after(() => app.close());
+        const first = await app.request({ url: "/lead", headers: { "if-none-match": '"v1"' } });
+        assert.equal(first.status, 304);
+        assert.equal(first.body, "");
+        assert.equal(first.headers.etag, '"v1"');
+        const full = await app.request({ url: "/lead" });
+        assert.equal(full.status, 200, "the stored response is the full one");
+        assert.equal(full.body, JSON.stringify({ v: 1 }));
+        assert.equal(h.runs, 1);
+      });
+
       it("answers HEAD from the stored GET, without a body", async (t) => {
         const h = counted(() => json({ head: "from get" }));
         const app = await setup([{ path: "/h", cache: true, handler: h.handler }]);
