@@ -281,6 +281,24 @@ export class Cache {
     return (await this.#lookup(this.#key(key))) !== undefined;
   }
 
+  /**
+   * Replace the value of entry `from` under `key`, keeping its timestamps and tags, only if it
+   * is still the entry stored there (a newer write or a delete wins). Used to upgrade a stored
+   * HTTP response with its compressed bodies once they are ready. @internal
+   */
+  async replaceValue<T>(key: string, from: Entry<T>, value: T): Promise<boolean> {
+    const full = this.#key(key);
+    const { l1, l2 } = this.#core;
+    if (l1) {
+      if (l1.getHeld(full)?.entry !== from) return false;
+    } else if (l2) {
+      const current = await this.#readL2(full);
+      if (current?.entry.createdAt !== from.createdAt) return false;
+    }
+    await this.#write(full, { ...from, value });
+    return true;
+  }
+
   /** Store `value` under `key` with a resolved policy (tags unvalidated). @internal */
   async store<T>(key: string, value: T, policy: Policy): Promise<void> {
     const full = this.#key(key);

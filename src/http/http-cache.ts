@@ -480,8 +480,10 @@ export class HttpCache {
         ...this.#policyFor(request, route),
         ...(freshness ? toPolicyPart(freshness) : {}),
       };
-      void this.#compressed(outcome)
-        .then((record) => this.cache.store(secondary, record, policy))
+      void this.cache
+        .store(secondary, outcome, policy)
+        .then(() => this.cache.lookupEntry<StoredRecord>(secondary))
+        .then((entry) => entry && this.#upgrade(secondary, entry))
         .catch(() => {});
       this.#settle(state, { kind: "vary", vary: varied } satisfies VaryMarker);
     } else {
@@ -650,9 +652,17 @@ export class HttpCache {
       // handler run: produce it out of band so that timeouts and grace can apply.
       if ((context.background || context.stale !== undefined) && dispatch) {
         dispatched = !context.background;
-        return this.#dispatch(request, route, dispatch, self);
+        const produced = this.#dispatch(request, route, dispatch, self);
+        if (context.background) {
+          // Nobody awaits a background refresh: compress once its entry has been written.
+          produced.then(
+            (record) => setImmediate(() => this.#compressStored(key, record)),
+            () => {},
+          );
+        }
+        return produced;
       }
-      const produced = new Promise<StoredRecord>((resolve, reject) => {
+      return new Promise<StoredRecord>((resolve, reject) => {
         exchange = {
           key,
           route,
@@ -670,14 +680,18 @@ export class HttpCache {
         };
         becameLeader();
       });
-      // Compression runs after the leader's own response has gone out; waiters get the
-      // record once it is ready.
-      return produced.then((record) => this.#compressed(record));
     };
     const resolution = this.cache.resolve<StoredRecord>(key, factory, policy, {
       force: options.force,
     });
-    resolution.catch(() => {});
+    resolution.then(
+      (r) => {
+        // Compress a response this request just produced, off the request path: the identity
+        // body serves meanwhile, and the entry is upgraded in place unless replaced since.
+        if (r.outcome === "miss" && (exchange || dispatched)) this.#upgrade(key, r.entry);
+      },
+      () => {},
+    );
     const first = await Promise.race([resolution.then(ok, fail), leading]);
     if (first === LEAD) return { kind: "forward", exchange, cacheStatus: undefined };
     if (first.ok) {
@@ -768,12 +782,35 @@ export class HttpCache {
     const response = await dispatch({ method: "GET", url: request.url, headers: request.headers });
     const record = this.#record(route, request, response);
     if (record instanceof NotStorable) throw new NotStorable(record.reason, response, owner);
-    return this.#compressed(record);
+    return record;
   }
 
-  #compressed(record: StoredRecord): Promise<StoredRecord> {
-    if (record.kind !== "response" || !this.#compress) return Promise.resolve(record);
-    return compressRecord(record, this.#compress);
+  /** Compress the response stored under `key` if it is still `record` (by ETag). */
+  #compressStored(key: string, record: StoredRecord): void {
+    if (record.kind !== "response") return;
+    this.cache
+      .lookupEntry<StoredRecord>(key)
+      .then((entry) => {
+        if (entry?.value.kind === "response" && entry.value.etag === record.etag) {
+          this.#upgrade(key, entry);
+        }
+      })
+      .catch(() => {});
+  }
+
+  /** Store the compressed bodies of a just-stored response, when there is anything to gain. */
+  #upgrade(key: string, entry: Entry<StoredRecord>): void {
+    const record = entry.value;
+    const options = this.#compress;
+    if (!options || record.kind !== "response" || record.body.length < options.threshold) return;
+    if (Object.keys(record.encoded).length > 0) return;
+    compressRecord(record, options)
+      .then((compressed) =>
+        compressed === record
+          ? false
+          : this.cache.replaceValue<StoredRecord>(key, entry, compressed),
+      )
+      .catch(() => {});
   }
 
   #policyFor(request: HttpRequest, route: CompiledRoute): Policy {
