@@ -88,6 +88,11 @@ describe("redisStore: options", () => {
     invalid({ commandTimeout: "soon" }, "redisStore.commandTimeout");
     invalid({ maxReconnectDelay: 0 }, "redisStore.maxReconnectDelay");
     invalid({ clientOptions: { keyPrefix: "x:" } }, "redisStore.clientOptions.keyPrefix");
+    // node-redis's own validation runs at construction too (client-side caching needs RESP3).
+    invalid(
+      { clientOptions: { RESP: 2, clientSideCache: { ttl: 0 } } },
+      "redisStore.clientOptions",
+    );
     invalid(
       { clientOptions: { disableOfflineQueue: false } },
       "redisStore.clientOptions.disableOfflineQueue",
@@ -440,6 +445,8 @@ describe("redisStore when Redis fails", () => {
     try {
       await cache.set("k", "cached before the pause", { ttl: "1m" });
       assert.equal(await cache.get("k"), "cached before the pause");
+      assert.ok((await store.get("k")) !== undefined, "the store sees the cache's entry");
+      assert.equal(store.status, "ready");
       server.pause();
 
       // The store alone: the connection stays open and nothing answers, so the command waits
@@ -447,6 +454,8 @@ describe("redisStore when Redis fails", () => {
       const alone = await timedRejection(store.get("anything"));
       assert.ok(alone.error instanceof StoreError, String(alone.error));
       assert.equal(alone.error.code, "E_STORE_TIMEOUT");
+      assert.equal(store.lastError, alone.error, "a timeout is reported as the last error");
+      assert.equal(store.status, "ready", "the connection itself is still up");
       assert.ok(
         alone.ms >= 290 && alone.ms < 300 + FAST,
         `store.get took ${Math.round(alone.ms)} ms`,

@@ -224,6 +224,17 @@ export class RedisStore implements Store {
       this.#owned = true;
       this.#url = validateUrl(url ?? DEFAULT_URL);
       this.#clientOptions = validateClientOptions(clientOptions);
+      // Let node-redis judge its own options now rather than on first use. Creating a client
+      // does no I/O; destroying one that never connected releases nothing but itself.
+      try {
+        createClient(this.#clientConfig()).destroy();
+      } catch (cause) {
+        throw new InvalidOptionError(
+          "redisStore.clientOptions",
+          `node-redis rejected them: ${causeText(cause)}`,
+          { cause },
+        );
+      }
     }
   }
 
@@ -380,16 +391,14 @@ export class RedisStore implements Store {
       const timer =
         limit > 0
           ? setTimeout(() => {
-              reject(
-                new StoreError(
-                  this.name,
-                  operation,
-                  `no reply within commandTimeout (${limit} ms)`,
-                  {
-                    code: "E_STORE_TIMEOUT",
-                  },
-                ),
+              const error = new StoreError(
+                this.name,
+                operation,
+                `no reply within commandTimeout (${limit} ms)`,
+                { code: "E_STORE_TIMEOUT" },
               );
+              this.#lastError = error;
+              reject(error);
             }, limit)
           : undefined;
       timer?.unref();
@@ -400,6 +409,9 @@ export class RedisStore implements Store {
         },
         (error: unknown) => {
           clearTimeout(timer);
+          // Errors from Redis or the socket are worth reporting; the store's own "not
+          // connected" rejections would only hide the reason behind them.
+          if (!(error instanceof CachetError)) this.#recordError(error);
           reject(this.#wrap(operation, error));
         },
       );
@@ -426,18 +438,15 @@ export class RedisStore implements Store {
    * its own unref'd timer instead, one client per attempt.
    */
   #open(): Promise<RedisCommander> {
+    let client: RedisClientLike;
+    try {
+      client = createClient(this.#clientConfig());
+    } catch (error) {
+      // Checked at construction, so not expected; never let it escape a retry timer.
+      this.#recordError(error);
+      return Promise.reject(this.#wrap("connect", error));
+    }
     this.#status = this.#status === "idle" ? "connecting" : "reconnecting";
-    const options = this.#clientOptions;
-    const client: RedisClientLike = createClient({
-      ...options,
-      url: this.#url,
-      disableOfflineQueue: true,
-      socket: {
-        ...options.socket,
-        connectTimeout: this.#connectTimeout,
-        reconnectStrategy: false,
-      },
-    });
     const commander = client.withTypeMapping(BUFFER_REPLIES);
     this.#client = client;
     this.#commander = commander;
@@ -462,6 +471,21 @@ export class RedisStore implements Store {
         throw this.#wrap("connect", error);
       },
     );
+  }
+
+  /** The options of the store's own clients: the caller's, plus what the store manages. */
+  #clientConfig() {
+    const options = this.#clientOptions;
+    return {
+      ...options,
+      url: this.#url,
+      disableOfflineQueue: true,
+      socket: {
+        ...options.socket,
+        connectTimeout: this.#connectTimeout,
+        reconnectStrategy: false as const,
+      },
+    };
   }
 
   /** The connection behind `client` failed or was lost: drop it and retry in the background. */
