@@ -11,7 +11,7 @@ import Fastify, {
   type FastifyInstance,
   LogController,
 } from "fastify";
-import { createDemoCache, type DemoCache } from "./cache.js";
+import { createDemoCache } from "./cache.js";
 import type { DemoConfig } from "./config.js";
 import { formatDuration } from "./config.js";
 import { createUpstream, UpstreamError } from "./upstream.js";
@@ -55,20 +55,11 @@ function queryOf(url: string): string {
   return i === -1 ? "" : url.slice(i);
 }
 
-/** Options for tests; the service itself needs only the configuration. */
-export interface BuildOptions {
-  /** Use this cache instead of building one from `config` (it is closed with the app). */
-  cache?: DemoCache;
-}
-
 /**
  * Build the demo service: routes, error mapping, OpenAPI docs at `/docs`, and the response cache
  * on `/posts` and `/posts/:id` unless `CACHE_STORE=none`. The cache is closed with the app.
  */
-export async function buildApp(
-  config: DemoConfig,
-  options: BuildOptions = {},
-): Promise<FastifyInstance> {
+export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: config.logLevel },
     // One log line per request would dominate the cost of a cache hit; errors are still logged.
@@ -78,7 +69,7 @@ export async function buildApp(
     baseUrl: config.upstreamUrl,
     timeoutMs: config.upstreamTimeoutMs,
   });
-  const demoCache = options.cache ?? (await createDemoCache(config, app.log));
+  const demoCache = await createDemoCache(config, app.log);
   app.addHook("onClose", async () => {
     await demoCache.close();
   });
