@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { Clock } from "./clock.js";
 import { systemClock } from "./clock.js";
@@ -11,7 +12,7 @@ import { CacheEvents } from "./events.js";
 import type { GuardOptions } from "./guard.js";
 import { GuardedStore } from "./guard.js";
 import { argsKey } from "./keys.js";
-import type { EntryOptions, Policy } from "./options.js";
+import type { EntryOptions, LeasePolicy, Policy } from "./options.js";
 import { DEFAULT_POLICY, NAMESPACE_TAG_PREFIX, resolvePolicy, validateTags } from "./options.js";
 import type { Serializer } from "./serializer.js";
 import { jsonSerializer } from "./serializer.js";
@@ -139,6 +140,8 @@ interface Core {
   readonly reads: Map<string, Promise<Decoded | undefined>>;
   /** Keys whose last refresh failed, until when they back off. */
   readonly backoff: LRUCache<string, number>;
+  /** Lease waiters by key, woken when the bus says a value landed. */
+  readonly landed: Map<string, Set<() => void>>;
 }
 
 const TIMED_OUT = Symbol("timed-out");
@@ -205,6 +208,8 @@ export class Cache {
     const held = this.#core.l1?.getHeld<T>(full);
     if (held !== undefined && this.#isFreshHeld(held)) {
       this.#hit(full, "l1");
+      const beta = options?.earlyRefresh ?? this.#core.defaults.early;
+      if (beta > 0) this.#maybeRefreshEarly(full, held.entry, factory, beta, options);
       return Promise.resolve(held.entry.value);
     }
     const policy = resolvePolicy(options, this.#core.defaults);
@@ -220,9 +225,17 @@ export class Cache {
     key: string,
     factory: Factory<T>,
     policy: Policy,
-    options?: { force?: boolean },
+    options?: { force?: boolean; background?: boolean },
   ): Promise<Resolution<T>> {
     const full = this.#key(key);
+    if (options?.background) {
+      // Refresh ahead (early refresh of a fresh entry): nobody waits for this value.
+      return this.#refresh(full, factory, policy, undefined, true).then((entry) => ({
+        entry: entry as Entry<T>,
+        outcome: "miss",
+        tier: undefined,
+      }));
+    }
     if (options?.force) {
       // The caller wants a fresh value (a client's `no-cache`): skip the lookups, but still
       // share a flight already running for this key.
@@ -238,6 +251,14 @@ export class Cache {
       return Promise.resolve({ entry: held.entry, outcome: "hit", tier: "l1" });
     }
     return this.#resolve(full, factory, policy, held);
+  }
+
+  /**
+   * XFetch (Vattani et al., "Optimal Probabilistic Cache Stampede Prevention", 2015): whether
+   * a fresh entry should be refreshed ahead of its expiry now. @internal
+   */
+  shouldRefreshEarly(entry: Entry, beta: number): boolean {
+    return refreshEarly(entry, this.#core.clock.now(), beta);
   }
 
   /**
@@ -459,6 +480,8 @@ export class Cache {
     const held = this.#core.l1?.getHeld<T>(full);
     if (held !== undefined && this.#isFreshHeld(held)) {
       this.#hit(full, "l1");
+      if (policy.early > 0)
+        this.#maybeRefreshEarly(full, held.entry, factory, policy.early, policy);
       return Promise.resolve(held.entry.value);
     }
     return this.#resolve(full, factory, policy, held).then(valueOfResolution);
@@ -635,6 +658,82 @@ export class Cache {
     return promise;
   }
 
+  #maybeRefreshEarly<T>(
+    full: string,
+    entry: Entry<T>,
+    factory: Factory<T>,
+    beta: number,
+    options: EntryOptions | Policy | undefined,
+  ): void {
+    if (this.#core.flights.has(full) || !refreshEarly(entry, this.#core.clock.now(), beta)) return;
+    const policy = isPolicy(options) ? options : resolvePolicy(options, this.#core.defaults);
+    this.#refresh(full, factory, policy, entry, true).catch(() => {});
+  }
+
+  /**
+   * Take the fleet-wide lease for `full`, or wait for its holder's value to land. Resolves with
+   * the landed entry, or with the lease to release (`undefined` when the store could not say,
+   * or the wait ran out: run the factory anyway — never fail because of the lease).
+   */
+  async #lease(
+    full: string,
+    lease: LeasePolicy,
+    l2: GuardedStore,
+  ): Promise<{ landed: Entry } | { token: Buffer | undefined }> {
+    const { clock, events } = this.#core;
+    const key = leaseStoreKey(full);
+    const token = randomBytes(16);
+    const deadline = clock.now() + lease.wait;
+    let delay = 5;
+    let waiting = false;
+    for (;;) {
+      const acquired = await l2.setIfAbsent(key, token, lease.ttl);
+      if (acquired !== false) {
+        if (acquired && events.wants("lease")) {
+          events.emit("lease", { key: full, outcome: waiting ? "took-over" : "acquired" });
+        }
+        return { token: acquired ? token : undefined };
+      }
+      if (!waiting) {
+        waiting = true;
+        if (events.wants("lease")) events.emit("lease", { key: full, outcome: "waiting" });
+      }
+      await this.#landedOrDelay(full, delay);
+      const remote = await this.#readL2(full);
+      if (remote && this.#freshness(remote.entry, clock.now()) === "fresh") {
+        this.#hold(full, remote.entry, remote.size);
+        if (events.wants("lease")) events.emit("lease", { key: full, outcome: "landed" });
+        return { landed: remote.entry };
+      }
+      if (clock.now() >= deadline) {
+        if (events.wants("lease")) events.emit("lease", { key: full, outcome: "timed-out" });
+        return { token: undefined };
+      }
+      delay = Math.min(delay * 2, 100);
+    }
+  }
+
+  /** Wait `ms`, or less when the bus says a value landed for `full`. */
+  #landedOrDelay(full: string, ms: number): Promise<void> {
+    const { landed } = this.#core;
+    return new Promise((resolve) => {
+      let waiters = landed.get(full);
+      if (!waiters) {
+        waiters = new Set();
+        landed.set(full, waiters);
+      }
+      const set = waiters;
+      const done = () => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0 && landed.get(full) === set) landed.delete(full);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+    });
+  }
+
   async #run<T>(
     full: string,
     factory: Factory<T>,
@@ -655,22 +754,37 @@ export class Cache {
         policy = resolvePolicy(options, policy, "setOptions");
       },
     };
-    let value: T;
-    try {
-      value = await callFactory(factory, context, policy.hardTimeout, controller, full);
-    } catch (error) {
-      if (policy.graceBackoff > 0) backoff.set(full, clock.now() + policy.graceBackoff);
-      if (events.wants("factory-error")) events.emit("factory-error", { key: full, error });
-      throw error;
+    const l2 = this.#core.l2;
+    let token: Buffer | undefined;
+    if (policy.lease && l2?.store.setIfAbsent) {
+      const outcome = await this.#lease(full, policy.lease, l2);
+      if ("landed" in outcome) return outcome.landed;
+      token = outcome.token;
     }
-    backoff.delete(full);
-    const entry = this.#makeEntry(value, startedAt, policy);
-    await this.#write(full, entry);
-    return entry;
+    try {
+      let value: T;
+      const began = clock.now();
+      try {
+        value = await callFactory(factory, context, policy.hardTimeout, controller, full);
+      } catch (error) {
+        if (policy.graceBackoff > 0) backoff.set(full, clock.now() + policy.graceBackoff);
+        if (events.wants("factory-error")) events.emit("factory-error", { key: full, error });
+        throw error;
+      }
+      backoff.delete(full);
+      const entry = this.#makeEntry(value, startedAt, policy, clock.now() - began);
+      await this.#write(full, entry);
+      return entry;
+    } finally {
+      // Only the owner releases: a lease that expired and was taken over is left alone.
+      if (token && l2) void l2.deleteIfEquals(leaseStoreKey(full), token);
+    }
   }
 
-  #makeEntry<T>(value: T, createdAt: number, policy: Policy): Entry<T> {
-    const freshUntil = createdAt + policy.ttl;
+  #makeEntry<T>(value: T, createdAt: number, policy: Policy, delta = 0): Entry<T> {
+    // Jitter only ever shortens the ttl, so an entry never outlives what was asked.
+    const ttl = policy.jitter > 0 ? policy.ttl * (1 - policy.jitter * Math.random()) : policy.ttl;
+    const freshUntil = createdAt + ttl;
     return {
       value,
       createdAt,
@@ -678,6 +792,7 @@ export class Cache {
       staleUntil: freshUntil + Math.max(policy.swr, policy.grace),
       swr: policy.swr,
       grace: policy.grace,
+      delta: Math.max(0, delta),
       tags: policy.tags.length === 0 ? this.#nsTags : [...this.#nsTags, ...policy.tags],
     };
   }
@@ -821,6 +936,22 @@ function declaringClassName(
     : (self as { constructor?: { name?: string } }).constructor?.name;
 }
 
+/** The store key of the fleet-wide lease for an entry key. */
+export function leaseStoreKey(full: string): string {
+  return `__cachet:lease:${full}`;
+}
+
+/** XFetch: refresh when `now - delta·beta·ln(U) ≥ expiry`, U uniform in (0, 1]. */
+function refreshEarly(entry: Entry, now: number, beta: number): boolean {
+  const delta = entry.delta ?? 0;
+  if (delta <= 0 || beta <= 0) return false;
+  return now - delta * beta * Math.log(1 - Math.random()) >= entry.freshUntil;
+}
+
+function isPolicy(value: EntryOptions | Policy | undefined): value is Policy {
+  return value !== undefined && typeof (value as Policy).swr === "number" && "early" in value;
+}
+
 function valueOfResolution<T>(resolution: Resolution<T>): T {
   return resolution.entry.value;
 }
@@ -832,7 +963,6 @@ async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | type
       promise,
       new Promise<typeof TIMED_OUT>((resolve) => {
         timer = setTimeout(resolve, ms, TIMED_OUT);
-        timer.unref?.();
       }),
     ]);
   } finally {
@@ -860,7 +990,6 @@ async function callFactory<T>(
           controller.abort(error);
           reject(error);
         }, hardTimeout);
-        timer.unref?.();
       }),
     ]);
   } finally {
@@ -943,6 +1072,7 @@ export function createCache(options: CacheOptions = {}): Cache {
     flights: new Map(),
     reads: new Map(),
     backoff: new LRUCache<string, number>({ max: 10_000 }),
+    landed: new Map(),
   };
   return new Cache(core, "", [NAMESPACE_TAG_PREFIX], core.serializer);
 }

@@ -22,6 +22,8 @@ export interface Entry<T = unknown> {
   readonly swr?: number;
   /** The stale-if-error window the writer chose, in ms after the entry stops being fresh. */
   readonly grace?: number;
+  /** How long the value took to produce, in ms (drives probabilistic early refresh). */
+  readonly delta?: number;
   readonly tags: readonly string[];
 }
 
@@ -34,7 +36,7 @@ export interface Entry<T = unknown> {
  * | 1 | format version (3) |
  * | 1 | flags: bit 0 = value is `undefined` |
  * | 8 × 3 | createdAt, freshUntil, staleUntil (float64, ms since the epoch) |
- * | 8 × 2 | swr, grace windows (float64, ms) |
+ * | 8 × 3 | swr, grace windows, delta (time to compute) (float64, ms) |
  * | 4 | payload length in bytes |
  * | 2 | tag count |
  * | per tag: 2 + n | tag length, UTF-8 bytes |
@@ -50,7 +52,7 @@ const MAGIC_1 = 0xc7;
 const VERSION = 3;
 const FLAG_UNDEFINED = 1;
 const KNOWN_FLAGS = FLAG_UNDEFINED;
-const FIXED_HEADER = 2 + 1 + 1 + 24 + 16 + 4 + 2;
+const FIXED_HEADER = 2 + 1 + 1 + 24 + 24 + 4 + 2;
 const MAX_TAGS = 0xffff;
 const MAX_PAYLOAD = 0xffffffff;
 
@@ -82,8 +84,9 @@ export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
   out.writeDoubleBE(entry.staleUntil, 20);
   out.writeDoubleBE(entry.swr ?? 0, 28);
   out.writeDoubleBE(entry.grace ?? 0, 36);
-  out.writeUInt32BE(payloadSize, 44);
-  out.writeUInt16BE(tagBytes.length, 48);
+  out.writeDoubleBE(entry.delta ?? 0, 44);
+  out.writeUInt32BE(payloadSize, 52);
+  out.writeUInt16BE(tagBytes.length, 56);
   let offset = FIXED_HEADER;
   for (const t of tagBytes) {
     out.writeUInt16BE(t.length, offset);
@@ -118,6 +121,7 @@ export function decodeEntry<T = unknown>(
   const staleUntil = buf.readDoubleBE(20);
   const swr = buf.readDoubleBE(28);
   const grace = buf.readDoubleBE(36);
+  const delta = buf.readDoubleBE(44);
   if (
     !Number.isFinite(createdAt) ||
     !Number.isFinite(freshUntil) ||
@@ -130,8 +134,9 @@ export function decodeEntry<T = unknown>(
   if (!(swr >= 0 && grace >= 0 && Number.isFinite(swr) && Number.isFinite(grace))) {
     throw new CorruptEntryError(key, "invalid stale windows");
   }
-  const payloadSize = buf.readUInt32BE(44);
-  const tagCount = buf.readUInt16BE(48);
+  if (!(delta >= 0 && Number.isFinite(delta))) throw new CorruptEntryError(key, "invalid delta");
+  const payloadSize = buf.readUInt32BE(52);
+  const tagCount = buf.readUInt16BE(56);
   const tags: string[] = [];
   let offset = FIXED_HEADER;
   for (let i = 0; i < tagCount; i++) {
@@ -160,7 +165,7 @@ export function decodeEntry<T = unknown>(
       });
     }
   }
-  return { value: value as T, createdAt, freshUntil, staleUntil, swr, grace, tags };
+  return { value: value as T, createdAt, freshUntil, staleUntil, swr, grace, delta, tags };
 }
 
 /**

@@ -27,6 +27,12 @@ export interface CacheEventMap {
   "factory-error": { key: string; error: unknown };
   /** A store, serializer or corrupt entry failed; the cache carried on without it. */
   error: { key: string | undefined; operation: string; error: unknown };
+  /**
+   * The fleet-wide lease for a key: `acquired` (this instance runs the factory), `waiting`
+   * (another instance does), `landed` (its value arrived), `timed-out` (the wait ran out; this
+   * instance runs the factory), `took-over` (the holder's lease expired and this waiter took it).
+   */
+  lease: { key: string; outcome: "acquired" | "waiting" | "landed" | "timed-out" | "took-over" };
   /** A store's circuit breaker changed state. */
   breaker: { store: string; state: "open" | "half-open" | "closed"; error?: unknown };
 }

@@ -123,7 +123,6 @@ export class GuardedStore {
             ),
           );
         }, this.options.timeout);
-        timer.unref?.();
       });
       // A late answer after a timeout is dropped; its rejection must not go unhandled.
       pending.catch(() => {});

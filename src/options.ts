@@ -47,6 +47,37 @@ export interface EntryOptions {
   hardTimeout?: Duration;
   /** Tags for the entry, to invalidate it with `invalidateTags`. @default [] */
   tags?: readonly string[];
+  /**
+   * Single-flight across every instance sharing the remote store: the first instance to miss
+   * takes a lease (`SET NX PX` with a random token, released only by its owner) and runs the
+   * factory; the others wait for the value to land (woken by the bus, else by polling the
+   * store) and run the factory themselves only when `wait` runs out. A lease whose holder
+   * died expires after `ttl` and a waiter takes over. Needs a remote store with
+   * `setIfAbsent`; ignored otherwise.
+   * @default false
+   */
+  lease?: boolean | { ttl?: Duration; wait?: Duration };
+  /**
+   * Probabilistic early refresh (XFetch, Vattani et al. 2015): on a fresh hit, refresh in the
+   * background with a probability that grows as expiry nears and with how long the value took
+   * to compute. `beta` > 1 favours earlier refreshes; 1 is the classic choice.
+   * @default 0 (off)
+   */
+  earlyRefresh?: number;
+  /**
+   * Shorten each entry's ttl by a random fraction up to this (0–1), so that keys written
+   * together do not all expire together.
+   * @default 0 (off)
+   */
+  jitter?: number;
+}
+
+/** A resolved lease policy. */
+export interface LeasePolicy {
+  /** How long the lease lives unless released. */
+  readonly ttl: number;
+  /** How long a waiter waits for the holder's value before running the factory itself. */
+  readonly wait: number;
 }
 
 /** {@link EntryOptions} resolved to milliseconds. `0` means off. */
@@ -58,6 +89,9 @@ export interface Policy {
   readonly timeout: number;
   readonly hardTimeout: number;
   readonly tags: readonly string[];
+  readonly lease: LeasePolicy | undefined;
+  readonly early: number;
+  readonly jitter: number;
 }
 
 export const DEFAULT_POLICY: Policy = {
@@ -68,7 +102,13 @@ export const DEFAULT_POLICY: Policy = {
   timeout: 0,
   hardTimeout: 0,
   tags: [],
+  lease: undefined,
+  early: 0,
+  jitter: 0,
 };
+
+/** Default lease lifetime when neither `lease.ttl` nor `hardTimeout` says otherwise. */
+const DEFAULT_LEASE_TTL = 10_000;
 
 /** Namespace tags are reserved: users cannot set or invalidate them directly. */
 export const NAMESPACE_TAG_PREFIX = "@ns:";
@@ -86,15 +126,60 @@ export function resolvePolicy(
   if (options === null || typeof options !== "object") {
     throw new InvalidOptionError(where, `expected an object, got ${JSON.stringify(options)}`);
   }
+  const hardTimeout = optionalMs(options.hardTimeout, `${where}.hardTimeout`, base.hardTimeout);
   return {
     ttl: options.ttl === undefined ? base.ttl : toMs(options.ttl, `${where}.ttl`, false),
     swr: optionalMs(options.staleWhileRevalidate, `${where}.staleWhileRevalidate`, base.swr),
     grace: optionalMs(options.staleIfError, `${where}.staleIfError`, base.grace),
     graceBackoff: optionalMs(options.graceBackoff, `${where}.graceBackoff`, base.graceBackoff),
     timeout: optionalMs(options.timeout, `${where}.timeout`, base.timeout),
-    hardTimeout: optionalMs(options.hardTimeout, `${where}.hardTimeout`, base.hardTimeout),
+    hardTimeout,
     tags: options.tags === undefined ? base.tags : validateTags(options.tags, `${where}.tags`),
+    lease:
+      options.lease === undefined ? base.lease : resolveLease(options.lease, hardTimeout, where),
+    early:
+      options.earlyRefresh === undefined
+        ? base.early
+        : nonNegative(options.earlyRefresh, `${where}.earlyRefresh`, Number.POSITIVE_INFINITY),
+    jitter:
+      options.jitter === undefined
+        ? base.jitter
+        : nonNegative(options.jitter, `${where}.jitter`, 1),
   };
+}
+
+function resolveLease(
+  value: NonNullable<EntryOptions["lease"]>,
+  hardTimeout: number,
+  where: string,
+): LeasePolicy | undefined {
+  if (value === false) return undefined;
+  const o = value === true ? {} : value;
+  if (o === null || typeof o !== "object") {
+    throw new InvalidOptionError(
+      `${where}.lease`,
+      `expected true, false or { ttl, wait }, got ${JSON.stringify(value)}`,
+    );
+  }
+  // A lease must outlive the factory it guards, or a second instance would start another run.
+  const ttl = optionalMs(
+    o.ttl,
+    `${where}.lease.ttl`,
+    hardTimeout > 0 ? hardTimeout + 1_000 : DEFAULT_LEASE_TTL,
+    false,
+  );
+  const wait = optionalMs(o.wait, `${where}.lease.wait`, ttl, false);
+  return { ttl, wait };
+}
+
+function nonNegative(value: number, option: string, max: number): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new InvalidOptionError(
+      option,
+      `expected a number from 0${max === Number.POSITIVE_INFINITY ? "" : ` to ${max}`}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
 }
 
 /** Tags must be non-empty strings, and not in the reserved namespace-tag space. */

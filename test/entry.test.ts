@@ -18,9 +18,10 @@ const FRESH_AT = 12;
 const STALE_AT = 20;
 const SWR_AT = 28;
 const GRACE_AT = 36;
-const PAYLOAD_LENGTH_AT = 44;
-const TAG_COUNT_AT = 48;
-const FIXED_HEADER = 50;
+const DELTA_AT = 44;
+const PAYLOAD_LENGTH_AT = 52;
+const TAG_COUNT_AT = 56;
+const FIXED_HEADER = 58;
 
 const T = 1_700_000_000_000;
 
@@ -32,6 +33,7 @@ function entry<V>(value: V, tags: readonly string[] = ["@ns:", "post:1"]): Entry
     staleUntil: T + 120_000,
     swr: 60_000,
     grace: 30_000,
+    delta: 12.5,
     tags,
   };
 }
@@ -152,6 +154,14 @@ describe("entry validation: every malformed input is a CorruptEntryError", () =>
         bytes.writeDoubleBE(bad, at);
         assertCorrupt(bytes, /invalid stale windows/);
       }
+    }
+  });
+
+  it("a negative or non-finite delta", () => {
+    for (const bad of [-1, Number.NaN]) {
+      const bytes = good();
+      bytes.writeDoubleBE(bad, DELTA_AT);
+      assertCorrupt(bytes, /invalid delta/);
     }
   });
 
