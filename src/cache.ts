@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { LRUCache } from "lru-cache";
+import { Bus } from "./bus.js";
 import type { Clock } from "./clock.js";
 import { systemClock } from "./clock.js";
 import type { Duration } from "./duration.js";
@@ -67,6 +68,15 @@ export interface CacheOptions extends EntryOptions {
   tagTtl?: Duration;
   /** Time source, for tests. @default Date.now */
   clock?: Clock;
+  /**
+   * Keep other instances coherent through the store's pub/sub (Redis): writes, deletes and
+   * invalidations are announced (keys and tag states, never values), and every instance
+   * drops its in-process copies accordingly; a lost message or a reconnection drops the whole
+   * in-process tier. On by default when the store supports it; `true` insists (and fails at
+   * construction when the store cannot).
+   * @default true when the store has publish/subscribe
+   */
+  bus?: boolean;
 }
 
 /** What a factory receives. */
@@ -142,6 +152,8 @@ interface Core {
   readonly backoff: LRUCache<string, number>;
   /** Lease waiters by key, woken when the bus says a value landed. */
   readonly landed: Map<string, Set<() => void>>;
+  /** Cross-instance coherence of L1 and tag states, when the store has pub/sub. */
+  readonly bus: Bus | undefined;
 }
 
 const TIMED_OUT = Symbol("timed-out");
@@ -338,7 +350,9 @@ export class Cache {
     const full = this.#key(key);
     const { l1, l2, events } = this.#core;
     l1?.deleteSync(full);
+    this.#core.bus?.start();
     const ok = l2 ? await l2.delete(full) : true;
+    if (ok) this.#core.bus?.key(full, false);
     if (events.wants("delete")) events.emit("delete", { key: full });
     return ok;
   }
@@ -468,7 +482,8 @@ export class Cache {
 
   /** Release the stores' connections. The cache must not be used afterwards. */
   async close(): Promise<void> {
-    const { l1, l2 } = this.#core;
+    const { l1, l2, bus } = this.#core;
+    await bus?.close();
     l1?.clear();
     await l2?.store.disconnect?.();
   }
@@ -526,6 +541,7 @@ export class Cache {
 
   /** A fresh entry from L1 or L2 (backfilling L1), or `undefined`. No factory. */
   async #lookup<T>(full: string): Promise<Entry<T> | undefined> {
+    this.#core.bus?.start();
     const held = this.#core.l1?.getHeld<T>(full);
     if (held !== undefined && this.#isFreshHeld(held)) {
       this.#hit(full, "l1");
@@ -548,6 +564,7 @@ export class Cache {
     policy: Policy,
     held: HeldEntry<T> | undefined,
   ): Promise<Resolution<T>> {
+    this.#core.bus?.start();
     const { clock } = this.#core;
     let now = clock.now();
     // The best candidate so far: an L1 entry that is stale but not expired.
@@ -800,6 +817,7 @@ export class Cache {
   /** Write an entry to both tiers. Never throws: failures become `error` events. */
   async #write(full: string, entry: Entry): Promise<void> {
     const { l1, l2, clock, events } = this.#core;
+    this.#core.bus?.start();
     const serializer = this.#serializer;
     const now = clock.now();
     const lifetime = entry.staleUntil - now;
@@ -818,7 +836,11 @@ export class Cache {
       }
     }
     if (l1) this.#hold(full, entry, bytes ? bytes.length : undefined);
-    if (l2 && bytes) await l2.set(full, bytes, Math.ceil(lifetime));
+    if (l2 && bytes) {
+      const stored = await l2.set(full, bytes, Math.ceil(lifetime));
+      // Others drop their copies and read the new value from the store (lease waiters too).
+      if (stored) this.#core.bus?.key(full, true);
+    }
     if (events.wants("set")) {
       events.emit("set", {
         key: full,
@@ -892,7 +914,10 @@ export class Cache {
   }
 
   async #invalidate(tags: readonly string[], soft: boolean): Promise<void> {
-    await this.#core.tags.invalidate(tags, soft);
+    const { bus } = this.#core;
+    bus?.start();
+    const states = await this.#core.tags.invalidate(tags, soft);
+    if (bus) for (const [tag, hard, softAt] of states) bus.tag(tag, hard, softAt);
     const events = this.#core.events;
     if (events.wants("invalidate")) events.emit("invalidate", { tags, soft });
   }
@@ -1052,6 +1077,48 @@ export function createCache(options: CacheOptions = {}): Cache {
       },
     });
   }
+  if (options.bus !== undefined && typeof options.bus !== "boolean") {
+    throw new InvalidOptionError(
+      "bus",
+      `expected true or false, got ${JSON.stringify(options.bus)}`,
+    );
+  }
+  // The bus keeps other instances' in-process copies (and tag states) coherent: it needs a
+  // remote store with pub/sub.
+  let bus: Bus | undefined;
+  const remote: Store = store;
+  if (l2 && options.bus !== false && remote.publish && remote.subscribe) {
+    const pubsub = {
+      publish: remote.publish.bind(remote),
+      subscribe: remote.subscribe.bind(remote),
+    };
+    bus = new Bus(pubsub, {
+      keys: (keys, landed) => {
+        for (const key of keys) {
+          l1?.deleteSync(key);
+          if (landed) for (const wake of [...(core.landed.get(key) ?? [])]) wake();
+        }
+      },
+      tags: (states) => {
+        for (const [tag, hard, soft] of states) core.tags.apply(tag, hard, soft);
+      },
+      reset: (reason) => {
+        l1?.clear();
+        core.tags.forget();
+        if (events.wants("bus"))
+          events.emit("bus", { state: reason === "gap" ? "gap" : "reconnected" });
+      },
+      error: (operation, error) => {
+        if (events.wants("error"))
+          events.emit("error", { key: undefined, operation: `bus.${operation}`, error });
+      },
+    });
+  } else if (options.bus === true) {
+    throw new InvalidOptionError(
+      "bus",
+      "needs a remote store with publish and subscribe (such as redisStore())",
+    );
+  }
   const defaults = resolvePolicy(options, DEFAULT_POLICY, "createCache");
   const tagTtl = optionalMs(options.tagTtl, "tagTtl", 30 * 24 * 3600_000, false);
   const core: Core = {
@@ -1067,12 +1134,14 @@ export function createCache(options: CacheOptions = {}): Cache {
       clock,
       syncInterval: optionalMs(options.tagSyncInterval, "tagSyncInterval", 1_000),
       tagTtl,
+      pushed: () => bus?.up === true,
     }),
     defaults,
     flights: new Map(),
     reads: new Map(),
     backoff: new LRUCache<string, number>({ max: 10_000 }),
     landed: new Map(),
+    bus,
   };
   return new Cache(core, "", [NAMESPACE_TAG_PREFIX], core.serializer);
 }

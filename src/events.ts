@@ -33,6 +33,12 @@ export interface CacheEventMap {
    * instance runs the factory), `took-over` (the holder's lease expired and this waiter took it).
    */
   lease: { key: string; outcome: "acquired" | "waiting" | "landed" | "timed-out" | "took-over" };
+  /**
+   * The bus dropped the in-process tier because messages may have been lost: its
+   * subscription came back after a disconnection (`reconnected`), or a message was skipped
+   * (`gap`).
+   */
+  bus: { state: "reconnected" | "gap" };
   /** A store's circuit breaker changed state. */
   breaker: { store: string; state: "open" | "half-open" | "closed"; error?: unknown };
 }

@@ -29,6 +29,21 @@ export interface Store {
   setIfAbsent?(key: string, value: Uint8Array, ttlMs: number): Promise<boolean>;
   /** Delete `key` only while it still holds `value`. Used to release leases. */
   deleteIfEquals?(key: string, value: Uint8Array): Promise<boolean>;
+  /**
+   * Publish `message` to every subscriber of `channel`, in this process and others (the bus
+   * that keeps in-process tiers coherent).
+   */
+  publish?(channel: string, message: Uint8Array): Promise<void>;
+  /**
+   * Receive what is published on `channel`. `onReset` must be called whenever messages may
+   * have been missed (the subscription was re-established after a disconnection). Resolves
+   * with a function that ends the subscription.
+   */
+  subscribe?(
+    channel: string,
+    onMessage: (message: Buffer) => void,
+    onReset: () => void,
+  ): Promise<() => Promise<void>>;
   /** Release connections and timers. The store must not keep the process alive after this. */
   disconnect?(): Promise<void>;
 }

@@ -53,11 +53,24 @@ export class TagRegistry {
     syncInterval: number;
     /** How long a tag's state is kept in the shared store. Must outlive every entry. */
     tagTtl: number;
+    /**
+     * Whether invalidations made elsewhere are pushed to this process now (the bus is up):
+     * then a known state stays current and is not read again.
+     */
+    pushed?: () => boolean;
   }) {
     this.#l2 = options.l2;
     this.#clock = options.clock;
     this.#syncInterval = options.syncInterval;
     this.#tagTtl = options.tagTtl;
+    this.#pushed = options.pushed ?? (() => false);
+  }
+
+  readonly #pushed: () => boolean;
+
+  /** Whether a known state can be trusted without reading it again. */
+  #current(state: TagState, now: number): boolean {
+    return now - state.syncedAt < this.#syncInterval || this.#pushed();
   }
 
   /**
@@ -108,7 +121,7 @@ export class TagRegistry {
     const now = this.#clock.now();
     for (const tag of tags) {
       const state = this.#states.get(tag);
-      if (!state || now - state.syncedAt >= this.#syncInterval) return false;
+      if (!state || !this.#current(state, now)) return false;
     }
     return true;
   }
@@ -122,7 +135,7 @@ export class TagRegistry {
     const waits: Promise<void>[] = [];
     for (const tag of tags) {
       const state = this.#states.get(tag);
-      if (state && now - state.syncedAt < this.#syncInterval) continue;
+      if (state && this.#current(state, now)) continue;
       const pending = this.#inflight.get(tag);
       if (pending) waits.push(pending);
       else missing.push(tag);
@@ -155,17 +168,22 @@ export class TagRegistry {
    * Invalidate `tags` now: every entry created at or before this instant becomes expired, or
    * stale with `soft`. One write per tag to the shared store.
    */
-  async invalidate(tags: readonly string[], soft: boolean): Promise<void> {
+  async invalidate(
+    tags: readonly string[],
+    soft: boolean,
+  ): Promise<Array<readonly [string, number, number]>> {
     // Strictly after the previous invalidation, so that a second one in the same millisecond
     // still expires the entries stamped between the two.
     const now = Math.max(this.#clock.now(), this.#lastInvalidation + STEP);
     this.#lastInvalidation = now;
     const writes: Promise<boolean>[] = [];
+    const states: Array<readonly [string, number, number]> = [];
     for (const tag of tags) {
       const prev = this.#states.get(tag);
       const hard = soft ? (prev?.hard ?? 0) : now;
       this.#merge(tag, hard, now, now);
       const state = this.#states.get(tag)!;
+      states.push([tag, state.hard, state.soft]);
       if (this.#l2) {
         writes.push(
           this.#l2.set(tagStoreKey(tag), Buffer.from(`${state.hard},${state.soft}`), this.#tagTtl),
@@ -173,6 +191,7 @@ export class TagRegistry {
       }
     }
     await Promise.all(writes);
+    return states;
   }
 
   /** Apply a state learned elsewhere (another instance, the store). Keeps the latest times. */

@@ -28,6 +28,20 @@ export interface RedisClientLike {
   off(event: string, listener: (...args: unknown[]) => void): unknown;
   close(): Promise<void>;
   destroy(): void;
+  /** A new client with the same options (used for the subscriber connection of the bus). */
+  duplicate?(): RedisClientLike;
+  subscribe?(
+    channels: string,
+    listener: (message: Buffer, channel: Buffer) => unknown,
+    bufferMode: true,
+  ): Promise<void>;
+  unsubscribe?(channels?: string): Promise<void>;
+}
+
+/** Handlers of one bus channel. */
+interface Subscription {
+  readonly onMessage: (message: Buffer) => void;
+  readonly onReset: () => void;
 }
 
 /** A client (or a type-mapped view of one) that can send raw commands. */
@@ -170,6 +184,12 @@ export class RedisStore implements Store {
   #retryTimer: NodeJS.Timeout | undefined;
   /** Listeners put on a caller's client, removed again by `disconnect()`. */
   #detach: (() => void) | undefined;
+  /** Bus channels (prefixed) this store is subscribed to, on its own connection. */
+  readonly #subscriptions = new Map<string, Subscription>();
+  #subscriber: RedisClientLike | undefined;
+  #subscriberOpening: Promise<void> | undefined;
+  #subscriberAttempts = 0;
+  #subscriberTimer: NodeJS.Timeout | undefined;
 
   constructor(options: RedisStoreOptions = {}) {
     if (options === null || typeof options !== "object") {
@@ -315,6 +335,41 @@ export class RedisStore implements Store {
     return removed > 0;
   }
 
+  /** Publish `message` on the bus channel `channel` (prefixed like keys). */
+  async publish(channel: string, message: Uint8Array): Promise<void> {
+    await this.#send("publish", [
+      "PUBLISH",
+      this.#key(channel, "publish"),
+      toBuffer(message, "publish"),
+    ]);
+  }
+
+  /**
+   * Receive the messages published on `channel`, on a connection of its own. `onReset` is
+   * called whenever messages may have been missed: the subscription was re-established after
+   * the connection dropped. Resolves once subscribed (or rejects when Redis cannot be reached;
+   * the store keeps trying in the background and calls `onReset` when it succeeds).
+   */
+  async subscribe(
+    channel: string,
+    onMessage: (message: Buffer) => void,
+    onReset: () => void,
+  ): Promise<() => Promise<void>> {
+    const name = this.#key(channel, "subscribe");
+    if (this.#status === "closed") {
+      throw new StoreError(this.name, "subscribe", "the store is disconnected");
+    }
+    this.#subscriptions.set(name, { onMessage, onReset });
+    const subscriber = this.#subscriber;
+    if (subscriber?.isReady) await this.#subscribeOn(subscriber, name);
+    else await this.#openSubscriber(false);
+    return async () => {
+      this.#subscriptions.delete(name);
+      const current = this.#subscriber;
+      if (current?.isReady) await current.unsubscribe?.(name).catch(() => {});
+    };
+  }
+
   /**
    * Stop using Redis. A client the store created is closed (pending commands get a bounded
    * moment to finish, then the socket is destroyed) and reconnection stops; a client passed
@@ -325,6 +380,12 @@ export class RedisStore implements Store {
     this.#status = "closed";
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
+    clearTimeout(this.#subscriberTimer);
+    this.#subscriberTimer = undefined;
+    this.#subscriptions.clear();
+    const subscriber = this.#subscriber;
+    this.#subscriber = undefined;
+    subscriber?.destroy();
     const client = this.#client;
     this.#opening = undefined;
     if (!this.#owned) {
@@ -563,6 +624,112 @@ export class RedisStore implements Store {
         throw this.#wrap("connect", error);
       },
     );
+  }
+
+  /**
+   * Open the subscriber connection and subscribe to every channel. node-redis's reconnection
+   * is off for it too: on a loss the store opens a new connection with backoff, resubscribes,
+   * and tells every subscription to reset (messages may have been lost meanwhile).
+   */
+  #openSubscriber(reconnecting: boolean): Promise<void> {
+    if (this.#subscriberOpening) return this.#subscriberOpening;
+    const opening = this.#connectSubscriber(reconnecting).finally(() => {
+      if (this.#subscriberOpening === opening) this.#subscriberOpening = undefined;
+    });
+    this.#subscriberOpening = opening;
+    return opening;
+  }
+
+  async #connectSubscriber(reconnecting: boolean): Promise<void> {
+    let client: RedisClientLike;
+    try {
+      client = this.#owned
+        ? (createClient(this.#clientConfig()) as unknown as RedisClientLike)
+        : this.#client!.duplicate!();
+    } catch (error) {
+      this.#recordError(error);
+      throw this.#wrap("subscribe", error);
+    }
+    this.#subscriber = client;
+    client.on("error", (error: unknown) => this.#recordError(error));
+    client.on("terminated", (cause: unknown) => this.#subscriberLost(client, cause));
+    if (!this.#owned) {
+      // A duplicate of the caller's client reconnects and resubscribes by node-redis's own
+      // strategy: every `ready` after the first is a reconnection, with a possible gap.
+      let readies = 0;
+      client.on("ready", () => {
+        if (++readies > 1 && this.#subscriber === client) this.#resetSubscriptions();
+      });
+    }
+    try {
+      await withDeadline(client.connect(), this.#connectTimeout, "connect");
+      for (const name of this.#subscriptions.keys()) await this.#subscribeOn(client, name);
+    } catch (error) {
+      this.#recordError(error);
+      this.#subscriberLost(client, error);
+      throw this.#wrap("subscribe", error);
+    }
+    if (this.#subscriber !== client) {
+      client.destroy();
+      return;
+    }
+    this.#subscriberAttempts = 0;
+    if (reconnecting) this.#resetSubscriptions();
+  }
+
+  #resetSubscriptions(): void {
+    for (const subscription of this.#subscriptions.values()) {
+      try {
+        subscription.onReset();
+      } catch {
+        // A subscriber's bug must not stop the others.
+      }
+    }
+  }
+
+  #subscribeOn(client: RedisClientLike, name: string): Promise<void> {
+    if (!client.subscribe) {
+      return Promise.reject(
+        new StoreError(this.name, "subscribe", "this client does not support pub/sub"),
+      );
+    }
+    return withDeadline(
+      client.subscribe(
+        name,
+        (message: Buffer) => {
+          const subscription = this.#subscriptions.get(name);
+          if (!subscription) return;
+          try {
+            subscription.onMessage(message);
+          } catch {
+            // A handler's bug must not break the connection.
+          }
+        },
+        true,
+      ),
+      this.#connectTimeout,
+      "subscribe",
+    );
+  }
+
+  #subscriberLost(client: RedisClientLike, cause: unknown): void {
+    if (this.#subscriber !== client) return;
+    this.#subscriber = undefined;
+    this.#recordError(cause);
+    queueMicrotask(() => client.destroy());
+    if (this.#status === "closed" || this.#subscriptions.size === 0) return;
+    const ceiling = Math.min(
+      FIRST_RECONNECT_DELAY * 2 ** Math.min(this.#subscriberAttempts, 20),
+      this.#maxReconnectDelay,
+    );
+    this.#subscriberAttempts++;
+    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    clearTimeout(this.#subscriberTimer);
+    this.#subscriberTimer = setTimeout(() => {
+      this.#subscriberTimer = undefined;
+      if (this.#status !== "closed") this.#openSubscriber(true).catch(() => {});
+    }, delay);
+    this.#subscriberTimer.unref();
   }
 
   #recordError(error: unknown): void {
