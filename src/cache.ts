@@ -289,8 +289,13 @@ export class Cache {
   }
 
   /** The fresh entry under `key` from either tier (backfilling L1), without a factory. @internal */
-  lookupEntry<T>(key: string): Promise<Entry<T> | undefined> {
-    return this.#lookup<T>(this.#key(key));
+  lookupEntry<T>(key: string, options?: { quiet?: boolean }): Promise<Entry<T> | undefined> {
+    return this.#lookup<T>(this.#key(key), options?.quiet === true);
+  }
+
+  /** Whether there is a remote tier (worth a read before setting up a flight). @internal */
+  get hasRemote(): boolean {
+    return this.#core.l2 !== undefined;
   }
 
   /** The cache's time source. @internal */
@@ -540,7 +545,7 @@ export class Cache {
   }
 
   /** A fresh entry from L1 or L2 (backfilling L1), or `undefined`. No factory. */
-  async #lookup<T>(full: string): Promise<Entry<T> | undefined> {
+  async #lookup<T>(full: string, quiet = false): Promise<Entry<T> | undefined> {
     this.#core.bus?.start();
     const held = this.#core.l1?.getHeld<T>(full);
     if (held !== undefined && this.#isFreshHeld(held)) {
@@ -554,7 +559,7 @@ export class Cache {
       return remote.entry;
     }
     const events = this.#core.events;
-    if (events.wants("miss")) events.emit("miss", { key: full });
+    if (!quiet && events.wants("miss")) events.emit("miss", { key: full });
     return undefined;
   }
 

@@ -437,6 +437,27 @@ export class HttpCache {
       });
     }
     if (method === "HEAD") return this.#headMiss(request, route, key, undefined);
+    if (this.cache.hasRemote) return this.#remoteFirst(request, route, key, dispatch);
+    return this.#lookup(request, route, key, dispatch, { mayRetry: true });
+  }
+
+  /**
+   * With a remote tier, a plain read first: hits there (the common case) need none of the
+   * flight machinery, and concurrent reads of one key share one store call.
+   */
+  async #remoteFirst(
+    request: HttpRequest,
+    route: CompiledRoute,
+    key: string,
+    dispatch: Dispatch | undefined,
+  ): Promise<Decision> {
+    const entry = await this.cache.lookupEntry<StoredRecord>(key, { quiet: true });
+    if (entry?.value.kind === "response") {
+      return {
+        kind: "respond",
+        reply: this.#serve(entry as Entry<StoredResponse>, request, route, key, "hit"),
+      };
+    }
     return this.#lookup(request, route, key, dispatch, { mayRetry: true });
   }
 
