@@ -15,6 +15,13 @@ export interface Store {
    * guard local stores.
    */
   readonly local?: boolean;
+  /**
+   * The largest value `set`/`setIfAbsent` accept, in bytes, when the backend has a limit
+   * (Memcached's item size, DynamoDB's 400 KB item). A larger value is rejected with an error
+   * before any I/O, never stored truncated; inside a cache that write becomes a no-op (the
+   * value is still returned to the caller and kept in L1). Absent: no limit of the store's own.
+   */
+  readonly maxValueSize?: number;
 
   /** The bytes under `key`, or `undefined` when there are none (or they expired). */
   get(key: string): Promise<Uint8Array | undefined>;

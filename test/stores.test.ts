@@ -5,6 +5,10 @@ import { storeContract } from "../src/testing/store-contract.js";
 import { type RedisServer, startRedis } from "./helpers/redis.js";
 
 const ALL = ["getMany", "setIfAbsent", "deleteIfEquals", "disconnect"] as const;
+const REDIS = [...ALL, "publish", "subscribe"] as const;
+/** Short timeouts for the server-down tests (defaults are seconds). */
+const redisAt = ({ host, port }: { host: string; port: number }) =>
+  redisStore({ url: `redis://${host}:${port}`, connectTimeout: 500, commandTimeout: 500 });
 
 storeContract("memory", async () => ({ store: memoryStore() }), { capabilities: ALL });
 
@@ -21,7 +25,7 @@ storeContract(
     const { url } = await server;
     return { store: redisStore({ url }) };
   },
-  { capabilities: ALL },
+  { capabilities: REDIS, storeAt: redisAt, downTimeout: 2_000 },
 );
 
 storeContract(
@@ -31,5 +35,5 @@ storeContract(
     const { url } = await server;
     return { store: redisStore({ url, prefix: "", clientOptions: { RESP: 2 } }) };
   },
-  { capabilities: ALL },
+  { capabilities: REDIS },
 );

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
+import { createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { Store } from "../store.js";
 
@@ -13,18 +14,48 @@ export interface StoreContractSetup {
   teardown?: () => Promise<void>;
 }
 
-/** The optional capabilities of a {@link Store}. */
-export type StoreCapability = "getMany" | "setIfAbsent" | "deleteIfEquals" | "disconnect";
+/**
+ * The optional capabilities of a {@link Store}: the presence of the method is the capability
+ * (the cache detects them), so a store must have exactly the methods it declares.
+ */
+export type StoreCapability =
+  | "getMany"
+  | "setIfAbsent"
+  | "deleteIfEquals"
+  | "publish"
+  | "subscribe"
+  | "disconnect";
+
+const CAPABILITIES: readonly StoreCapability[] = [
+  "getMany",
+  "setIfAbsent",
+  "deleteIfEquals",
+  "publish",
+  "subscribe",
+  "disconnect",
+];
+
+/** Where a server-down test points a store: a loopback address. */
+export interface StoreEndpoint {
+  readonly host: string;
+  readonly port: number;
+}
 
 /** Options of {@link storeContract}. */
 export interface StoreContractOptions {
   /**
-   * Optional methods the store must have. A test fails if one is missing. Tests of a
-   * capability the store does not have are reported as skipped either way.
+   * Exactly the optional methods the store has. A test fails if a declared one is missing or
+   * an undeclared one is present (the cache would detect and use it), and if `publish` and
+   * `subscribe` are not declared together. Tests of a capability the store does not have are
+   * reported as skipped.
    * @default []
    */
   capabilities?: readonly StoreCapability[];
-  /** Size of the value in the large-value test, in bytes. @default 5 MiB */
+  /**
+   * Size of the value in the large-value test, in bytes; the store's `maxValueSize` when that
+   * is smaller.
+   * @default 5 MiB
+   */
   largeValueSize?: number;
   /** TTL used by the expiry tests, in milliseconds. @default 300 */
   shortTtl?: number;
@@ -36,6 +67,26 @@ export interface StoreContractOptions {
   expiryGrace?: number;
   /** Longest time `disconnect()` may take, in milliseconds. @default 5000 */
   disconnectTimeout?: number;
+  /**
+   * Make a store of the same kind, configured like the one under test, but pointed at
+   * `endpoint`: a loopback port where nothing listens, or a server that accepts connections
+   * and never answers. The server-down tests check that every operation then settles within
+   * `downTimeout` — rejecting, or answering a miss — instead of hanging, and that
+   * `disconnect()` still resolves. Without it (a store with no server, such as the memory
+   * store) those tests are skipped.
+   */
+  storeAt?: (endpoint: StoreEndpoint) => Store | Promise<Store>;
+  /**
+   * Longest time one operation may take against a server that is down or silent, in
+   * milliseconds. Configure the store's own timeouts below it.
+   * @default 5000
+   */
+  downTimeout?: number;
+  /**
+   * Number of concurrent operations on distinct keys in the concurrency test.
+   * @default 200
+   */
+  concurrency?: number;
 }
 
 const POLL_INTERVAL = 10;
@@ -60,6 +111,8 @@ export function storeContract(
   const shortTtl = options.shortTtl ?? 300;
   const expiryGrace = options.expiryGrace ?? 2_000;
   const disconnectTimeout = options.disconnectTimeout ?? 5_000;
+  const downTimeout = options.downTimeout ?? 5_000;
+  const concurrency = options.concurrency ?? 200;
   const LONG_TTL = 60_000;
 
   describe(`store contract: ${name}`, () => {
@@ -81,18 +134,38 @@ export function storeContract(
       await current.teardown?.();
     });
 
-    it("has a name and declares the expected capabilities", () => {
+    it("has a name and exactly the declared capabilities", () => {
       const s = store();
       assert.equal(typeof s.name, "string");
       assert.ok(s.name.length > 0, "store.name is empty");
       for (const method of ["get", "set", "delete"] as const) {
         assert.equal(typeof s[method], "function", `store.${method} is required`);
       }
-      for (const capability of capabilities) {
-        assert.equal(
-          typeof s[capability],
-          "function",
-          `store.${capability} is expected but missing`,
+      for (const capability of CAPABILITIES) {
+        const declared = capabilities.includes(capability);
+        const present = s[capability] !== undefined;
+        if (declared) {
+          assert.equal(
+            typeof s[capability],
+            "function",
+            `store.${capability} is declared but missing`,
+          );
+        } else {
+          assert.ok(
+            !present,
+            `store.${capability} is present but not declared (the cache would use it)`,
+          );
+        }
+      }
+      assert.equal(
+        s.publish === undefined,
+        s.subscribe === undefined,
+        "publish and subscribe come together (the cache's bus needs both)",
+      );
+      if (s.maxValueSize !== undefined) {
+        assert.ok(
+          Number.isSafeInteger(s.maxValueSize) && s.maxValueSize > 0,
+          `store.maxValueSize must be a positive integer, got ${String(s.maxValueSize)}`,
         );
       }
     });
@@ -153,11 +226,37 @@ export function storeContract(
       assertBytes(got, new Uint8Array(0));
     });
 
-    it(`round-trips a large value (${(largeValueSize / 1024 / 1024).toFixed(1)} MiB)`, async () => {
-      const value = randomBytes(largeValueSize);
+    it(`round-trips a large value (${(largeValueSize / 1024 / 1024).toFixed(1)} MiB, or maxValueSize if smaller)`, async () => {
+      const size = Math.min(largeValueSize, store().maxValueSize ?? Number.POSITIVE_INFINITY);
+      const value = randomBytes(size);
       await store().set(key("large"), value, LONG_TTL);
       assertBytes(await store().get(key("large")), value);
+      // Twice, so that a store reading in chunks is not only tested on a fresh connection.
+      assertBytes(await store().get(key("large")), value, "second read");
       assert.equal(await store().delete(key("large")), true);
+    });
+
+    it("rejects a value over maxValueSize without storing anything, and stores one of exactly maxValueSize", async (t) => {
+      const s = store();
+      const max = s.maxValueSize;
+      if (max === undefined) return t.skip("the store declares no maxValueSize");
+      await s.set(key("limit"), bytes("before"), LONG_TTL);
+      await assert.rejects(
+        s.set(key("limit"), new Uint8Array(max + 1), LONG_TTL),
+        "set of maxValueSize + 1 bytes",
+      );
+      assertBytes(await s.get(key("limit")), bytes("before"), "the previous value");
+      if (s.setIfAbsent) {
+        await assert.rejects(
+          s.setIfAbsent(key("limit:nx"), new Uint8Array(max + 1), LONG_TTL),
+          "setIfAbsent of maxValueSize + 1 bytes",
+        );
+        assert.equal(await s.get(key("limit:nx")), undefined);
+      }
+      const value = randomBytes(max);
+      await s.set(key("limit"), value, LONG_TTL);
+      assertBytes(await s.get(key("limit")), value, "a value of exactly maxValueSize");
+      await s.delete(key("limit"));
     });
 
     it("accepts keys with unicode, spaces, colons and control characters, each distinct", async () => {
@@ -183,6 +282,21 @@ export function storeContract(
       }
     });
 
+    it("accepts long keys (300 B to 8 KiB), distinct when only their last character differs", async () => {
+      const keys: string[] = [];
+      for (const length of [300, 1_024, 2_100, 8_192]) {
+        const body = "k".repeat(length);
+        keys.push(key(`${body}a`), key(`${body}b`), key(`${"é".repeat(length / 2)}a`));
+      }
+      for (const [i, k] of keys.entries()) await store().set(k, bytes(`long ${i}`), LONG_TTL);
+      for (const [i, k] of keys.entries()) {
+        assertBytes(await store().get(k), bytes(`long ${i}`), `key #${i} (${k.length} chars)`);
+      }
+      assert.equal(await store().delete(keys[0]!), true);
+      assert.equal(await store().get(keys[0]!), undefined);
+      assertBytes(await store().get(keys[1]!), bytes("long 1"), "its neighbour");
+    });
+
     it("keeps a value until its TTL and drops it after, per key", async () => {
       const start = Date.now();
       await store().set(key("ttl:short"), bytes("short"), shortTtl);
@@ -195,6 +309,11 @@ export function storeContract(
       );
       assert.ok(seen.presentBeforeTtl > 0, "no read was answered before the TTL passed");
       assertBytes(await store().get(key("ttl:long")), bytes("long"), "the long-TTL key");
+      assert.equal(
+        await store().delete(key("ttl:short")),
+        false,
+        "delete of an expired key (a store that expires lazily must not count it)",
+      );
     });
 
     it("getMany answers aligned with its keys, misses included", async (t) => {
@@ -241,6 +360,13 @@ export function storeContract(
         shortTtl,
         expiryGrace,
       );
+      if (s.deleteIfEquals) {
+        assert.equal(
+          await s.deleteIfEquals(key("nx:ttl"), bytes("lease-1")),
+          false,
+          "deleteIfEquals of an expired lease",
+        );
+      }
       assert.equal(await s.setIfAbsent(key("nx:ttl"), bytes("lease-2"), LONG_TTL), true);
       assertBytes(await s.get(key("nx:ttl")), bytes("lease-2"));
     });
@@ -295,6 +421,170 @@ export function storeContract(
       assert.ok(match, "the stored value is none of the written values (torn or mixed write)");
     });
 
+    it(`many concurrent operations on distinct keys (${concurrency}) each get their own answer`, async () => {
+      const s = store();
+      const values = Array.from({ length: concurrency }, (_, i) => {
+        const v = randomBytes((i * 37) % 3_000);
+        return v;
+      });
+      const k = (i: number) => key(`many-writers:${i}`);
+      await Promise.all(values.map((v, i) => s.set(k(i), v, LONG_TTL)));
+      // Reads, overwrites and deletes interleaved on the same connection(s).
+      const reads = await Promise.all(
+        values.map(async (v, i) => {
+          if (i % 3 === 1) {
+            await s.set(k(i), v.subarray(0, v.length >> 1), LONG_TTL);
+            return s.get(k(i));
+          }
+          if (i % 3 === 2) {
+            assert.equal(await s.delete(k(i)), true, `delete of key #${i}`);
+            return s.get(k(i));
+          }
+          return s.get(k(i));
+        }),
+      );
+      for (const [i, v] of values.entries()) {
+        if (i % 3 === 2) assert.equal(reads[i], undefined, `key #${i} after delete`);
+        else assertBytes(reads[i], i % 3 === 1 ? v.subarray(0, v.length >> 1) : v, `key #${i}`);
+      }
+      if (s.getMany) {
+        const got = await s.getMany(values.map((_, i) => k(i)));
+        for (const [i, v] of values.entries()) {
+          if (i % 3 === 2) assert.equal(got[i], undefined, `getMany: key #${i}`);
+          else
+            assertBytes(
+              got[i],
+              i % 3 === 1 ? v.subarray(0, v.length >> 1) : v,
+              `getMany: key #${i}`,
+            );
+        }
+      }
+    });
+
+    it("publish reaches a subscriber of the channel (bytes intact), and only that channel's", async (t) => {
+      const s = store();
+      if (!s.publish || !s.subscribe) return t.skip("the store has no publish/subscribe");
+      const channel = key("channel");
+      const received: Buffer[] = [];
+      const unsubscribe = await s.subscribe(
+        channel,
+        (message) => received.push(Buffer.from(message)),
+        () => {},
+      );
+      try {
+        const first = Uint8Array.from({ length: 256 }, (_, i) => i);
+        await s.publish(key("another-channel"), bytes("not for us"));
+        await s.publish(channel, first);
+        await s.publish(channel, bytes("second"));
+        await waitUntil(() => received.length >= 2, 5_000, "two messages to arrive");
+        assertBytes(received[0], first, "first message");
+        assertBytes(received[1], bytes("second"), "second message");
+        assert.equal(received.length, 2, "a message of another channel was delivered");
+      } finally {
+        await unsubscribe();
+      }
+    });
+
+    it("a server that refuses connections: every operation settles within downTimeout, failing or missing", async (t) => {
+      if (!options.storeAt) return t.skip("no storeAt() given (a store without a server)");
+      const port = await closedPort();
+      await checkDown(await options.storeAt({ host: "127.0.0.1", port }));
+    });
+
+    it("a server that accepts connections and never answers: every operation settles within downTimeout", async (t) => {
+      if (!options.storeAt) return t.skip("no storeAt() given (a store without a server)");
+      const silent = await silentServer();
+      try {
+        await checkDown(await options.storeAt({ host: "127.0.0.1", port: silent.port }));
+      } finally {
+        await silent.close();
+      }
+    });
+
+    /**
+     * Every operation against a store whose server is down settles within `downTimeout`: a
+     * read rejects or misses, a write rejects (a store must not claim a write it did not make),
+     * a conditional operation rejects or answers false. Run twice: all at once on a fresh
+     * store, then one by one (a store that noticed the failure must still answer fast).
+     * `disconnect()` then resolves.
+     */
+    async function checkDown(s: Store): Promise<void> {
+      const k = key("down");
+      const value = bytes("value");
+      const checks: Array<[string, () => Promise<void>]> = [
+        ["get", async () => assert.equal(await s.get(k), undefined, "get answered a value")],
+        ["set", () => assert.rejects(s.set(k, value, LONG_TTL), "set resolved")],
+        [
+          "delete",
+          async () => {
+            const out = await s.delete(k).catch(() => false);
+            assert.equal(out, false, "delete claimed a removal");
+          },
+        ],
+      ];
+      if (s.getMany) {
+        checks.push([
+          "getMany",
+          async () => {
+            const out = await s.getMany!([k, `${k}:2`]).catch(() => [undefined, undefined]);
+            assert.deepEqual(out, [undefined, undefined], "getMany answered values");
+          },
+        ]);
+      }
+      if (s.setIfAbsent) {
+        checks.push([
+          "setIfAbsent",
+          async () => {
+            const out = await s.setIfAbsent!(k, value, LONG_TTL).catch(() => false);
+            assert.equal(out, false, "setIfAbsent claimed a lease");
+          },
+        ]);
+      }
+      if (s.deleteIfEquals) {
+        checks.push([
+          "deleteIfEquals",
+          async () => {
+            const out = await s.deleteIfEquals!(k, value).catch(() => false);
+            assert.equal(out, false, "deleteIfEquals claimed a removal");
+          },
+        ]);
+      }
+      if (s.publish) {
+        checks.push(["publish", () => assert.rejects(s.publish!(k, value), "publish resolved")]);
+      }
+      if (s.subscribe) {
+        checks.push([
+          "subscribe",
+          async () => {
+            const unsubscribe = await s.subscribe!(
+              k,
+              () => {},
+              () => {},
+            ).catch(() => undefined);
+            if (unsubscribe) {
+              await unsubscribe();
+              assert.fail("subscribe resolved");
+            }
+          },
+        ]);
+      }
+      const bounded = ([operation, check]: [string, () => Promise<void>]) => {
+        // A read that rejects is a miss too.
+        const run = operation === "get" ? () => check().catch(rethrowAssertion) : check;
+        return withDeadline(run(), downTimeout, `${s.name} ${operation} with the server down`);
+      };
+      try {
+        await Promise.all(checks.map(bounded));
+        for (const check of checks) await bounded(check);
+      } finally {
+        await withDeadline(
+          s.disconnect?.() ?? Promise.resolve(),
+          disconnectTimeout,
+          "disconnect() with the server down",
+        );
+      }
+    }
+
     it("disconnect() resolves promptly", async (t) => {
       const own = await setup();
       try {
@@ -311,6 +601,59 @@ export function storeContract(
       }
     });
   });
+}
+
+/** Let assertion failures through; any other rejection is the failure the test accepts. */
+function rethrowAssertion(error: unknown): void {
+  if (error instanceof assert.AssertionError) throw error;
+}
+
+/** A loopback port where nothing listens (it was free a moment ago). */
+function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A TCP server that accepts connections, reads everything, and never answers. */
+function silentServer(): Promise<{ port: number; close(): Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const sockets = new Set<Socket>();
+    const server: Server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => sockets.delete(socket));
+      socket.resume();
+    });
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      resolve({
+        port,
+        close: () =>
+          new Promise<void>((done) => {
+            for (const socket of sockets) socket.destroy();
+            server.close(() => done());
+          }),
+      });
+    });
+  });
+}
+
+/** Poll `check` until it holds; fail after `ms`. */
+async function waitUntil(check: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL));
+  }
 }
 
 function bytes(text: string): Uint8Array {
