@@ -2,9 +2,10 @@
  * The article's service in TypeScript: `GET /posts` proxies a slow external API and is cached
  * for `CACHE_TTL` (60 s), so that responses go from the upstream's >100 ms to a few ms.
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import { cachetFastify } from "cachet/fastify";
+import { cachetFastify, type RouteCacheOptions } from "cachet/fastify";
 import Fastify, {
   type FastifyContextConfig,
   type FastifyError,
@@ -17,6 +18,9 @@ import { formatDuration } from "./config.js";
 import { createUpstream, UpstreamError } from "./upstream.js";
 
 const JSON_TYPE = "application/json; charset=utf-8";
+
+/** How much longer than `UPSTREAM_TIMEOUT` a fleet-wide lease lives. */
+const LEASE_MARGIN_MS = 1_000;
 
 const postSchema = {
   $id: "Post",
@@ -56,6 +60,98 @@ function queryOf(url: string): string {
 }
 
 /**
+ * Tags of a `/posts/:id` response: `posts` and `post:<id>`. The cache runs before Fastify
+ * validates the id, so the id is normalized here (`/posts/007` is post 7, and must be
+ * invalidated by `post:7`); a malformed id gets `posts` only (it answers 400, never stored).
+ */
+function postTags(request: { readonly url: string }): readonly string[] {
+  const match = /^\/posts\/(\d{1,10})(?:[/?#]|$)/.exec(request.url);
+  const id = match ? Number(match[1]) : Number.NaN;
+  return Number.isSafeInteger(id) && id > 0 ? ["posts", `post:${id}`] : ["posts"];
+}
+
+/** Longest tag or path accepted by `POST /cache/invalidate`, and most of them per request. */
+const MAX_INVALIDATE_ITEM = 512;
+const MAX_INVALIDATE_ITEMS = 100;
+
+/** What `POST /cache/invalidate` accepts, checked by hand (see the route). */
+interface InvalidateRequest {
+  readonly tags: readonly string[];
+  readonly paths: readonly string[];
+  readonly soft: boolean;
+}
+
+/** A bad request to `POST /cache/invalidate`: 400 with the reason. */
+class InvalidBodyError extends Error {
+  readonly statusCode = 400;
+}
+
+/** The body of `POST /cache/invalidate`, strictly: no coercion, no unknown field. */
+function parseInvalidateBody(body: unknown): InvalidateRequest {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new InvalidBodyError(
+      'invalid request: expected a JSON object such as {"tags": ["posts"]} or {"paths": ["/posts"]}',
+    );
+  }
+  const record = body as Record<string, unknown>;
+  for (const name of Object.keys(record)) {
+    if (name !== "tags" && name !== "paths" && name !== "soft") {
+      throw new InvalidBodyError(`invalid request: unknown field ${JSON.stringify(name)}`);
+    }
+  }
+  const list = (name: "tags" | "paths"): string[] => {
+    const value = record[name];
+    if (value === undefined) return [];
+    if (!Array.isArray(value) || value.length > MAX_INVALIDATE_ITEMS) {
+      throw new InvalidBodyError(
+        `invalid request: ${name} must be an array of at most ${MAX_INVALIDATE_ITEMS} strings`,
+      );
+    }
+    for (const item of value) {
+      if (typeof item !== "string" || item.length === 0 || item.length > MAX_INVALIDATE_ITEM) {
+        throw new InvalidBodyError(
+          `invalid request: every item of ${name} must be a string of 1 to ${MAX_INVALIDATE_ITEM} characters`,
+        );
+      }
+    }
+    return value as string[];
+  };
+  const tags = list("tags");
+  const paths = list("paths");
+  if (tags.length === 0 && paths.length === 0) {
+    throw new InvalidBodyError("invalid request: give tags or paths to invalidate");
+  }
+  for (const tag of tags) {
+    // cachet's own tags (namespaces, paths) are not the admin's to name.
+    if (tag.startsWith("@")) {
+      throw new InvalidBodyError(`invalid request: tags starting with "@" are reserved: ${tag}`);
+    }
+  }
+  for (const path of paths) {
+    if (!path.startsWith("/") || path.startsWith("//")) {
+      throw new InvalidBodyError(`invalid request: a path starts with one "/": ${path}`);
+    }
+  }
+  const soft = record.soft ?? false;
+  if (typeof soft !== "boolean")
+    throw new InvalidBodyError("invalid request: soft must be a boolean");
+  return { tags, paths, soft };
+}
+
+/**
+ * Whether `header` is `Bearer <token>`. Both sides are hashed first, so that the comparison
+ * runs in constant time on equal-length buffers whatever the length of what was sent.
+ */
+function bearerMatches(header: string | undefined, expected: Buffer): boolean {
+  // RFC 9110 §11.1: the scheme is case-insensitive.
+  const match = header === undefined ? null : /^Bearer +(\S+) *$/i.exec(header);
+  const sent = createHash("sha256")
+    .update(match?.[1] ?? "")
+    .digest();
+  return timingSafeEqual(sent, expected) && match !== null;
+}
+
+/**
  * Build the demo service: routes, error mapping, OpenAPI docs at `/docs`, and the response cache
  * on `/posts` and `/posts/:id` unless `CACHE_STORE=none`. The cache is closed with the app.
  */
@@ -78,8 +174,27 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
   });
 
   // Route-level opt-in: only the proxied routes are cached, never /health or /docs.
-  const cached: FastifyContextConfig = demoCache.cache ? { cache: { ttl: config.cacheTtlMs } } : {};
-  if (demoCache.cache) await app.register(cachetFastify, { cache: demoCache.cache });
+  const onRedis = config.cacheStore === "redis" || config.cacheStore === "tiered";
+  const routeCache = (tags: RouteCacheOptions["tags"]): FastifyContextConfig => {
+    if (!demoCache.cache) return {};
+    return {
+      cache: {
+        ttl: config.cacheTtlMs,
+        staleWhileRevalidate: config.cacheStaleWhileRevalidateMs,
+        staleIfError: config.cacheStaleIfErrorMs,
+        tags,
+        // One upstream call per key across the fleet. The lease must outlive the handler,
+        // which the upstream timeout bounds.
+        ...(onRedis && config.cacheLease
+          ? { lease: { ttl: config.upstreamTimeoutMs + LEASE_MARGIN_MS } }
+          : {}),
+      },
+    };
+  };
+  if (demoCache.cache) {
+    // The demo has no unsafe routes of its own; the admin endpoint invalidates what it is told.
+    await app.register(cachetFastify, { cache: demoCache.cache, invalidateOnUnsafe: false });
+  }
 
   await app.register(swagger, {
     // Name shared schemas after their $id ("Post", "Error") in the document.
@@ -100,6 +215,9 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
         { name: "posts", description: "Proxied from the upstream, cached" },
         { name: "ops", description: "Not cached" },
       ],
+      ...(config.adminToken !== undefined
+        ? { components: { securitySchemes: { bearerAuth: { type: "http", scheme: "bearer" } } } }
+        : {}),
     },
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
@@ -132,7 +250,7 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
   app.get(
     "/posts",
     {
-      config: cached,
+      config: routeCache(["posts"]),
       schema: {
         tags: ["posts"],
         summary: "All posts (proxied, cached)",
@@ -159,7 +277,7 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
   app.get<{ Params: { id: number } }>(
     "/posts/:id",
     {
-      config: cached,
+      config: routeCache(postTags),
       schema: {
         tags: ["posts"],
         summary: "One post (proxied, cached)",
@@ -193,13 +311,29 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
                 type: "object",
                 required: ["store", "state"],
                 properties: {
-                  store: { type: "string", enum: ["memory", "redis", "none"] },
+                  store: { type: "string", enum: ["memory", "redis", "tiered", "none"] },
                   state: { type: "string", enum: ["ok", "degraded"] },
+                  redis: {
+                    type: "string",
+                    enum: ["up", "down", "breaker-open"],
+                    description: "Redis as the cache sees it (CACHE_STORE=redis or tiered)",
+                  },
                   breaker: { type: "string", enum: ["closed", "open", "half-open"] },
                   connection: {
                     type: "string",
                     enum: ["idle", "connecting", "ready", "reconnecting", "closed"],
-                    description: "The Redis connection (CACHE_STORE=redis only)",
+                    description: "The Redis connection (CACHE_STORE=redis or tiered)",
+                  },
+                  lease: { type: "boolean", description: "The fleet-wide lease is on" },
+                  bus: {
+                    type: "object",
+                    description: "The invalidation bus (CACHE_STORE=tiered)",
+                    required: ["state", "resets"],
+                    properties: {
+                      state: { type: "string", enum: ["up", "down"] },
+                      resets: { type: "integer" },
+                      lastReset: { type: "string", enum: ["reconnected", "gap"] },
+                    },
                   },
                 },
               },
@@ -220,6 +354,84 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
       };
     },
   );
+
+  const cache = demoCache.cache;
+  if (config.adminToken !== undefined && cache) {
+    const expected = createHash("sha256").update(config.adminToken).digest();
+    app.post(
+      "/cache/invalidate",
+      {
+        bodyLimit: 64 * 1024,
+        // Checked before the body is even parsed: a caller without the token learns nothing.
+        onRequest: function checkAdminToken(request, reply, done) {
+          if (bearerMatches(request.headers.authorization, expected)) {
+            done();
+            return;
+          }
+          reply
+            .code(401)
+            .header("cache-control", "no-store")
+            .header("www-authenticate", 'Bearer realm="cachet demo"')
+            .send({ error: "unauthorized: send Authorization: Bearer <ADMIN_TOKEN>" });
+        },
+        // The body is checked by hand (no type coercion, no silently dropped field); the
+        // schema below is for the OpenAPI document.
+        validatorCompiler: () => () => true,
+        schema: {
+          tags: ["ops"],
+          summary: "Invalidate cached responses by tag or path (needs ADMIN_TOKEN)",
+          description:
+            "Tags: `posts` (every cached response), `post:<id>` (one post's responses). " +
+            "A path expires every query string of that path. Each tag or path is one write, " +
+            "whatever the number of cached responses. `soft` marks tagged responses stale " +
+            "instead (still served within CACHE_STALE_IF_ERROR if the upstream fails).",
+          security: [{ bearerAuth: [] }],
+          body: {
+            type: "object",
+            additionalProperties: false,
+            properties: {
+              tags: { type: "array", items: { type: "string" }, maxItems: MAX_INVALIDATE_ITEMS },
+              paths: {
+                type: "array",
+                items: { type: "string", pattern: "^/" },
+                maxItems: MAX_INVALIDATE_ITEMS,
+              },
+              soft: { type: "boolean" },
+            },
+          },
+          response: {
+            200: {
+              description: "Invalidated",
+              type: "object",
+              required: ["invalidated"],
+              properties: {
+                invalidated: {
+                  type: "object",
+                  properties: {
+                    tags: { type: "array", items: { type: "string" } },
+                    paths: { type: "array", items: { type: "string" } },
+                    soft: { type: "boolean" },
+                  },
+                },
+              },
+            },
+            400: { $ref: "Error#", description: "Malformed body" },
+            401: { $ref: "Error#", description: "Missing or wrong bearer token" },
+          },
+        },
+      },
+      async (request, reply) => {
+        reply.header("cache-control", "no-store");
+        const { tags, paths, soft } = parseInvalidateBody(request.body);
+        await Promise.all([
+          tags.length > 0 ? app.cachet.invalidateTags(tags, { soft }) : undefined,
+          paths.length > 0 ? app.cachet.invalidatePaths(paths) : undefined,
+        ]);
+        request.log.info({ tags, paths, soft }, "cache invalidated");
+        return { invalidated: { tags, paths, soft } };
+      },
+    );
+  }
 
   return app;
 }

@@ -1,7 +1,13 @@
 import ms from "ms";
 
-/** Where the demo keeps cached responses. `none` turns caching off (the "before" of the article). */
-export type CacheStoreKind = "memory" | "redis" | "none";
+/**
+ * Where the demo keeps cached responses: in process (`memory`), in Redis only (`redis`, as in
+ * the article), in both as two tiers kept coherent over pub/sub (`tiered`), or nowhere (`none`,
+ * the "before" of the article).
+ */
+export type CacheStoreKind = "memory" | "redis" | "tiered" | "none";
+
+const STORE_KINDS: readonly CacheStoreKind[] = ["memory", "redis", "tiered", "none"];
 
 /** Log levels the demo accepts (pino's). */
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -19,10 +25,39 @@ export interface DemoConfig {
   readonly upstreamTimeoutMs: number;
   /** `REDIS_URL`, when set. */
   readonly redisUrl: string | undefined;
-  /** `CACHE_STORE`. @default "redis" when `REDIS_URL` is set, "memory" otherwise */
+  /** `CACHE_STORE`. @default "tiered" when `REDIS_URL` is set, "memory" otherwise */
   readonly cacheStore: CacheStoreKind;
   /** `CACHE_TTL`: how long a cached response is fresh, in ms. @default 60000 */
   readonly cacheTtlMs: number;
+  /**
+   * `CACHE_STALE_WHILE_REVALIDATE`: after `CACHE_TTL`, for this long, a stale response is
+   * served at once while one refresh runs in the background, in ms. `0` turns it off.
+   * @default 0
+   */
+  readonly cacheStaleWhileRevalidateMs: number;
+  /**
+   * `CACHE_STALE_IF_ERROR`: after `CACHE_TTL`, for this long, a stale response is served
+   * (200, the old body) when the upstream fails or times out, in ms. `0` turns it off.
+   * @default 300000 (5 minutes)
+   */
+  readonly cacheStaleIfErrorMs: number;
+  /**
+   * `CACHE_LEASE`: one upstream call per key across every instance sharing Redis (a lease in
+   * Redis, `SET NX PX`). Only with Redis (`CACHE_STORE=redis` or `tiered`).
+   * @default true with Redis, false otherwise
+   */
+  readonly cacheLease: boolean;
+  /**
+   * `CACHE_L1_MAX_TTL`: with `CACHE_STORE=tiered`, the longest an entry stays in the
+   * in-process tier, in ms: the bound on serving stale data when an invalidation message is
+   * lost. @default 60000
+   */
+  readonly cacheL1MaxTtlMs: number;
+  /**
+   * `ADMIN_TOKEN`: the bearer token of `POST /cache/invalidate`. Unset, the endpoint does not
+   * exist (404). At least 16 characters.
+   */
+  readonly adminToken: string | undefined;
   /** `LOG_LEVEL`. @default "info" */
   readonly logLevel: LogLevel;
 }
@@ -33,8 +68,14 @@ export const DEFAULTS = {
   upstreamUrl: "https://jsonplaceholder.typicode.com",
   upstreamTimeoutMs: 10_000,
   cacheTtlMs: 60_000,
+  cacheStaleWhileRevalidateMs: 0,
+  cacheStaleIfErrorMs: 300_000,
+  cacheL1MaxTtlMs: 60_000,
   logLevel: "info",
 } as const;
+
+/** The shortest `ADMIN_TOKEN` accepted: a guessable token would let anyone empty the cache. */
+export const ADMIN_TOKEN_MIN_LENGTH = 16;
 
 /** One malformed variable. */
 export interface ConfigProblem {
@@ -81,11 +122,23 @@ const quote = (value: string) => JSON.stringify(value);
  * duration string parsed by `ms` (`"60s"`, `"5m"`, `"500ms"`). Must be positive.
  */
 export function parseSeconds(value: string): number | undefined {
+  const out = parseDuration(value);
+  return out !== undefined && out > 0 ? out : undefined;
+}
+
+/**
+ * Like {@link parseSeconds}, allowing zero (`"0"`, `"0s"`): for windows that `0` turns off.
+ * Negative or malformed values are `undefined`.
+ */
+export function parseDuration(value: string): number | undefined {
   const out = /^\d+(\.\d+)?$/.test(value) ? Number(value) * 1000 : ms(value as ms.StringValue);
   if (typeof out !== "number" || !Number.isFinite(out)) return undefined;
   const rounded = Math.round(out);
-  return rounded > 0 ? rounded : undefined;
+  return rounded >= 0 && !Object.is(rounded, -0) ? rounded : undefined;
 }
+
+const SWITCH_ON = new Set(["1", "true", "on", "yes"]);
+const SWITCH_OFF = new Set(["0", "false", "off", "no"]);
 
 /**
  * Read the demo's configuration from `env`, checking every variable once. Throws a
@@ -139,8 +192,28 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     }
     return out;
   };
+  /** A window that `0` turns off. */
+  const window = (variable: string, fallback: number): number => {
+    const raw = read(env, variable);
+    if (raw === undefined) return fallback;
+    const out = parseDuration(raw);
+    if (out === undefined) {
+      problem(
+        variable,
+        `expected a number of seconds (e.g. 30, or 0 for off) or a duration such as "30s" or "5m", got ${quote(raw)}`,
+      );
+      return fallback;
+    }
+    return out;
+  };
   const upstreamTimeoutMs = duration("UPSTREAM_TIMEOUT", DEFAULTS.upstreamTimeoutMs);
   const cacheTtlMs = duration("CACHE_TTL", DEFAULTS.cacheTtlMs);
+  const cacheStaleWhileRevalidateMs = window(
+    "CACHE_STALE_WHILE_REVALIDATE",
+    DEFAULTS.cacheStaleWhileRevalidateMs,
+  );
+  const cacheStaleIfErrorMs = window("CACHE_STALE_IF_ERROR", DEFAULTS.cacheStaleIfErrorMs);
+  const cacheL1MaxTtlMs = duration("CACHE_L1_MAX_TTL", DEFAULTS.cacheL1MaxTtlMs);
 
   let redisUrl: string | undefined;
   const rawRedis = read(env, "REDIS_URL");
@@ -158,15 +231,50 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     }
   }
 
-  let cacheStore: CacheStoreKind = rawRedis !== undefined ? "redis" : "memory";
+  let cacheStore: CacheStoreKind = rawRedis !== undefined ? "tiered" : "memory";
   const rawStore = read(env, "CACHE_STORE");
   if (rawStore !== undefined) {
-    const kind = rawStore.toLowerCase();
-    if (kind === "memory" || kind === "redis" || kind === "none") cacheStore = kind;
-    else problem("CACHE_STORE", `expected one of memory, redis, none, got ${quote(rawStore)}`);
+    const kind = rawStore.toLowerCase() as CacheStoreKind;
+    if (STORE_KINDS.includes(kind)) cacheStore = kind;
+    else {
+      problem("CACHE_STORE", `expected one of ${STORE_KINDS.join(", ")}, got ${quote(rawStore)}`);
+    }
   }
-  if (cacheStore === "redis" && rawRedis === undefined) {
-    problem("CACHE_STORE", "is redis, but REDIS_URL is not set");
+  const onRedis = cacheStore === "redis" || cacheStore === "tiered";
+  if (onRedis && rawRedis === undefined) {
+    problem("CACHE_STORE", `is ${cacheStore}, but REDIS_URL is not set`);
+  }
+
+  let cacheLease = onRedis;
+  const rawLease = read(env, "CACHE_LEASE");
+  if (rawLease !== undefined) {
+    const value = rawLease.toLowerCase();
+    if (SWITCH_ON.has(value)) cacheLease = true;
+    else if (SWITCH_OFF.has(value)) cacheLease = false;
+    else problem("CACHE_LEASE", `expected on or off (true/false, 1/0), got ${quote(rawLease)}`);
+    if (cacheLease && !onRedis && cacheStore !== "none") {
+      problem(
+        "CACHE_LEASE",
+        `the fleet-wide lease needs Redis (CACHE_STORE=redis or tiered), and the store is ${cacheStore}`,
+      );
+    }
+    if (cacheStore === "none") cacheLease = false;
+  }
+
+  let adminToken: string | undefined;
+  // Not trimmed or echoed: a token is a secret, and a space in it is probably a mistake.
+  const rawToken = env.ADMIN_TOKEN;
+  if (rawToken !== undefined && rawToken !== "") {
+    if (rawToken.length < ADMIN_TOKEN_MIN_LENGTH) {
+      problem(
+        "ADMIN_TOKEN",
+        `expected at least ${ADMIN_TOKEN_MIN_LENGTH} characters (e.g. openssl rand -hex 32), got ${rawToken.length}`,
+      );
+    } else if (!/^[\x21-\x7e]+$/.test(rawToken)) {
+      problem("ADMIN_TOKEN", "expected printable ASCII without spaces");
+    } else {
+      adminToken = rawToken;
+    }
   }
 
   let logLevel: LogLevel = DEFAULTS.logLevel;
@@ -186,6 +294,11 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     redisUrl,
     cacheStore,
     cacheTtlMs,
+    cacheStaleWhileRevalidateMs,
+    cacheStaleIfErrorMs,
+    cacheLease,
+    cacheL1MaxTtlMs,
+    adminToken,
     logLevel,
   };
 }

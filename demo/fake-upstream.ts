@@ -9,8 +9,11 @@
  *
  * Control endpoints (not counted as calls):
  * - `GET /__stats` → `{ "calls": n, "mode": "ok", "latencyMs": 100 }`
- * - `POST /__control` with a JSON body `{ "mode"?: Mode, "latencyMs"?: number, "reset"?: true }`;
- *   `reset` zeroes the counter and returns to mode `ok` before the other fields apply.
+ * - `POST /__control` with a JSON body
+ *   `{ "mode"?: Mode, "latencyMs"?: number, "reset"?: true, "edit"?: { "id": n, "title"?: s, "body"?: s } }`;
+ *   `reset` zeroes the counter, returns to mode `ok` and undoes edits before the other fields
+ *   apply; `edit` changes a post (as an update made at the origin would), so that tests can
+ *   tell a fresh body from a stale one.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -69,17 +72,19 @@ export const POSTS: readonly Post[] = Object.freeze(
 
 /** jsonplaceholder pretty-prints with two spaces; so does the fake. */
 const encode = (value: unknown) => Buffer.from(JSON.stringify(value, null, 2), "utf8");
-const ALL_POSTS = encode(POSTS);
 
 /** `/posts?field=value…` keeps the posts whose fields equal every given value (json-server's rule). */
-function filterPosts(search: URLSearchParams): Post[] {
-  let posts = [...POSTS];
+function filterPosts(all: readonly Post[], search: URLSearchParams): Post[] {
+  let posts = [...all];
   for (const [name, value] of search) {
     if (!(name in POSTS[0]!)) continue;
     posts = posts.filter((p) => String(p[name as keyof Post]) === value);
   }
   return posts;
 }
+
+/** The fields of a post that {@link FakeUpstream.editPost} may change. */
+export type PostEdit = Partial<Pick<Post, "title" | "body">>;
 
 export interface FakeUpstreamOptions {
   /** Port to listen on; `0` picks a free one. @default 0 */
@@ -98,7 +103,9 @@ export interface FakeUpstream {
   calls(): number;
   setMode(mode: FakeMode): void;
   setLatency(ms: number): void;
-  /** Zero the counter and go back to mode `ok`. */
+  /** Change post `id` (1–100) from now on, as an update at the origin would. */
+  editPost(id: number, edit: PostEdit): void;
+  /** Zero the counter, go back to mode `ok`, and undo every edit. */
   reset(): void;
   /** Stop listening and end every open connection, hanging ones included. */
   close(): Promise<void>;
@@ -111,6 +118,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
   let mode: FakeMode = "ok";
   let calls = 0;
   const timers = new Set<NodeJS.Timeout>();
+  const posts = new Posts();
 
   const later = (fn: () => void) => {
     const timer = setTimeout(() => {
@@ -131,7 +139,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
     calls++;
     const current = mode; // the mode when the call arrived decides its answer
     if (current === "hang") return; // never answer; close() ends the socket
-    const answer = route(req.method ?? "GET", url);
+    const answer = route(posts, req.method ?? "GET", url);
     later(() => {
       if (current === "fail") return send(res, 500, encode({ error: "fake upstream failure" }));
       if (current === "invalid-json") {
@@ -153,15 +161,19 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
           mode?: unknown;
           latencyMs?: unknown;
           reset?: unknown;
+          edit?: unknown;
         };
         if (body.mode !== undefined && !MODES.includes(body.mode as FakeMode)) {
           throw new Error(`mode must be one of ${MODES.join(", ")}`);
         }
         const nextLatency = body.latencyMs === undefined ? latencyMs : checkLatency(body.latencyMs);
+        const edit = body.edit === undefined ? undefined : checkEdit(body.edit);
         if (body.reset === true) {
           calls = 0;
           mode = "ok";
+          posts.reset();
         }
+        if (edit) posts.edit(edit.id, edit);
         if (body.mode !== undefined) mode = body.mode as FakeMode;
         latencyMs = nextLatency;
         send(res, 200, encode({ calls, mode, latencyMs }));
@@ -192,9 +204,14 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
     setLatency(next) {
       latencyMs = checkLatency(next);
     },
+    editPost(id, edit) {
+      const checked = checkEdit({ ...edit, id });
+      posts.edit(checked.id, checked);
+    },
     reset() {
       calls = 0;
       mode = "ok";
+      posts.reset();
     },
     close() {
       for (const timer of timers) clearTimeout(timer);
@@ -207,16 +224,42 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
   };
 }
 
-function route(method: string, url: URL): { status: number; body: Buffer } {
+/** The posts as served now: {@link POSTS} with edits, and `/posts` encoded once per change. */
+class Posts {
+  #all: readonly Post[] = POSTS;
+  #encoded: Buffer = encode(POSTS);
+
+  get all(): readonly Post[] {
+    return this.#all;
+  }
+
+  /** The whole list, encoded (the article's 27 KB body). */
+  get encoded(): Buffer {
+    return this.#encoded;
+  }
+
+  edit(id: number, edit: PostEdit): void {
+    this.#all = this.#all.map((post) => (post.id === id ? { ...post, ...edit } : post));
+    this.#encoded = encode(this.#all);
+  }
+
+  reset(): void {
+    if (this.#all === POSTS) return;
+    this.#all = POSTS;
+    this.#encoded = encode(POSTS);
+  }
+}
+
+function route(posts: Posts, method: string, url: URL): { status: number; body: Buffer } {
   if (method !== "GET" && method !== "HEAD") return { status: 405, body: encode({}) };
   if (url.pathname === "/posts" || url.pathname === "/posts/") {
     return {
       status: 200,
-      body: url.search === "" ? ALL_POSTS : encode(filterPosts(url.searchParams)),
+      body: url.search === "" ? posts.encoded : encode(filterPosts(posts.all, url.searchParams)),
     };
   }
   const match = /^\/posts\/(\d+)\/?$/.exec(url.pathname);
-  const post = match ? POSTS[Number(match[1]) - 1] : undefined;
+  const post = match ? posts.all[Number(match[1]) - 1] : undefined;
   // jsonplaceholder answers an unknown id, and an unknown path, with 404 and `{}`.
   return post ? { status: 200, body: encode(post) } : { status: 404, body: encode({}) };
 }
@@ -228,6 +271,28 @@ function send(res: ServerResponse, status: number, body: Buffer): void {
     "content-length": body.length,
   });
   res.end(res.req.method === "HEAD" ? undefined : body);
+}
+
+function checkEdit(value: unknown): PostEdit & { id: number } {
+  const edit = value as { id?: unknown; title?: unknown; body?: unknown } | null;
+  if (
+    typeof edit !== "object" ||
+    edit === null ||
+    !Number.isInteger(edit.id) ||
+    (edit.id as number) < 1 ||
+    (edit.id as number) > POSTS.length ||
+    (edit.title !== undefined && typeof edit.title !== "string") ||
+    (edit.body !== undefined && typeof edit.body !== "string")
+  ) {
+    throw new Error(
+      `edit must be { id: 1..${POSTS.length}, title?: string, body?: string }, got ${JSON.stringify(value)}`,
+    );
+  }
+  return {
+    id: edit.id as number,
+    ...(edit.title !== undefined ? { title: edit.title as string } : {}),
+    ...(edit.body !== undefined ? { body: edit.body as string } : {}),
+  };
 }
 
 function checkLatency(value: unknown): number {

@@ -217,3 +217,193 @@ describe("demo app with an unreachable upstream", () => {
     }
   });
 });
+
+describe("POST /cache/invalidate through inject() (memory store)", () => {
+  const TOKEN = "test-admin-token-0123456789abcdef";
+  let fake: FakeUpstream;
+  let app: FastifyInstance;
+
+  before(async () => {
+    fake = await startFakeUpstream({ latencyMs: 0 });
+    app = await buildApp(
+      loadConfig({
+        UPSTREAM_URL: fake.url,
+        CACHE_STORE: "memory",
+        ADMIN_TOKEN: TOKEN,
+        LOG_LEVEL: "silent",
+      }),
+    );
+    await app.ready();
+  });
+  after(async () => {
+    try {
+      await app?.close();
+    } finally {
+      await fake?.close();
+    }
+  });
+  beforeEach(() => fake.reset());
+
+  const invalidate = (body: unknown, authorization?: string, contentType = "application/json") =>
+    app.inject({
+      method: "POST",
+      url: "/cache/invalidate",
+      headers: {
+        "content-type": contentType,
+        ...(authorization === undefined ? {} : { authorization }),
+      },
+      payload: typeof body === "string" ? body : JSON.stringify(body),
+    });
+
+  /** GET `url` until it is answered from the cache. */
+  async function warm(url: string): Promise<void> {
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const response = await app.inject({ method: "GET", url });
+      assert.equal(response.statusCode, 200);
+      if (/^cachet; hit;/.test(String(response.headers["cache-status"]))) return;
+      if (Date.now() > deadline) throw new Error(`no hit for ${url}`);
+    }
+  }
+
+  it("401 without a token, with a wrong one, or another scheme; nothing is invalidated", async () => {
+    await warm("/posts/1");
+    const calls = fake.calls();
+    for (const authorization of [
+      undefined,
+      "",
+      "Bearer",
+      "Bearer wrong-token-0123456789abcdef0",
+      `Bearer ${TOKEN}x`,
+      `Bearer ${TOKEN.slice(0, -1)}`,
+      `Basic ${Buffer.from(`admin:${TOKEN}`).toString("base64")}`,
+      TOKEN,
+    ]) {
+      const response = await invalidate({ tags: ["posts"] }, authorization);
+      assert.equal(response.statusCode, 401, String(authorization));
+      assert.match(response.json<{ error: string }>().error, /^unauthorized/);
+      assert.equal(response.headers["www-authenticate"], 'Bearer realm="cachet demo"');
+      assert.equal(response.headers["cache-control"], "no-store");
+    }
+    // A malformed body without the token is a 401 too: the body is not even parsed.
+    assert.equal((await invalidate("{not json", undefined)).statusCode, 401);
+    const after = await app.inject({ method: "GET", url: "/posts/1" });
+    assert.match(String(after.headers["cache-status"]), /^cachet; hit;/);
+    assert.equal(fake.calls(), calls, "still cached");
+  });
+
+  it("200 with the token: the tagged responses are gone, others stay", async () => {
+    await warm("/posts/1");
+    await warm("/posts/2");
+    await warm("/posts?userId=1");
+    fake.reset();
+    fake.editPost(1, { title: "edited at the origin" });
+    const response = await invalidate({ tags: ["post:1"] }, `bearer ${TOKEN}`);
+    assert.equal(response.statusCode, 200);
+    assert.deepEqual(response.json(), {
+      invalidated: { tags: ["post:1"], paths: [], soft: false },
+    });
+    const one = await app.inject({ method: "GET", url: "/posts/1" });
+    assert.equal(one.headers["cache-status"], "cachet; fwd=uri-miss; stored");
+    assert.equal(one.json<Post>().title, "edited at the origin");
+    for (const url of ["/posts/2", "/posts?userId=1"]) {
+      const other = await app.inject({ method: "GET", url });
+      assert.match(String(other.headers["cache-status"]), /^cachet; hit;/, url);
+    }
+    assert.equal(fake.calls(), 1);
+
+    // `posts` expires every cached post and list; a path expires every query of that path.
+    assert.equal((await invalidate({ tags: ["posts"] }, `Bearer ${TOKEN}`)).statusCode, 200);
+    for (const url of ["/posts/2", "/posts?userId=1"]) {
+      const miss = await app.inject({ method: "GET", url });
+      assert.equal(miss.headers["cache-status"], "cachet; fwd=uri-miss; stored", url);
+    }
+    await warm("/posts?userId=1");
+    await warm("/posts/2");
+    const byPath = await invalidate({ paths: ["/posts"] }, `Bearer ${TOKEN}`);
+    assert.equal(byPath.statusCode, 200);
+    const list = await app.inject({ method: "GET", url: "/posts?userId=1" });
+    assert.equal(list.headers["cache-status"], "cachet; fwd=uri-miss; stored");
+    const post = await app.inject({ method: "GET", url: "/posts/2" });
+    assert.match(String(post.headers["cache-status"]), /^cachet; hit;/, "another path stays");
+  });
+
+  it("a malformed body is a 400 naming the problem, never a crash", async () => {
+    const auth = `Bearer ${TOKEN}`;
+    for (const [body, pattern] of [
+      ["{not json", /JSON/i],
+      ["", /body/i],
+      [[], /JSON object/],
+      ["null", /JSON object/],
+      ["42", /JSON object/],
+      [{}, /give tags or paths/],
+      [{ tags: [] }, /give tags or paths/],
+      [{ tags: "posts" }, /tags must be an array/],
+      [{ tags: [1] }, /every item of tags/],
+      [{ tags: [""] }, /every item of tags/],
+      [{ tags: ["x".repeat(513)] }, /every item of tags/],
+      [{ tags: Array.from({ length: 101 }, (_, i) => `t${i}`) }, /at most 100/],
+      [{ tags: ["@ns:http"] }, /reserved/],
+      [{ paths: ["posts"] }, /starts with one "\/"/],
+      [{ paths: ["//evil.example/posts"] }, /starts with one "\/"/],
+      [{ tags: ["posts"], soft: "yes" }, /soft must be a boolean/],
+      [{ tags: ["posts"], everything: true }, /unknown field "everything"/],
+    ] as const) {
+      const response = await invalidate(body, auth);
+      assert.equal(response.statusCode, 400, JSON.stringify(body));
+      assert.match(response.json<{ error: string }>().error, pattern, JSON.stringify(body));
+      assert.equal(response.headers["cache-control"], "no-store");
+    }
+    const wrongType = await invalidate("tags=posts", auth, "application/x-www-form-urlencoded");
+    assert.equal(wrongType.statusCode, 415);
+    const huge = await invalidate({ tags: ["x".repeat(70 * 1024)] }, auth);
+    assert.equal(huge.statusCode, 413);
+    // Still serving.
+    assert.equal((await app.inject({ method: "GET", url: "/health" })).statusCode, 200);
+  });
+
+  it("soft invalidation is accepted for tags", async () => {
+    const response = await invalidate({ tags: ["posts"], soft: true }, `Bearer ${TOKEN}`);
+    assert.equal(response.statusCode, 200);
+    assert.equal(response.json<{ invalidated: { soft: boolean } }>().invalidated.soft, true);
+  });
+
+  it("is in the OpenAPI document, with bearer authentication", async () => {
+    const doc = (await app.inject({ method: "GET", url: "/docs/json" })).json<{
+      paths: Record<string, unknown>;
+      components: { securitySchemes?: Record<string, unknown> };
+    }>();
+    assert.ok("/cache/invalidate" in doc.paths);
+    assert.deepEqual(doc.components.securitySchemes, {
+      bearerAuth: { type: "http", scheme: "bearer" },
+    });
+  });
+});
+
+describe("POST /cache/invalidate without ADMIN_TOKEN", () => {
+  it("does not exist (404), whatever the headers", async () => {
+    const app = await buildApp(
+      loadConfig({
+        UPSTREAM_URL: "http://127.0.0.1:9",
+        CACHE_STORE: "memory",
+        LOG_LEVEL: "silent",
+      }),
+    );
+    try {
+      for (const authorization of [undefined, "Bearer ", "Bearer anything-at-all-0123456789"]) {
+        const response = await app.inject({
+          method: "POST",
+          url: "/cache/invalidate",
+          headers: {
+            "content-type": "application/json",
+            ...(authorization === undefined ? {} : { authorization }),
+          },
+          payload: JSON.stringify({ tags: ["posts"] }),
+        });
+        assert.equal(response.statusCode, 404, String(authorization));
+      }
+    } finally {
+      await app.close();
+    }
+  });
+});

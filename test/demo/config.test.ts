@@ -26,6 +26,11 @@ describe("demo config", () => {
       redisUrl: undefined,
       cacheStore: "memory",
       cacheTtlMs: 60_000,
+      cacheStaleWhileRevalidateMs: 0,
+      cacheStaleIfErrorMs: 300_000,
+      cacheLease: false,
+      cacheL1MaxTtlMs: 60_000,
+      adminToken: undefined,
       logLevel: "info",
     });
   });
@@ -101,11 +106,12 @@ describe("demo config", () => {
     }
   });
 
-  it("reads REDIS_URL and then defaults CACHE_STORE to redis", () => {
+  it("reads REDIS_URL and then defaults CACHE_STORE to tiered, with the lease on", () => {
     const config = loadConfig({ REDIS_URL: "redis://127.0.0.1:6380" });
     assert.equal(config.redisUrl, "redis://127.0.0.1:6380");
-    assert.equal(config.cacheStore, "redis");
-    assert.equal(loadConfig({ REDIS_URL: "rediss://cache.internal:6380/2" }).cacheStore, "redis");
+    assert.equal(config.cacheStore, "tiered");
+    assert.equal(config.cacheLease, true);
+    assert.equal(loadConfig({ REDIS_URL: "rediss://cache.internal:6380/2" }).cacheStore, "tiered");
   });
 
   it("rejects a malformed REDIS_URL, naming it, without echoing its password", () => {
@@ -122,8 +128,12 @@ describe("demo config", () => {
     assert.doesNotMatch(error.message, /s3cret/);
   });
 
-  it("reads CACHE_STORE: memory, redis, none; explicit memory wins over REDIS_URL", () => {
+  it("reads CACHE_STORE: memory, redis, tiered, none; explicit memory wins over REDIS_URL", () => {
     assert.equal(loadConfig({ CACHE_STORE: "none" }).cacheStore, "none");
+    assert.equal(
+      loadConfig({ CACHE_STORE: "Tiered", REDIS_URL: "redis://127.0.0.1:6379" }).cacheStore,
+      "tiered",
+    );
     assert.equal(loadConfig({ CACHE_STORE: "memory" }).cacheStore, "memory");
     assert.equal(loadConfig({ CACHE_STORE: "MEMORY" }).cacheStore, "memory");
     assert.equal(
@@ -136,11 +146,70 @@ describe("demo config", () => {
     );
   });
 
-  it("rejects an unknown CACHE_STORE, and redis without REDIS_URL, naming CACHE_STORE", () => {
+  it("rejects an unknown CACHE_STORE, and redis or tiered without REDIS_URL, naming CACHE_STORE", () => {
     const error = rejects({ CACHE_STORE: "memcached" }, ["CACHE_STORE"]);
-    assert.match(error.message, /memory, redis, none/);
+    assert.match(error.message, /memory, redis, tiered, none/);
     const missing = rejects({ CACHE_STORE: "redis" }, ["CACHE_STORE"]);
     assert.match(missing.message, /REDIS_URL is not set/);
+    rejects({ CACHE_STORE: "tiered" }, ["CACHE_STORE"]);
+  });
+
+  it("reads CACHE_STALE_WHILE_REVALIDATE and CACHE_STALE_IF_ERROR: seconds or durations, 0 for off", () => {
+    for (const [variable, field] of [
+      ["CACHE_STALE_WHILE_REVALIDATE", "cacheStaleWhileRevalidateMs"],
+      ["CACHE_STALE_IF_ERROR", "cacheStaleIfErrorMs"],
+    ] as const) {
+      assert.equal(loadConfig({ [variable]: "30" })[field], 30_000);
+      assert.equal(loadConfig({ [variable]: "0.5" })[field], 500);
+      assert.equal(loadConfig({ [variable]: "10m" })[field], 600_000);
+      assert.equal(loadConfig({ [variable]: "0" })[field], 0);
+      assert.equal(loadConfig({ [variable]: "0s" })[field], 0);
+      for (const value of ["soon", "-5", "-1s", "5 parsecs", "1e3"]) {
+        const error = rejects({ [variable]: value }, [variable]);
+        assert.ok(error.message.includes(JSON.stringify(value)), error.message);
+        assert.match(error.message, /0 for off/);
+      }
+    }
+    // A documented default above 0: an upstream outage is served from stale copies.
+    assert.equal(loadConfig({}).cacheStaleIfErrorMs, 300_000);
+    assert.equal(loadConfig({}).cacheStaleWhileRevalidateMs, 0);
+  });
+
+  it("reads CACHE_LEASE as a switch, on by default with Redis only", () => {
+    const redis = { REDIS_URL: "redis://127.0.0.1:6379" };
+    assert.equal(loadConfig({ ...redis, CACHE_STORE: "redis" }).cacheLease, true);
+    assert.equal(loadConfig({ CACHE_STORE: "memory" }).cacheLease, false);
+    for (const off of ["off", "false", "0", "NO"]) {
+      assert.equal(loadConfig({ ...redis, CACHE_LEASE: off }).cacheLease, false, off);
+    }
+    for (const on of ["on", "true", "1", "Yes"]) {
+      assert.equal(loadConfig({ ...redis, CACHE_LEASE: on }).cacheLease, true, on);
+    }
+    assert.equal(loadConfig({ CACHE_STORE: "none", CACHE_LEASE: "on" }).cacheLease, false);
+    rejects({ ...redis, CACHE_LEASE: "maybe" }, ["CACHE_LEASE"]);
+    const memory = rejects({ CACHE_STORE: "memory", CACHE_LEASE: "on" }, ["CACHE_LEASE"]);
+    assert.match(memory.message, /needs Redis/);
+  });
+
+  it("reads CACHE_L1_MAX_TTL and rejects a malformed or zero one", () => {
+    assert.equal(loadConfig({ CACHE_L1_MAX_TTL: "5" }).cacheL1MaxTtlMs, 5_000);
+    assert.equal(loadConfig({ CACHE_L1_MAX_TTL: "250ms" }).cacheL1MaxTtlMs, 250);
+    for (const value of ["0", "never", "-1"])
+      rejects({ CACHE_L1_MAX_TTL: value }, ["CACHE_L1_MAX_TTL"]);
+  });
+
+  it("reads ADMIN_TOKEN, rejecting a short or blank one without echoing it", () => {
+    const token = "0123456789abcdef0123456789abcdef";
+    assert.equal(loadConfig({ ADMIN_TOKEN: token }).adminToken, token);
+    assert.equal(loadConfig({ ADMIN_TOKEN: "" }).adminToken, undefined);
+    for (const value of [
+      "short-secret",
+      "has a space in it, long enough",
+      "tab\tseparated-token-long",
+    ]) {
+      const error = rejects({ ADMIN_TOKEN: value }, ["ADMIN_TOKEN"]);
+      assert.ok(!error.message.includes(value), "the token is not echoed");
+    }
   });
 
   it("reads LOG_LEVEL and rejects an unknown one", () => {
