@@ -8,11 +8,19 @@ import { optionalMs } from "./duration.js";
 import type { Entry } from "./entry.js";
 import { decodeEntry, deepFreeze, encodeEntry } from "./entry.js";
 import { FactoryHardTimeoutError, InvalidOptionError, SerializeError } from "./errors.js";
-import type { CacheEventListener, CacheEventName, StaleReason, Tier } from "./events.js";
+import type {
+  CacheEventListener,
+  CacheEventName,
+  InvalidationKind,
+  StaleReason,
+  Tier,
+} from "./events.js";
 import { CacheEvents } from "./events.js";
-import type { GuardOptions } from "./guard.js";
+import type { BreakerState, GuardOptions } from "./guard.js";
 import { GuardedStore } from "./guard.js";
 import { argsKey } from "./keys.js";
+import type { Logger } from "./logging.js";
+import { attachLogger, isLogger } from "./logging.js";
 import type { EntryOptions, LeasePolicy, Policy } from "./options.js";
 import { DEFAULT_POLICY, NAMESPACE_TAG_PREFIX, resolvePolicy, validateTags } from "./options.js";
 import type { Serializer } from "./serializer.js";
@@ -77,6 +85,51 @@ export interface CacheOptions extends EntryOptions {
    * @default true when the store has publish/subscribe
    */
   bus?: boolean;
+  /**
+   * Where the cache reports changes of state an operator must know about: the remote store
+   * going down and coming back, the circuit breaker opening, corrupt entries, the bus losing
+   * messages. pino-compatible (`fastify.log`, `pino()`); each change is logged once, never
+   * once per request. The Fastify plugin uses `fastify.log` when this is not set. The cache
+   * never prints otherwise.
+   * @default none
+   */
+  logger?: Logger;
+}
+
+/** The state of a cache's tiers and bus, from {@link Cache.health}. */
+export interface CacheHealth {
+  /**
+   * `ok`, or `degraded` when a tier or the bus is not working. A degraded cache still answers
+   * every request (misses go to the origin): it is a warning, not an outage.
+   */
+  readonly status: "ok" | "degraded";
+  /** What is degraded and what it means, one sentence each; empty when `ok`. */
+  readonly problems: readonly string[];
+  /** The in-process tier, when there is one. */
+  readonly l1?: {
+    readonly store: string;
+    readonly entries: number;
+    /** Bytes held, and the bound. */
+    readonly bytes: number;
+    readonly maxBytes: number;
+    /** Entries evicted to stay within the bound since start. */
+    readonly evictions: number;
+  };
+  /** The remote tier, when there is one. */
+  readonly l2?: {
+    readonly store: string;
+    /** Whether calls to it succeed now (no failure since a cooldown, breaker closed). */
+    readonly reachable: boolean;
+    /** Its connection state when the store reports one (Redis: `ready`, `reconnecting`, …). */
+    readonly connection?: string;
+    readonly breaker: BreakerState;
+    /** When it became unreachable (ISO 8601), while it is. */
+    readonly downSince?: string;
+    /** The last store error seen (kept after recovery). */
+    readonly lastError?: string;
+  };
+  /** The cross-instance bus, when there is one: `up` receives other instances' changes. */
+  readonly bus?: { readonly state: "idle" | "connecting" | "up" | "down" };
 }
 
 /** What a factory receives. */
@@ -154,6 +207,10 @@ interface Core {
   readonly landed: Map<string, Set<() => void>>;
   /** Cross-instance coherence of L1 and tag states, when the store has pub/sub. */
   readonly bus: Bus | undefined;
+  /** The logger in use (see `CacheOptions.logger`), and how to detach it. */
+  readonly log: { logger: Logger | undefined; detach: (() => void) | undefined };
+  /** Listeners the cache put on its stores, removed by `close()`. */
+  readonly disposers: Array<() => void>;
 }
 
 const TIMED_OUT = Symbol("timed-out");
@@ -200,6 +257,114 @@ export class Cache {
 
   off<E extends CacheEventName>(name: E, listener: CacheEventListener<E>): void {
     this.#core.events.off(name, listener);
+  }
+
+  /** The cache's event emitter (the HTTP cache emits through it). @internal */
+  get events(): CacheEvents {
+    return this.#core.events;
+  }
+
+  /**
+   * Log through `logger` unless the cache already has one (the Fastify plugin passes
+   * `fastify.log` this way). Returns whether it was taken. @internal
+   */
+  useLogger(logger: Logger): boolean {
+    const log = this.#core.log;
+    if (log.logger !== undefined) return false;
+    if (!isLogger(logger)) {
+      throw new InvalidOptionError("logger", "expected an object with error, warn, info and debug");
+    }
+    log.logger = logger;
+    log.detach = attachLogger(this.#core.events, logger, this.#core.clock);
+    return true;
+  }
+
+  /**
+   * The state of the tiers and the bus, for a health endpoint. A `degraded` cache still
+   * answers (from the tiers that work, or the origin): report it, do not fail on it.
+   *
+   * @example
+   * app.get("/health", () => ({ status: "ok", cache: cache.health() }));
+   */
+  health(): CacheHealth {
+    const { l1, l2, bus } = this.#core;
+    const problems: string[] = [];
+    let l2Health: CacheHealth["l2"];
+    if (l2) {
+      const connection = (l2.store as { status?: unknown }).status;
+      const since = l2.degradedSince;
+      const connected =
+        typeof connection !== "string" ||
+        connection === "ready" ||
+        connection === "idle" ||
+        connection === "connecting";
+      const reachable = since === undefined && l2.state === "closed" && connected;
+      if (!reachable) {
+        const why =
+          l2.state === "open"
+            ? "circuit breaker open"
+            : l2.state === "half-open"
+              ? "circuit breaker probing"
+              : !connected
+                ? `connection ${String(connection)}`
+                : "calls failing";
+        problems.push(
+          `${l2.name} store unreachable (${why}${
+            since === undefined ? "" : ` since ${new Date(since).toISOString()}`
+          }${l2.lastError ? `: ${l2.lastError.message.replace(/^cachet: /, "")}` : ""}); ` +
+            "reads miss and writes are skipped, requests go to the origin",
+        );
+      }
+      l2Health = {
+        store: l2.name,
+        reachable,
+        ...(typeof connection === "string" ? { connection } : {}),
+        breaker: l2.state,
+        ...(since === undefined ? {} : { downSince: new Date(since).toISOString() }),
+        ...(l2.lastError ? { lastError: l2.lastError.message } : {}),
+      };
+    }
+    if (bus?.state === "down") {
+      problems.push(
+        "bus down: changes made by other instances are not received; in-process copies live at most l1MaxTtl",
+      );
+    }
+    return {
+      status: problems.length === 0 ? "ok" : "degraded",
+      problems,
+      ...(l1
+        ? {
+            l1: {
+              store: l1.name,
+              entries: l1.entries,
+              bytes: l1.size,
+              maxBytes: l1.maxSize,
+              evictions: l1.evictions,
+            },
+          }
+        : {}),
+      ...(l2Health ? { l2: l2Health } : {}),
+      ...(bus ? { bus: { state: bus.state } } : {}),
+    };
+  }
+
+  /**
+   * How this cache judges `entry` now, tag and namespace invalidations included (their states
+   * are read from the store first). For tools that inspect entries (the CLI). @internal
+   */
+  async judge(entry: Entry): Promise<{
+    state: "fresh" | "stale" | "expired";
+    invalidated: "expired" | "stale" | undefined;
+    staleSince: number;
+  }> {
+    const { tags, clock } = this.#core;
+    await tags.sync(entry.tags);
+    const verdict = tags.verdict(entry);
+    return {
+      state: this.#freshness(entry, clock.now()),
+      invalidated: verdict === "valid" ? undefined : verdict,
+      staleSince: this.#staleSince(entry),
+    };
   }
 
   /** The breaker state of the remote tier, or `undefined` for an in-process cache. */
@@ -369,15 +534,19 @@ export class Cache {
    */
   async invalidateTags(tags: readonly string[], options: { soft?: boolean } = {}): Promise<void> {
     const valid = validateTags(tags, "invalidateTags(tags)");
-    await this.#invalidate(valid, options.soft === true);
+    await this.#invalidate(valid, options.soft === true, "tags");
   }
 
   /**
    * Like {@link invalidateTags} for cachet's own `@`-prefixed tags (HTTP paths), unvalidated.
    * @internal
    */
-  async invalidateReservedTags(tags: readonly string[], soft = false): Promise<void> {
-    await this.#invalidate(tags, soft);
+  async invalidateReservedTags(
+    tags: readonly string[],
+    soft = false,
+    kind: InvalidationKind = "paths",
+  ): Promise<void> {
+    await this.#invalidate(tags, soft, kind);
   }
 
   /**
@@ -387,7 +556,7 @@ export class Cache {
   async clear(): Promise<void> {
     const own = this.#nsTags[this.#nsTags.length - 1]!;
     if (this.#nsPath === "") this.#core.l1?.clear();
-    await this.#invalidate([own], false);
+    await this.#invalidate([own], false, "namespace");
   }
 
   /**
@@ -487,7 +656,8 @@ export class Cache {
 
   /** Release the stores' connections. The cache must not be used afterwards. */
   async close(): Promise<void> {
-    const { l1, l2, bus } = this.#core;
+    const { l1, l2, bus, disposers } = this.#core;
+    for (const dispose of disposers.splice(0)) dispose();
     await bus?.close();
     l1?.clear();
     await l2?.store.disconnect?.();
@@ -708,27 +878,39 @@ export class Cache {
     const deadline = clock.now() + lease.wait;
     let delay = 5;
     let waiting = false;
+    let waitBegan = 0;
+    const waited = () => performance.now() - waitBegan;
     for (;;) {
       const acquired = await l2.setIfAbsent(key, token, lease.ttl);
       if (acquired !== false) {
         if (acquired && events.wants("lease")) {
-          events.emit("lease", { key: full, outcome: waiting ? "took-over" : "acquired" });
+          events.emit(
+            "lease",
+            waiting
+              ? { key: full, outcome: "took-over", waited: waited() }
+              : { key: full, outcome: "acquired" },
+          );
         }
         return { token: acquired ? token : undefined };
       }
       if (!waiting) {
         waiting = true;
+        waitBegan = performance.now();
         if (events.wants("lease")) events.emit("lease", { key: full, outcome: "waiting" });
       }
       await this.#landedOrDelay(full, delay);
       const remote = await this.#readL2(full);
       if (remote && this.#freshness(remote.entry, clock.now()) === "fresh") {
         this.#hold(full, remote.entry, remote.size);
-        if (events.wants("lease")) events.emit("lease", { key: full, outcome: "landed" });
+        if (events.wants("lease")) {
+          events.emit("lease", { key: full, outcome: "landed", waited: waited() });
+        }
         return { landed: remote.entry };
       }
       if (clock.now() >= deadline) {
-        if (events.wants("lease")) events.emit("lease", { key: full, outcome: "timed-out" });
+        if (events.wants("lease")) {
+          events.emit("lease", { key: full, outcome: "timed-out", waited: waited() });
+        }
         return { token: undefined };
       }
       delay = Math.min(delay * 2, 100);
@@ -786,12 +968,31 @@ export class Cache {
     try {
       let value: T;
       const began = clock.now();
+      // Timed on a monotonic clock, only when someone listens (metrics, traces).
+      const timed = events.wants("factory") ? performance.now() : -1;
       try {
         value = await callFactory(factory, context, policy.hardTimeout, controller, full);
       } catch (error) {
         if (policy.graceBackoff > 0) backoff.set(full, clock.now() + policy.graceBackoff);
         if (events.wants("factory-error")) events.emit("factory-error", { key: full, error });
+        if (timed >= 0) {
+          events.emit("factory", {
+            key: full,
+            duration: performance.now() - timed,
+            outcome: error instanceof FactoryHardTimeoutError ? "hard-timeout" : "error",
+            background,
+            error,
+          });
+        }
         throw error;
+      }
+      if (timed >= 0) {
+        events.emit("factory", {
+          key: full,
+          duration: performance.now() - timed,
+          outcome: "ok",
+          background,
+        });
       }
       backoff.delete(full);
       const entry = this.#makeEntry(value, startedAt, policy, clock.now() - began);
@@ -864,7 +1065,13 @@ export class Cache {
     // born invalid: stamping it with the current mark would make hits skip the tag check.
     const tagMark = tags.verdict(entry) === "valid" ? tags.mark : -1;
     const held: HeldEntry = { entry, tagMark };
-    l1.setHeld(full, held, size ?? estimateSize(entry.value) + 64, expiresAt);
+    const bytes = size ?? estimateSize(entry.value) + 64;
+    if (!l1.setHeld(full, held, bytes, expiresAt)) {
+      const events = this.#core.events;
+      if (events.wants("oversize")) {
+        events.emit("oversize", { key: full, size: bytes, limit: l1.maxEntrySize, source: "l1" });
+      }
+    }
   }
 
   /** Read and decode an entry from L2; concurrent reads of one key share one store call. */
@@ -918,13 +1125,13 @@ export class Cache {
     if (events.wants("stale")) events.emit("stale", { key, tier, reason });
   }
 
-  async #invalidate(tags: readonly string[], soft: boolean): Promise<void> {
+  async #invalidate(tags: readonly string[], soft: boolean, kind: InvalidationKind): Promise<void> {
     const { bus } = this.#core;
     bus?.start();
     const states = await this.#core.tags.invalidate(tags, soft);
     if (bus) for (const [tag, hard, softAt] of states) bus.tag(tag, hard, softAt);
     const events = this.#core.events;
-    if (events.wants("invalidate")) events.emit("invalidate", { tags, soft });
+    if (events.wants("invalidate")) events.emit("invalidate", { tags, soft, kind });
   }
 }
 
@@ -1080,7 +1287,48 @@ export function createCache(options: CacheOptions = {}): Cache {
           events.emit("breaker", { store: store.name, state, ...(error ? { error } : {}) });
         }
       },
+      timed: () => events.wants("store"),
+      onCall: (operation, key, duration, outcome, error) => {
+        events.emit("store", {
+          store: store.name,
+          operation,
+          key,
+          duration,
+          outcome,
+          ...(error ? { error } : {}),
+        });
+      },
+      onDegraded: (error) => {
+        if (events.wants("store-health")) {
+          events.emit("store-health", { store: store.name, state: "down", error });
+        }
+      },
+      onRecovered: (since, failures) => {
+        if (events.wants("store-health")) {
+          events.emit("store-health", {
+            store: store.name,
+            state: "up",
+            downFor: clock.now() - since,
+            failures,
+          });
+        }
+      },
     });
+  }
+  const disposers: Array<() => void> = [];
+  if (l1) {
+    const tier: Tier = "l1";
+    disposers.push(
+      l1.onEvict((key, size) => {
+        if (events.wants("evict")) events.emit("evict", { key, tier, size });
+      }),
+    );
+  }
+  if (options.logger !== undefined && !isLogger(options.logger)) {
+    throw new InvalidOptionError(
+      "logger",
+      "expected a pino-compatible logger (an object with error, warn, info and debug)",
+    );
   }
   if (options.bus !== undefined && typeof options.bus !== "boolean") {
     throw new InvalidOptionError(
@@ -1147,8 +1395,12 @@ export function createCache(options: CacheOptions = {}): Cache {
     backoff: new LRUCache<string, number>({ max: 10_000 }),
     landed: new Map(),
     bus,
+    log: { logger: undefined, detach: undefined },
+    disposers,
   };
-  return new Cache(core, "", [NAMESPACE_TAG_PREFIX], core.serializer);
+  const cache = new Cache(core, "", [NAMESPACE_TAG_PREFIX], core.serializer);
+  if (options.logger) cache.useLogger(options.logger);
+  return cache;
 }
 
 function positiveInt(value: number | undefined, option: string, fallback: number): number {

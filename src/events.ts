@@ -21,10 +21,43 @@ export interface CacheEventMap {
   set: { key: string; ttl: number; size: number | undefined };
   /** A key was deleted. */
   delete: { key: string };
-  /** Tags (namespace clears included) were invalidated. */
-  invalidate: { tags: readonly string[]; soft: boolean };
-  /** The factory threw, was rejected, or timed out. */
+  /**
+   * Tags were invalidated: route or application tags (`tags`), a namespace clear (`namespace`,
+   * through the namespace's implicit tag), or HTTP paths (`paths`, through their `@path:` tags).
+   */
+  invalidate: { tags: readonly string[]; soft: boolean; kind: InvalidationKind };
+  /**
+   * The factory threw, was rejected, or timed out. A `hardTimeout` is an error whose `code` is
+   * `E_FACTORY_HARD_TIMEOUT` (a `FactoryHardTimeoutError`); the `factory` event of the same run
+   * says `outcome: "hard-timeout"`.
+   */
   "factory-error": { key: string; error: unknown };
+  /**
+   * A factory run finished (once per run, however many callers shared it): how long it took
+   * in milliseconds, how it ended, and whether it refreshed an entry in the background. The
+   * source of factory latency metrics and spans.
+   */
+  factory: {
+    key: string;
+    duration: number;
+    outcome: "ok" | "error" | "hard-timeout";
+    background: boolean;
+    error?: unknown;
+  };
+  /**
+   * One call to the remote store finished (calls skipped by an open breaker are not calls).
+   * `outcome` is `hit`/`miss` for `get`, `ok` for other operations that succeeded, `error`
+   * otherwise (timeouts included; the `error` event says why). `duration` in milliseconds.
+   * Only timed when someone listens.
+   */
+  store: {
+    store: string;
+    operation: string;
+    key: string | undefined;
+    duration: number;
+    outcome: "hit" | "miss" | "ok" | "error";
+    error?: unknown;
+  };
   /** A store, serializer or corrupt entry failed; the cache carried on without it. */
   error: { key: string | undefined; operation: string; error: unknown };
   /**
@@ -32,7 +65,12 @@ export interface CacheEventMap {
    * (another instance does), `landed` (its value arrived), `timed-out` (the wait ran out; this
    * instance runs the factory), `took-over` (the holder's lease expired and this waiter took it).
    */
-  lease: { key: string; outcome: "acquired" | "waiting" | "landed" | "timed-out" | "took-over" };
+  lease: {
+    key: string;
+    outcome: "acquired" | "waiting" | "landed" | "timed-out" | "took-over";
+    /** For the outcomes that end a wait: how long this instance waited, in milliseconds. */
+    waited?: number;
+  };
   /**
    * The bus dropped the in-process tier because messages may have been lost: its
    * subscription came back after a disconnection (`reconnected`), or a message was skipped
@@ -41,6 +79,73 @@ export interface CacheEventMap {
   bus: { state: "reconnected" | "gap" };
   /** A store's circuit breaker changed state. */
   breaker: { store: string; state: "open" | "half-open" | "closed"; error?: unknown };
+  /**
+   * The remote store became unavailable (`down`: the first failed call after a healthy
+   * period, with its error) or available again (`up`: a call succeeded `breakerCooldown` after
+   * the last failure; `downFor` in milliseconds and the number of `failures` in between).
+   * Once per change, never once per request: what logs and alerts are built on.
+   */
+  "store-health": {
+    store: string;
+    state: "down" | "up";
+    error?: unknown;
+    downFor?: number;
+    failures?: number;
+  };
+  /** The in-process tier dropped an entry to stay within its bounds (least recently used). */
+  evict: { key: string; tier: Tier; size: number };
+  /**
+   * A value was not kept because it is larger than the limit: the memory tier's
+   * `maxEntrySize` (`source: "l1"`; the caller still gets the value) or the HTTP cache's
+   * `maxEntrySize` (`source: "http"`; the response is sent, not stored). `size` is unknown
+   * for a streamed body that outgrew the limit.
+   */
+  oversize: {
+    key: string | undefined;
+    size: number | undefined;
+    limit: number;
+    source: "l1" | "http";
+  };
+  /**
+   * How the HTTP cache answered one request, once per request: `route` is the route's
+   * pattern (`GET /posts/:id` on Fastify), never the URL. See {@link HttpOutcome}; `reason`
+   * details stale answers (`stale-while-revalidate`, `stale-if-error`, `stale-timeout`,
+   * `stale-backoff`), bypasses and responses that were not stored (`status-500`, `private`,
+   * `set-cookie`, `too-large`, …), as in the `Cache-Status` `detail`.
+   */
+  http: { route: string; method: string; outcome: HttpOutcome; reason?: string };
+}
+
+/** What a `invalidate` event invalidated. */
+export type InvalidationKind = "tags" | "namespace" | "paths";
+
+/**
+ * The HTTP outcomes: `hit` (answered from the cache), `stale` (a stale copy, see `reason`),
+ * `collapsed` (waited for a concurrent request's response), `refreshed` (a stale entry was
+ * refreshed while the client waited), `stored` (a miss: the handler ran and its response was
+ * stored), `not-storable` (the handler ran; its response may not be stored, see `reason`),
+ * `miss` (the handler ran without storing: a HEAD miss, `only-if-cached`), `bypass` (not
+ * looked up: a personal request, a client's `no-store`/`no-cache`), `method` (not GET/HEAD).
+ */
+export type HttpOutcome =
+  | "hit"
+  | "stale"
+  | "collapsed"
+  | "refreshed"
+  | "stored"
+  | "not-storable"
+  | "miss"
+  | "bypass"
+  | "method";
+
+/**
+ * The namespace path of a full key as events carry it (`"users"` for `@users:42`,
+ * `"users/admins"` for `@users/admins:1`), or `""` for the root namespace.
+ */
+export function namespaceOf(key: string): string {
+  if (key.charCodeAt(0) !== 64 /* @ */) return "";
+  const end = key.indexOf(":");
+  return end < 0 ? "" : key.slice(1, end);
 }
 
 export type CacheEventName = keyof CacheEventMap;

@@ -18,6 +18,23 @@ export interface GuardHooks {
   clock: Clock;
   onError(operation: string, key: string | undefined, error: StoreError): void;
   onBreaker(state: BreakerState, error?: unknown): void;
+  /** Whether calls should be timed for {@link onCall} (checked once per call). */
+  timed?(): boolean;
+  /** A timed call finished: its duration in milliseconds and how it ended. */
+  onCall?(
+    operation: string,
+    key: string | undefined,
+    duration: number,
+    outcome: "hit" | "miss" | "ok" | "error",
+    error?: StoreError,
+  ): void;
+  /** The first failure after a healthy period: the store became unavailable. */
+  onDegraded?(error: StoreError): void;
+  /**
+   * A call succeeded at least `breakerCooldown` after the last failure: the store is
+   * available again. `since` is when it became unavailable, `failures` how many calls failed.
+   */
+  onRecovered?(since: number, failures: number): void;
 }
 
 const FAILED = Symbol("failed");
@@ -37,6 +54,11 @@ export class GuardedStore {
   #failures = 0;
   #openUntil = 0;
   #probing = false;
+  /** When the current outage began (first failure after a healthy period), if there is one. */
+  #degradedSince: number | undefined;
+  #lastFailureAt = 0;
+  #outageFailures = 0;
+  #lastError: StoreError | undefined;
 
   constructor(store: Store, options: GuardOptions, hooks: GuardHooks) {
     this.store = store;
@@ -50,6 +72,19 @@ export class GuardedStore {
 
   get state(): BreakerState {
     return this.#state;
+  }
+
+  /**
+   * When the store became unavailable, while it is (from the first failure until a call
+   * succeeds `breakerCooldown` after the last one); `undefined` while it is healthy.
+   */
+  get degradedSince(): number | undefined {
+    return this.#degradedSince;
+  }
+
+  /** The last failure, kept after recovery (for reporting). */
+  get lastError(): StoreError | undefined {
+    return this.#lastError;
   }
 
   /** The bytes under `key`; `undefined` on a miss or on any failure. */
@@ -107,6 +142,9 @@ export class GuardedStore {
     run: () => Promise<T>,
   ): Promise<T | Failed> {
     if (!this.#admit()) return FAILED;
+    const hooks = this.#hooks;
+    // Timed only when someone listens: off, a call costs no clock read.
+    const began = hooks.timed?.() ? performance.now() : -1;
     let timer: NodeJS.Timeout | undefined;
     try {
       const pending = run();
@@ -128,6 +166,11 @@ export class GuardedStore {
       pending.catch(() => {});
       const out = await Promise.race([pending, timeout]);
       this.#succeeded();
+      if (began >= 0) {
+        const outcome =
+          operation !== "get" ? "ok" : out === undefined || out === null ? "miss" : "hit";
+        hooks.onCall?.(operation, key, performance.now() - began, outcome);
+      }
       return out;
     } catch (error) {
       const storeError =
@@ -135,7 +178,10 @@ export class GuardedStore {
           ? error
           : new StoreError(this.store.name, operation, errorMessage(error), { cause: error });
       this.#failed(storeError);
-      this.#hooks.onError(operation, key, storeError);
+      hooks.onError(operation, key, storeError);
+      if (began >= 0) {
+        hooks.onCall?.(operation, key, performance.now() - began, "error", storeError);
+      }
       return FAILED;
     } finally {
       if (timer) clearTimeout(timer);
@@ -161,10 +207,30 @@ export class GuardedStore {
       this.#probing = false;
       this.#setState("closed");
     }
+    const since = this.#degradedSince;
+    // Recovered once calls succeed again a cooldown after the last failure, so that a store
+    // failing one call in two is not reported as recovering on every success.
+    if (
+      since !== undefined &&
+      this.#hooks.clock.now() - this.#lastFailureAt >= this.options.breakerCooldown
+    ) {
+      const failures = this.#outageFailures;
+      this.#degradedSince = undefined;
+      this.#outageFailures = 0;
+      this.#hooks.onRecovered?.(since, failures);
+    }
   }
 
   #failed(error: StoreError): void {
     this.#failures++;
+    const now = this.#hooks.clock.now();
+    this.#lastFailureAt = now;
+    this.#lastError = error;
+    this.#outageFailures++;
+    if (this.#degradedSince === undefined) {
+      this.#degradedSince = now;
+      this.#hooks.onDegraded?.(error);
+    }
     if (this.#state === "half-open" || this.#failures >= this.options.failureThreshold) {
       this.#probing = false;
       this.#openUntil = this.#hooks.clock.now() + this.options.breakerCooldown;

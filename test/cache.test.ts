@@ -335,7 +335,9 @@ describe("get, set, delete, has, clear", () => {
       assert.equal(events.of("set").length, 3);
       assert.deepEqual(events.of("set")[0]?.ttl, 10_000);
       assert.deepEqual(events.of("delete"), [{ key: "a" }]);
-      assert.deepEqual(events.of("invalidate"), [{ tags: ["@ns:"], soft: false }]);
+      assert.deepEqual(events.of("invalidate"), [
+        { tags: ["@ns:"], soft: false, kind: "namespace" },
+      ]);
     });
   }
 
@@ -488,7 +490,7 @@ describe("invalidateTags", () => {
       await cache.set("other", "x");
       clock.advance(5);
       await cache.invalidateTags(["posts"]);
-      assert.deepEqual(events.of("invalidate"), [{ tags: ["posts"], soft: false }]);
+      assert.deepEqual(events.of("invalidate"), [{ tags: ["posts"], soft: false, kind: "tags" }]);
       assert.equal(await cache.has("post:1"), false);
       assert.equal(await cache.get("user:1"), "alice");
       assert.equal(await cache.get("other"), "x");

@@ -56,6 +56,7 @@ export class MemoryStore implements Store {
   readonly #lru: LRUCache<string, Slot>;
   readonly #clock: Clock;
   #evictions = 0;
+  readonly #evictListeners = new Set<(key: string, size: number) => void>();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.maxSize = positiveInt(options.maxSize, "memoryStore.maxSize", DEFAULT_MAX_SIZE);
@@ -80,8 +81,16 @@ export class MemoryStore implements Store {
       maxEntrySize: this.maxEntrySize,
       sizeCalculation: (slot) => slot.size,
       ...(maxEntries ? { max: maxEntries } : {}),
-      disposeAfter: (_slot, _key, reason) => {
-        if (reason === "evict") this.#evictions++;
+      disposeAfter: (slot, key, reason) => {
+        if (reason !== "evict") return;
+        this.#evictions++;
+        for (const listener of this.#evictListeners) {
+          try {
+            listener(key, slot.size);
+          } catch {
+            // An observer must never break the store.
+          }
+        }
       },
     });
   }
@@ -99,6 +108,17 @@ export class MemoryStore implements Store {
   /** Entries evicted to stay within the bounds since the store was created. */
   get evictions(): number {
     return this.#evictions;
+  }
+
+  /**
+   * Call `listener` with the key and size of every entry evicted to stay within the bounds
+   * (not for deletes, expiries or replacements). Returns a function that removes it.
+   */
+  onEvict(listener: (key: string, size: number) => void): () => void {
+    this.#evictListeners.add(listener);
+    return () => {
+      this.#evictListeners.delete(listener);
+    };
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {
