@@ -42,7 +42,7 @@ async function untilHit(url: string, headers: Record<string, string> = {}) {
   }
 }
 
-for (const store of ["memory", "redis"] as const) {
+for (const store of ["memory", "redis", "tiered"] as const) {
   describe(`demo service over real sockets (CACHE_STORE=${store})`, { timeout: 120_000 }, () => {
     let fake: FakeUpstream;
     let redis: RedisServer | undefined;
@@ -50,7 +50,7 @@ for (const store of ["memory", "redis"] as const) {
 
     before(async () => {
       fake = await startFakeUpstream({ latencyMs: 20 });
-      if (store === "redis") redis = await startRedis();
+      if (store !== "memory") redis = await startRedis();
       service = await startService({
         UPSTREAM_URL: fake.url,
         CACHE_STORE: store,
@@ -84,10 +84,13 @@ for (const store of ["memory", "redis"] as const) {
       assert.equal(body.status, "ok");
       assert.equal(body.cache.store, store);
       assert.equal(body.cache.state, "ok");
-      if (store === "redis") {
+      if (store !== "memory") {
         assert.equal(body.cache.connection, "ready");
         assert.equal(body.cache.breaker, "closed");
+        assert.equal(body.cache.redis, "up");
+        assert.equal(body.cache.lease, true);
       }
+      if (store === "tiered") assert.deepEqual(body.cache.bus, { state: "up", resets: 0 });
     });
 
     it("a cached body equals the upstream body, with Cache-Status, Age and ETag", async () => {
@@ -255,43 +258,58 @@ describe("demo service start-up and failure handling", { timeout: 60_000 }, () =
     });
   }
 
-  it("an unreachable Redis is reported but does not stop the service", async () => {
-    const port = await freePort(); // nothing listens there
-    const service = await startService({
-      UPSTREAM_URL: fake.url,
-      REDIS_URL: `redis://127.0.0.1:${port}`,
-    });
-    try {
-      fake.reset();
-      await waitFor(
-        () =>
-          logRecords(service).some((r) =>
-            /cache store unavailable \(redis at /.test(String(r.msg)),
-          ),
-        "a log line reporting the unreachable Redis",
-      );
-      for (let i = 0; i < 3; i++) {
-        const response = await get(`${service.url}/posts/1`);
-        assert.equal(response.status, 200);
-        assert.equal(JSON.parse(response.body.toString()).id, 1);
+  for (const store of ["redis", "tiered"] as const) {
+    it(`an unreachable Redis is reported but does not stop the service (CACHE_STORE=${store})`, async () => {
+      const port = await freePort(); // nothing listens there
+      const service = await startService({
+        UPSTREAM_URL: fake.url,
+        REDIS_URL: `redis://127.0.0.1:${port}`,
+        CACHE_STORE: store,
+      });
+      try {
+        fake.reset();
+        await waitFor(
+          () =>
+            logRecords(service).some((r) =>
+              /cache store unavailable \(redis at /.test(String(r.msg)),
+            ),
+          "a log line reporting the unreachable Redis",
+        );
+        for (let i = 0; i < 3; i++) {
+          const response = await get(`${service.url}/posts/1`);
+          assert.equal(response.status, 200);
+          assert.equal(JSON.parse(response.body.toString()).id, 1);
+        }
+        if (store === "redis") {
+          assert.equal(fake.calls(), 3, "without a store, every request goes to the upstream");
+        } else {
+          assert.equal(fake.calls(), 1, "the in-process tier still caches");
+        }
+        const health = await get(`${service.url}/health`);
+        assert.equal(health.status, 200);
+        const cache = JSON.parse(health.body.toString()).cache;
+        assert.equal(cache.store, store);
+        assert.equal(cache.state, "degraded");
+        assert.notEqual(cache.connection, "ready");
+        assert.notEqual(cache.redis, "up");
+        if (store === "tiered") assert.equal(cache.bus.state, "down");
+      } finally {
+        assert.equal(await service.stop(), 0);
       }
-      assert.equal(fake.calls(), 3, "without a store, every request goes to the upstream");
-      const health = await get(`${service.url}/health`);
-      assert.equal(health.status, 200);
-      const cache = JSON.parse(health.body.toString()).cache;
-      assert.equal(cache.store, "redis");
-      assert.equal(cache.state, "degraded");
-      assert.notEqual(cache.connection, "ready");
-    } finally {
-      assert.equal(await service.stop(), 0);
-    }
-  });
+    });
+  }
 
   it("Redis going away and coming back: requests keep succeeding, caching resumes", async () => {
     const redis = await startRedis();
     let service: Child | undefined;
     try {
-      service = await startService({ UPSTREAM_URL: fake.url, REDIS_URL: redis.url });
+      // Redis only: with an in-process tier in front, hits would not show that Redis is back
+      // (test/resilience/ covers the tiered store).
+      service = await startService({
+        UPSTREAM_URL: fake.url,
+        REDIS_URL: redis.url,
+        CACHE_STORE: "redis",
+      });
       fake.reset();
       const url = `${service.url}/posts/2`;
       assert.equal((await get(url)).status, 200);
