@@ -20,6 +20,7 @@ import type {
   RouteCacheOptions,
 } from "../http/http-cache.js";
 import { HttpCache } from "../http/http-cache.js";
+import type { Logger } from "../logging.js";
 import { readUpTo } from "./stream.js";
 
 export type { HttpCacheOptions, RouteCacheOptions } from "../http/http-cache.js";
@@ -33,6 +34,12 @@ export interface CachetFastifyOptions extends HttpCacheOptions {
    * @default true
    */
   invalidateOnUnsafe?: boolean;
+  /**
+   * Where the cache logs its changes of state (store down and back, breaker, corrupt entries),
+   * when it was created without a `logger`: `fastify.log` by default, `false` for nowhere.
+   * @default fastify.log
+   */
+  logger?: Logger | false;
 }
 
 declare module "fastify" {
@@ -79,8 +86,9 @@ const CONTENT_HEADERS = [
 const plugin: FastifyPluginCallback<CachetFastifyOptions> = (fastify, options, done) => {
   let http: HttpCache;
   try {
-    const { invalidateOnUnsafe: _, ...httpOptions } = options;
+    const { invalidateOnUnsafe: _, logger, ...httpOptions } = options;
     http = new HttpCache(httpOptions);
+    if (logger !== false) http.cache.useLogger(logger ?? fastify.log);
   } catch (error) {
     done(error as Error);
     return;

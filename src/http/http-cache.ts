@@ -1,6 +1,7 @@
 import type { Cache, FactoryContext, Resolution } from "../cache.js";
 import type { Entry } from "../entry.js";
 import { CachetError, InvalidOptionError } from "../errors.js";
+import type { HttpOutcome } from "../events.js";
 import type { EntryOptions, Policy } from "../options.js";
 import { validateTags } from "../options.js";
 import type { CacheStatusFields } from "./cache-status.js";
@@ -398,9 +399,11 @@ export class HttpCache {
     dispatch?: Dispatch,
   ): Decision | Promise<Decision> {
     const method = request.method;
-    if (method !== "GET" && method !== "HEAD") return this.#forward("method", undefined);
+    if (method !== "GET" && method !== "HEAD") {
+      return this.#forward("method", undefined, undefined, route, request);
+    }
     if (!route.perUser && !route.public && this.#isPersonal(request)) {
-      return this.#forward("bypass", "personal-request");
+      return this.#forward("bypass", "personal-request", undefined, route, request);
     }
     const key = this.#key(request, route);
     let directives: Map<string, string | true> | undefined;
@@ -408,7 +411,7 @@ export class HttpCache {
       directives = parseCacheControl(request.headers["cache-control"]);
       if (directives.has("only-if-cached")) return this.#onlyIfCached(request, route, key);
       if (directives.has("no-cache") || deltaSeconds(directives, "max-age") === 0) {
-        if (method === "HEAD") return this.#forward("request", "no-cache", key);
+        if (method === "HEAD") return this.#forward("request", "no-cache", key, route, request);
         return this.#lookup(request, route, key, dispatch, { mayRetry: false, force: true });
       }
       if (directives.has("no-store")) return this.#noStore(request, route, key);
@@ -467,11 +470,15 @@ export class HttpCache {
    */
   complete(exchange: Exchange, response: HttpResponse): Completion {
     const { route, request, state } = exchange;
-    const outcome = this.#record(route, request, response);
+    const outcome = this.#record(route, request, response, exchange.key);
     if (outcome instanceof NotStorable) {
       this.#settle(state, outcome);
       return {
-        headers: this.#statusHeader({ fwd: state.fwd, detail: outcome.reason, key: exchange.key }),
+        headers: this.#statusHeader(
+          { fwd: state.fwd, detail: outcome.reason, key: exchange.key },
+          route,
+          request.method,
+        ),
         notModified: false,
       };
     }
@@ -482,11 +489,11 @@ export class HttpCache {
       const notStored = new NotStorable("max-age-0");
       this.#settle(state, notStored);
       return {
-        headers: this.#statusHeader({
-          fwd: state.fwd,
-          detail: notStored.reason,
-          key: exchange.key,
-        }),
+        headers: this.#statusHeader(
+          { fwd: state.fwd, detail: notStored.reason, key: exchange.key },
+          route,
+          request.method,
+        ),
         notModified: false,
       };
     }
@@ -515,7 +522,14 @@ export class HttpCache {
     if (route.downstream) headers["cache-control"] = `public, max-age=${ttl}`;
     const surrogate = this.#surrogateHeader(request, route);
     if (surrogate) headers[surrogate[0]] = surrogate[1];
-    Object.assign(headers, this.#statusHeader({ fwd: state.fwd, stored: true, key: exchange.key }));
+    Object.assign(
+      headers,
+      this.#statusHeader(
+        { fwd: state.fwd, stored: true, key: exchange.key },
+        route,
+        request.method,
+      ),
+    );
     const notModified =
       ifNoneMatchHits(state.ifNoneMatch, outcome.etag) ||
       notModifiedSince(state.ifModifiedSince, state.ifNoneMatch, outcome.lastModified);
@@ -524,6 +538,12 @@ export class HttpCache {
 
   /** The request ended without a response (client gone, handler crashed): release waiters. */
   abandon(exchange: Exchange): void {
+    if (!exchange.state.settled) {
+      this.#observe(exchange.route, exchange.request.method, {
+        fwd: exchange.state.fwd,
+        detail: "aborted",
+      });
+    }
     this.#settle(exchange.state, new NotStorable("aborted"));
   }
 
@@ -628,7 +648,7 @@ export class HttpCache {
         entry.value.vary,
       );
     }
-    return this.#forward(secondary ? "vary-miss" : "uri-miss", "head", key);
+    return this.#forward(secondary ? "vary-miss" : "uri-miss", "head", key, route, request);
   }
 
   /** `only-if-cached` (RFC 9111 §5.2.1.7): the stored response, or 504 without forwarding. */
@@ -637,7 +657,10 @@ export class HttpCache {
     if (found)
       return { kind: "respond", reply: this.#serve(found.entry, request, route, found.key, "hit") };
     const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
-    Object.assign(headers, this.#statusHeader({ detail: "only-if-cached", key }));
+    Object.assign(
+      headers,
+      this.#statusHeader({ detail: "only-if-cached", key }, route, request.method),
+    );
     return {
       kind: "respond",
       reply: { status: 504, headers, body: Buffer.from("Not in cache (only-if-cached)\n") },
@@ -649,7 +672,7 @@ export class HttpCache {
     const found = await this.#stored(request, key);
     if (found)
       return { kind: "respond", reply: this.#serve(found.entry, request, route, found.key, "hit") };
-    return this.#forward("request", "no-store", key);
+    return this.#forward("request", "no-store", key, route, request);
   }
 
   async #lookup(
@@ -673,7 +696,7 @@ export class HttpCache {
       // handler run: produce it out of band so that timeouts and grace can apply.
       if ((context.background || context.stale !== undefined) && dispatch) {
         dispatched = !context.background;
-        const produced = this.#dispatch(request, route, dispatch, self);
+        const produced = this.#dispatch(request, route, dispatch, self, key);
         if (context.background) {
           // Nobody awaits a background refresh: compress once its entry has been written.
           produced.then(
@@ -718,7 +741,9 @@ export class HttpCache {
     if (first.ok) {
       const value = first.value.entry.value;
       if (value.kind === "vary") {
-        if (options.secondary) return this.#forward("vary-miss", "vary-changed", key);
+        if (options.secondary) {
+          return this.#forward("vary-miss", "vary-changed", key, route, request);
+        }
         const secondary = varyKey(key, value.vary, request.headers);
         return this.#lookup(request, route, secondary, dispatch, {
           ...options,
@@ -742,7 +767,10 @@ export class HttpCache {
     if (error instanceof NotStorable && error.response && error.owner === self) {
       // Our own out-of-band run produced a response that may not be shared: send it to this
       // client only.
-      return { kind: "respond", reply: this.#passThrough(error.response, key, error.reason, fwd) };
+      return {
+        kind: "respond",
+        reply: this.#passThrough(error.response, key, error.reason, fwd, route, request),
+      };
     }
     const reason = error instanceof NotStorable ? error.reason : "leader-failed";
     // The leader's run failed (an error status, a crash, a client gone): the waiting requests
@@ -751,7 +779,7 @@ export class HttpCache {
       return this.#lookup(request, route, key, dispatch, { ...options, mayRetry: false });
     }
     // The leader's response may not be shared (personal, too large, …): run our own handler.
-    return this.#forward(fwd, reason, key);
+    return this.#forward(fwd, reason, key, route, request);
   }
 
   #resolved(
@@ -799,9 +827,10 @@ export class HttpCache {
     route: CompiledRoute,
     dispatch: Dispatch,
     owner: object,
+    key: string,
   ): Promise<StoredRecord> {
     const response = await dispatch({ method: "GET", url: request.url, headers: request.headers });
-    const record = this.#record(route, request, response);
+    const record = this.#record(route, request, response, key);
     if (record instanceof NotStorable) throw new NotStorable(record.reason, response, owner);
     return record;
   }
@@ -859,6 +888,7 @@ export class HttpCache {
     route: CompiledRoute,
     request: HttpRequest,
     response: HttpResponse,
+    key: string,
   ): StoredResponse | NotStorable {
     const { status, headers, body } = response;
     if (!route.statuses.has(status)) return new NotStorable(`status-${status}`);
@@ -871,10 +901,10 @@ export class HttpCache {
     if (cc.has("no-cache")) return new NotStorable("no-cache");
     // RFC 9111 §4.1: `Vary: *` always fails to match.
     if (parseVary(headers.vary)[0] === "*") return new NotStorable("vary-star");
-    if (response.tooLarge) return new NotStorable("too-large");
+    if (response.tooLarge) return this.#oversize(key, undefined);
     if (body === undefined) return new NotStorable("stream");
     const bytes = typeof body === "string" ? Buffer.from(body, "utf8") : toBuffer(body);
-    if (bytes.length > this.#maxEntrySize) return new NotStorable("too-large");
+    if (bytes.length > this.#maxEntrySize) return this.#oversize(key, bytes.length);
     const kept: Record<string, string | readonly string[]> = {};
     for (const [name, value] of Object.entries(headers)) {
       const lower = name.toLowerCase();
@@ -900,6 +930,15 @@ export class HttpCache {
       lastModified: Number.isNaN(lastModified) ? undefined : lastModified,
       encoded: {},
     };
+  }
+
+  /** A response over `maxEntrySize` is passed through: say so (an `oversize` event). */
+  #oversize(key: string, size: number | undefined): NotStorable {
+    const events = this.cache.events;
+    if (events.wants("oversize")) {
+      events.emit("oversize", { key, size, limit: this.#maxEntrySize, source: "http" });
+    }
+    return new NotStorable("too-large");
   }
 
   /** The reply for a stored entry: full, HEAD, or 304, with `Age` and `Cache-Status`. */
@@ -936,22 +975,32 @@ export class HttpCache {
     if (route.downstream) headers["cache-control"] = `public, max-age=${Math.max(0, ttl)}`;
     switch (how) {
       case "hit":
-        this.#status(headers, { hit: true, ttl, key });
+        this.#status(headers, { hit: true, ttl, key }, route, request.method);
         break;
       case "collapsed":
-        this.#status(headers, { fwd, collapsed: true, stored: true, key });
+        this.#status(headers, { fwd, collapsed: true, stored: true, key }, route, request.method);
         break;
       case "refreshed":
-        this.#status(headers, { fwd: "stale", fwdStatus: record.status, stored: true, ttl, key });
+        this.#status(
+          headers,
+          { fwd: "stale", fwdStatus: record.status, stored: true, ttl, key },
+          route,
+          request.method,
+        );
         break;
       case "stale-if-error":
-        this.#status(headers, { fwd: "stale", fwdStatus, ttl, key, detail: how });
+        this.#status(
+          headers,
+          { fwd: "stale", fwdStatus, ttl, key, detail: how },
+          route,
+          request.method,
+        );
         break;
       case "stale-timeout":
-        this.#status(headers, { fwd: "stale", ttl, key, detail: how });
+        this.#status(headers, { fwd: "stale", ttl, key, detail: how }, route, request.method);
         break;
       default:
-        this.#status(headers, { hit: true, ttl, key, detail: how });
+        this.#status(headers, { hit: true, ttl, key, detail: how }, route, request.method);
     }
     const ifNoneMatch = request.headers["if-none-match"];
     if (
@@ -981,6 +1030,8 @@ export class HttpCache {
     key: string,
     reason: string,
     fwd: "uri-miss" | "vary-miss" | "request",
+    route: CompiledRoute,
+    request: HttpRequest,
   ): ReplyPlan {
     const headers: Record<string, string | readonly string[]> = {};
     for (const [name, value] of Object.entries(response.headers)) {
@@ -995,7 +1046,7 @@ export class HttpCache {
       }
       headers[lower] = Array.isArray(value) ? value.map(String) : String(value);
     }
-    this.#status(headers, { fwd, detail: reason, key });
+    this.#status(headers, { fwd, detail: reason, key }, route, request.method);
     const body =
       response.body === undefined
         ? Buffer.alloc(0)
@@ -1015,29 +1066,79 @@ export class HttpCache {
   #forward(
     fwd: "method" | "bypass" | "uri-miss" | "vary-miss" | "request",
     detail: string | undefined,
-    key?: string,
+    key: string | undefined,
+    route: CompiledRoute,
+    request: HttpRequest,
   ): Decision {
     return {
       kind: "forward",
       exchange: undefined,
-      cacheStatus: this.#statusHeader({ fwd, detail, key })["cache-status"],
+      cacheStatus: this.#statusHeader({ fwd, detail, key }, route, request.method)["cache-status"],
     };
   }
 
-  #statusHeader(fields: CacheStatusFields): Record<string, string> {
+  #statusHeader(
+    fields: CacheStatusFields,
+    route: CompiledRoute,
+    method: string,
+  ): Record<string, string> {
     const headers: Record<string, string> = {};
-    this.#status(headers, fields);
+    this.#status(headers, fields, route, method);
     return headers;
   }
 
-  #status(headers: Record<string, string | readonly string[]>, fields: CacheStatusFields): void {
+  /**
+   * Set `Cache-Status` on a response, and report how the request was answered (an `http`
+   * event). Every request gets exactly one final status, so this is where requests are
+   * counted: once each, whatever path they took.
+   */
+  #status(
+    headers: Record<string, string | readonly string[]>,
+    fields: CacheStatusFields,
+    route: CompiledRoute,
+    method: string,
+  ): void {
+    this.#observe(route, method, fields);
     if (this.#statusName === false) return;
     headers["cache-status"] = formatCacheStatus(this.#statusName, {
       ...fields,
       key: this.#exposeKey ? fields.key : undefined,
     });
   }
+
+  /** Emit the `http` event for a request's final status, when someone listens. */
+  #observe(route: CompiledRoute, method: string, fields: CacheStatusFields): void {
+    const events = this.cache.events;
+    if (!events.wants("http")) return;
+    const { outcome, reason } = httpOutcome(fields);
+    events.emit("http", {
+      route: route.name,
+      method,
+      outcome,
+      ...(reason === undefined ? {} : { reason }),
+    });
+  }
 }
+
+/** The `http` event outcome for a request's final `Cache-Status` fields. */
+function httpOutcome(f: CacheStatusFields): { outcome: HttpOutcome; reason?: string } {
+  const reason = f.detail;
+  if (f.hit) return reason === undefined ? { outcome: "hit" } : { outcome: "stale", reason };
+  if (f.collapsed) return { outcome: "collapsed" };
+  if (f.fwd === "stale") return f.stored ? { outcome: "refreshed" } : { outcome: "stale", reason };
+  if (f.stored) return { outcome: "stored" };
+  if (f.fwd === "method") return { outcome: "method" };
+  if (f.fwd === "bypass") return { outcome: "bypass", reason };
+  if (reason === undefined) return { outcome: "miss" };
+  if (f.fwd === "request" && (reason === "no-store" || reason === "no-cache")) {
+    return { outcome: "bypass", reason };
+  }
+  if (MISS_DETAILS.has(reason)) return { outcome: "miss", reason };
+  return { outcome: "not-storable", reason };
+}
+
+/** Details of requests that ran the handler without storing, for a reason other than the response. */
+const MISS_DETAILS = new Set(["head", "only-if-cached", "vary-changed"]);
 
 function ok<T>(value: T): { ok: true; value: T } {
   return { ok: true, value };
