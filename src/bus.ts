@@ -51,6 +51,8 @@ export class Bus {
   #state: BusState = "idle";
   #unsubscribe: (() => Promise<void>) | undefined;
   #batch: { s: Set<string>; d: Set<string>; t: Map<string, [number, number]> } | undefined;
+  /** Publishes not settled yet, awaited by `close()` so that a last change still goes out. */
+  readonly #sending = new Set<Promise<void>>();
 
   constructor(store: Required<Pick<Store, "publish" | "subscribe">>, handlers: BusHandlers) {
     this.#store = store;
@@ -103,6 +105,9 @@ export class Bus {
   }
 
   async close(): Promise<void> {
+    // Changes made just before closing (a CLI's one invalidation) must still reach the others.
+    if (this.#batch) this.#flush();
+    await Promise.all(this.#sending);
     const unsubscribe = this.#unsubscribe;
     this.#unsubscribe = undefined;
     this.#state = "idle";
@@ -125,9 +130,11 @@ export class Bus {
     if (batch.s.size > 0) message.s = [...batch.s];
     if (batch.d.size > 0) message.d = [...batch.d];
     if (batch.t.size > 0) message.t = [...batch.t].map(([tag, [h, s]]) => [tag, h, s]);
-    this.#store
+    const sent = this.#store
       .publish(CHANNEL, Buffer.from(JSON.stringify(message)))
       .catch((error: unknown) => this.#handlers.error("publish", error));
+    this.#sending.add(sent);
+    sent.then(() => this.#sending.delete(sent));
   }
 
   #receive(raw: Buffer): void {

@@ -1,4 +1,11 @@
-export type { CacheOptions, Factory, FactoryContext, Resolution, WrapOptions } from "./cache.js";
+export type {
+  CacheHealth,
+  CacheOptions,
+  Factory,
+  FactoryContext,
+  Resolution,
+  WrapOptions,
+} from "./cache.js";
 export { Cache, createCache } from "./cache.js";
 export type { Clock } from "./clock.js";
 export { systemClock } from "./clock.js";
@@ -22,11 +29,15 @@ export type {
   CacheEventListener,
   CacheEventMap,
   CacheEventName,
+  HttpOutcome,
+  InvalidationKind,
   StaleReason,
   Tier,
 } from "./events.js";
+export { namespaceOf } from "./events.js";
 export type { BreakerState } from "./guard.js";
 export { argsKey, digest, stableSerialize } from "./keys.js";
+export type { Logger } from "./logging.js";
 export type { EntryOptions } from "./options.js";
 export type { Serializer } from "./serializer.js";
 export { jsonSerializer, rawSerializer } from "./serializer.js";
