@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { createRequire } from "node:module";
 import type {
   RedisArgument,
   RedisClientOptions,
@@ -7,11 +8,39 @@ import type {
   RedisScripts,
   RespVersions,
 } from "redis";
-import { createClient, RESP_TYPES } from "redis";
 import type { Duration } from "../duration.js";
 import { optionalMs } from "../duration.js";
 import { CachetError, InvalidOptionError, StoreError } from "../errors.js";
 import type { Store } from "../store.js";
+import {
+  BUFFER_REPLIES,
+  type BufferReplies,
+  ClusterClient,
+  IoRedisClient,
+  type IoRedisLike,
+  isIoRedis,
+  isRedisCluster,
+  isRedisSentinel,
+  type MultiHostUrl,
+  parseMultiHostUrl,
+  type RedisClusterLike,
+  type RedisNodeAddress,
+  type RedisSentinelLike,
+  SentinelClient,
+} from "./redis-topology.js";
+
+export { keySlot } from "./redis-topology.js";
+export type { IoRedisLike, RedisClusterLike, RedisNodeAddress, RedisSentinelLike };
+
+/**
+ * node-redis, loaded on first need rather than imported: a store on a caller's ioredis client
+ * never needs it, so `cachet/redis` works without `redis` installed.
+ */
+let nodeRedisModule: typeof import("redis") | undefined;
+function nodeRedis(): typeof import("redis") {
+  nodeRedisModule ??= createRequire(import.meta.url)("redis") as typeof import("redis");
+  return nodeRedisModule;
+}
 
 /**
  * What the store needs from a node-redis client. Any standalone client made by `createClient()`
@@ -23,7 +52,7 @@ export interface RedisClientLike {
   readonly isReady: boolean;
   readonly options?: { readonly keyPrefix?: RedisArgument | undefined } | undefined;
   connect(): Promise<unknown>;
-  withTypeMapping(mapping: typeof BUFFER_REPLIES): RedisCommander;
+  withTypeMapping(mapping: BufferReplies): RedisCommander;
   on(event: string, listener: (...args: unknown[]) => void): unknown;
   off(event: string, listener: (...args: unknown[]) => void): unknown;
   close(): Promise<void>;
@@ -45,7 +74,7 @@ interface Subscription {
 }
 
 /** A client (or a type-mapped view of one) that can send raw commands. */
-interface RedisCommander {
+export interface RedisCommander {
   sendCommand<T = unknown>(args: ReadonlyArray<RedisArgument>): Promise<T>;
 }
 
@@ -61,23 +90,106 @@ export type RedisStoreClientOptions = Omit<
   "url" | "keyPrefix" | "disableOfflineQueue" | "commandOptions"
 >;
 
-/** Options of {@link redisStore}. Pass `url` or `client`, not both. */
+/**
+ * One node of a cluster to discover the others from, as node-redis takes it: `{ url }` or
+ * `{ socket: { host, port } }`. Credentials and TLS for every node go in `clientOptions`.
+ */
+export type RedisStoreRootNode =
+  | { readonly url: string }
+  | { readonly socket: { readonly host?: string; readonly port?: number } };
+
+/**
+ * Redis Cluster through node-redis's `createCluster()`. The store adds what it manages to the
+ * node connections (no offline queue, its reconnection backoff and connect timeout), and
+ * applies `clientOptions` to every node (credentials, TLS, `RESP`…).
+ */
+export interface RedisStoreClusterOptions {
+  /**
+   * Some nodes of the cluster, used to discover the others (three is plenty; a node that is
+   * down is skipped).
+   */
+  rootNodes: ReadonlyArray<RedisStoreRootNode>;
+  /**
+   * Read (`GET`, `MGET`) from replicas too. Replicas lag their master: another instance may
+   * read a value a few milliseconds old, and the fleet-wide lease may wait a little longer.
+   * @default false
+   */
+  useReplicas?: boolean;
+  /** How many `MOVED`/`ASK` redirections one command may follow. @default 16 */
+  maxCommandRedirections?: number;
+  /**
+   * Addresses to connect to instead of those the cluster announces (a cluster behind NAT or
+   * in containers): a map from `"host:port"` or a function.
+   */
+  nodeAddressMap?:
+    | Readonly<Record<string, RedisNodeAddress>>
+    | ((address: string) => RedisNodeAddress | undefined);
+  /**
+   * How soon, after a node connection starts failing, the store asks the other nodes for the
+   * cluster's layout again (so that a replica promoted in place of a dead master is found),
+   * in milliseconds or as a duration string. node-redis checks on each reconnection attempt
+   * of the failing node. `0` turns it off.
+   * @default 1000
+   */
+  topologyRefreshDelay?: Duration;
+}
+
+/**
+ * Redis behind Sentinel through node-redis's `createSentinel()`: commands go to the current
+ * master, which the client follows across failovers. `clientOptions` apply to the data nodes.
+ */
+export interface RedisStoreSentinelOptions {
+  /** The master's name, as configured in the sentinels (`sentinel monitor <name> …`). */
+  name: string;
+  /** Some of the sentinels, used to find the others and the master. */
+  sentinelRootNodes: ReadonlyArray<RedisNodeAddress>;
+  /** Options of the connections to the sentinels themselves (their credentials, TLS). */
+  sentinelClientOptions?: RedisStoreClientOptions;
+  /** Connections to each replica for reads (`GET`, `MGET`); `0` reads from the master only. @default 0 */
+  replicaPoolSize?: number;
+  /** Interval at which the sentinels are asked for changes, in ms; `0` relies on their events. @default 0 */
+  scanInterval?: number;
+  /** Addresses to connect to instead of those the sentinels announce. */
+  nodeAddressMap?:
+    | Readonly<Record<string, RedisNodeAddress>>
+    | ((address: string) => RedisNodeAddress | undefined);
+}
+
+/** Which Redis deployment a store talks to (see {@link RedisStore.topology}). */
+export type RedisTopology = "standalone" | "cluster" | "sentinel";
+
+/**
+ * Options of {@link redisStore}. Say where Redis is with one of `url`, `client`, `cluster` or
+ * `sentinel` (none means `redis://127.0.0.1:6379`).
+ */
 export interface RedisStoreOptions {
   /**
    * Where Redis is: `redis://[[user][:password]@]host[:port][/db]`, `rediss://…` for TLS, or
-   * `unix:///path/to/redis.sock`. Validated when the store is created; the connection opens
-   * on first use.
-   * @default "redis://127.0.0.1:6379" (when `client` is not given either)
+   * `unix:///path/to/redis.sock`; a cluster as
+   * `redis+cluster://[[user][:password]@]host:port,host:port…` (`rediss+cluster://` for TLS;
+   * the hosts are root nodes, see {@link RedisStoreClusterOptions.rootNodes}); Redis behind
+   * Sentinel as `redis+sentinel://[[user][:password]@]host:port,host:port…/<master name>`
+   * (the hosts are sentinels, the credentials the data nodes'). Validated when the store is
+   * created; the connection opens on first use.
+   * @default "redis://127.0.0.1:6379" (when `client`, `cluster` and `sentinel` are not given)
    */
   url?: string;
   /**
-   * An existing node-redis client to use instead of creating one. The store connects it on
-   * first use if it is not open yet, but never closes it: `disconnect()` only detaches the
-   * store. The client keeps its own reconnection settings; the store still fails fast by
-   * rejecting commands whenever the client is not ready. It must not have a `keyPrefix`
-   * (use `prefix`). Mutually exclusive with `url` and `clientOptions`.
+   * An existing client to use instead of creating one, told apart by its shape: a node-redis
+   * client (`createClient()`), cluster (`createCluster()`) or Sentinel client
+   * (`createSentinel()`), or an ioredis `Redis` or `Cluster`. The store connects it on first
+   * use if it is not open yet, but never closes it: `disconnect()` only detaches the store.
+   * The client keeps its own reconnection settings; the store still fails fast by rejecting
+   * commands whenever the client is not ready. It must not have a `keyPrefix` (use
+   * `prefix`). The bus subscribes on a connection of the store's own (a duplicate of the
+   * client, or a connection to one cluster node). Mutually exclusive with `url`, `cluster`,
+   * `sentinel` and `clientOptions`.
    */
-  client?: RedisClientLike;
+  client?: RedisClientLike | RedisClusterLike | RedisSentinelLike | IoRedisLike;
+  /** Redis Cluster: see {@link RedisStoreClusterOptions}. */
+  cluster?: RedisStoreClusterOptions;
+  /** Redis behind Sentinel: see {@link RedisStoreSentinelOptions}. */
+  sentinel?: RedisStoreSentinelOptions;
   /**
    * Prepended to every key, so that several applications (or caches) can share one Redis.
    * May be `""`.
@@ -109,7 +221,10 @@ export interface RedisStoreOptions {
    * @default 2000
    */
   maxReconnectDelay?: Duration;
-  /** node-redis client options for the client the store creates. See {@link RedisStoreClientOptions}. */
+  /**
+   * node-redis client options for the connections the store creates — to the one server, or
+   * to every cluster or data node. See {@link RedisStoreClientOptions}.
+   */
   clientOptions?: RedisStoreClientOptions;
 }
 
@@ -131,9 +246,8 @@ const DEFAULT_COMMAND_TIMEOUT = 1_000;
 const DEFAULT_MAX_RECONNECT_DELAY = 2_000;
 const FIRST_RECONNECT_DELAY = 50;
 const URL_SCHEMES = new Set(["redis:", "rediss:", "unix:"]);
-
-/** Replies as Buffers: values go through without a UTF-8 round trip. */
-const BUFFER_REPLIES = { [RESP_TYPES.BLOB_STRING]: Buffer } as const;
+/** node-redis asks the other nodes for the layout this soon after a node starts failing. */
+const DEFAULT_TOPOLOGY_REFRESH_DELAY = 1_000;
 
 /** Release a lease only while it still holds the owner's token. */
 const DELETE_IF_EQUALS = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`;
@@ -151,21 +265,31 @@ const MANAGED_SOCKET_OPTIONS: Record<string, string> = {
   connectTimeout: "use the store's `connectTimeout` option",
 };
 
+/** How the store reaches Redis: which client library, which deployment. */
+type Kind = "standalone" | "cluster" | "sentinel" | "ioredis";
+
 /**
- * A {@link Store} on Redis through node-redis: bytes in and out as Buffers, TTLs as `PX`,
- * `getMany` as one `MGET`, leases with `SET NX PX` and a compare-and-delete script.
+ * A {@link Store} on Redis through node-redis (standalone, Cluster or Sentinel) or a caller's
+ * ioredis client: bytes in and out as Buffers, TTLs as `PX`, `getMany` as one `MGET` (one per
+ * hash slot on a cluster), leases with `SET NX PX` and a compare-and-delete script.
  *
  * It fails fast and recovers by itself: it connects lazily, never queues commands while
  * disconnected (they reject at once with a `StoreError`), reconnects in the background with
  * a capped exponential backoff, and works again as soon as Redis is back, without a restart.
- * Nothing it leaves behind keeps the process alive after {@link disconnect}.
+ * Nothing it leaves behind keeps the process alive after {@link disconnect} (on a cluster or
+ * Sentinel, node-redis reconnects nodes itself: a backoff step already under way when
+ * `disconnect()` is called may delay the process's exit by up to `maxReconnectDelay`).
  */
 export class RedisStore implements Store {
   readonly name = "redis";
   /** The prefix prepended to every key. */
   readonly prefix: string;
+  readonly #kind: Kind;
   readonly #url: string | undefined;
+  /** Options of every connection the store creates (URL credentials and TLS included). */
   readonly #clientOptions: RedisStoreClientOptions;
+  readonly #cluster: RedisStoreClusterOptions | undefined;
+  readonly #sentinel: RedisStoreSentinelOptions | undefined;
   readonly #connectTimeout: number;
   readonly #commandTimeout: number;
   readonly #maxReconnectDelay: number;
@@ -190,6 +314,8 @@ export class RedisStore implements Store {
   #subscriberOpening: Promise<void> | undefined;
   #subscriberAttempts = 0;
   #subscriberTimer: NodeJS.Timeout | undefined;
+  /** Where the bus subscriber's node rotation starts (cluster), so that a fleet spreads out. */
+  readonly #subscriberSeed = Math.floor(Math.random() * 1024);
 
   constructor(options: RedisStoreOptions = {}) {
     if (options === null || typeof options !== "object") {
@@ -198,9 +324,15 @@ export class RedisStore implements Store {
         `expected an object, got ${JSON.stringify(options)}`,
       );
     }
-    const { url, client, clientOptions } = options;
-    if (url !== undefined && client !== undefined) {
-      throw new InvalidOptionError("redisStore.client", "pass either `url` or `client`, not both");
+    const { url, client, cluster, sentinel, clientOptions } = options;
+    const given = (["url", "client", "cluster", "sentinel"] as const).filter(
+      (name) => options[name] !== undefined,
+    );
+    if (given.length > 1) {
+      throw new InvalidOptionError(
+        `redisStore.${given[1]}`,
+        `pass only one of \`url\`, \`client\`, \`cluster\` and \`sentinel\`, got ${given.map((name) => `\`${name}\``).join(" and ")}`,
+      );
     }
     this.prefix = options.prefix ?? DEFAULT_PREFIX;
     if (typeof this.prefix !== "string") {
@@ -233,29 +365,60 @@ export class RedisStore implements Store {
           "applies only to the client the store creates; configure your `client` yourself",
         );
       }
-      validateClient(client);
+      const adopted = adoptClient(client);
+      this.#kind = adopted.kind;
       this.#owned = false;
       this.#url = undefined;
       this.#clientOptions = {};
-      this.#client = client;
-      this.#commander = client.withTypeMapping(BUFFER_REPLIES);
-      this.#listen(client);
-    } else {
-      this.#owned = true;
-      this.#url = validateUrl(url ?? DEFAULT_URL);
-      this.#clientOptions = validateClientOptions(clientOptions);
-      // Let node-redis judge its own options now rather than on first use. Creating a client
-      // does no I/O; destroying one that never connected releases nothing but itself.
-      try {
-        createClient(this.#clientConfig()).destroy();
-      } catch (cause) {
-        throw new InvalidOptionError(
-          "redisStore.clientOptions",
-          `node-redis rejected them: ${causeText(cause)}`,
-          { cause },
-        );
-      }
+      this.#cluster = undefined;
+      this.#sentinel = undefined;
+      this.#client = adopted.client;
+      this.#commander = adopted.client.withTypeMapping(BUFFER_REPLIES);
+      this.#listen(adopted.client);
+      return;
     }
+    this.#owned = true;
+    const validated = validateClientOptions(clientOptions);
+    const multi = url === undefined ? undefined : validateMultiHostUrl(url);
+    if (cluster !== undefined || multi?.kind === "cluster") {
+      this.#kind = "cluster";
+      this.#url = undefined;
+      this.#cluster = cluster !== undefined ? validateCluster(cluster) : clusterFromUrl(multi!);
+      this.#sentinel = undefined;
+    } else if (sentinel !== undefined || multi?.kind === "sentinel") {
+      this.#kind = "sentinel";
+      this.#url = undefined;
+      this.#cluster = undefined;
+      this.#sentinel =
+        sentinel !== undefined ? validateSentinel(sentinel) : sentinelFromUrl(multi!);
+    } else {
+      this.#kind = "standalone";
+      this.#url = validateUrl(url ?? DEFAULT_URL);
+      this.#cluster = undefined;
+      this.#sentinel = undefined;
+    }
+    this.#clientOptions = multi ? withUrlCredentials(validated, multi) : validated;
+    // Let node-redis judge its own options now rather than on first use. Creating a client
+    // does no I/O; destroying one that never connected releases nothing but itself.
+    try {
+      this.#createClient().destroy();
+    } catch (cause) {
+      const option = this.#kind === "standalone" ? "clientOptions" : this.#kind;
+      throw new InvalidOptionError(
+        `redisStore.${option}`,
+        `node-redis rejected them: ${causeText(cause)}`,
+        { cause },
+      );
+    }
+  }
+
+  /**
+   * The deployment the store talks to: one server (`standalone`), Redis Cluster (`cluster`)
+   * or a master behind Sentinel (`sentinel`).
+   */
+  get topology(): RedisTopology {
+    if (this.#kind !== "ioredis") return this.#kind;
+    return (this.#client as IoRedisClient).isCluster ? "cluster" : "standalone";
   }
 
   /** The connection state; see {@link RedisStoreStatus}. */
@@ -501,7 +664,7 @@ export class RedisStore implements Store {
   #open(): Promise<RedisCommander> {
     let client: RedisClientLike;
     try {
-      client = createClient(this.#clientConfig());
+      client = this.#createClient();
     } catch (error) {
       // Checked at construction, so not expected; never let it escape a retry timer.
       this.#recordError(error);
@@ -534,6 +697,76 @@ export class RedisStore implements Store {
     );
   }
 
+  /**
+   * A new client of the store's own for its data connection. On a cluster or Sentinel,
+   * node-redis reconnects the node connections itself (a cluster client or a Sentinel client
+   * cannot replace one node's connection from outside), with the store's backoff; the store
+   * replaces the whole client only when its first connection fails.
+   */
+  #createClient(): RedisClientLike {
+    const redis = nodeRedis();
+    switch (this.#kind) {
+      case "cluster":
+        return new ClusterClient(
+          redis.createCluster(this.#clusterConfig() as never) as unknown as RedisClusterLike,
+        );
+      case "sentinel":
+        return new SentinelClient(
+          redis.createSentinel(this.#sentinelConfig() as never) as unknown as RedisSentinelLike,
+        );
+      default:
+        return redis.createClient(this.#clientConfig()) as unknown as RedisClientLike;
+    }
+  }
+
+  /** Reconnection of cluster and Sentinel node connections: the store's backoff, until closed. */
+  readonly #nodeReconnect = (retries: number): number | false =>
+    this.#status === "closed" ? false : backoff(retries, this.#maxReconnectDelay);
+
+  /** Options of every cluster or Sentinel data-node connection the store's clients open. */
+  #nodeConfig() {
+    const options = this.#clientOptions;
+    return {
+      ...options,
+      disableOfflineQueue: true,
+      socket: {
+        ...options.socket,
+        connectTimeout: this.#connectTimeout,
+        reconnectStrategy: this.#nodeReconnect,
+      },
+    };
+  }
+
+  #clusterConfig() {
+    const { rootNodes, topologyRefreshDelay, ...rest } = this.#cluster!;
+    const refresh = optionalMs(
+      topologyRefreshDelay,
+      "redisStore.cluster.topologyRefreshDelay",
+      DEFAULT_TOPOLOGY_REFRESH_DELAY,
+    );
+    return {
+      ...rest,
+      rootNodes: rootNodes.map((node) => ({ ...node })),
+      defaults: this.#nodeConfig(),
+      RESP: this.#clientOptions.RESP,
+      topologyRefreshOnReconnectionAttemptStrategy: refresh === 0 ? false : refresh,
+    };
+  }
+
+  #sentinelConfig() {
+    const { sentinelRootNodes, sentinelClientOptions, ...rest } = this.#sentinel!;
+    return {
+      ...rest,
+      sentinelRootNodes: sentinelRootNodes.map(({ host, port }) => ({ host, port })),
+      RESP: this.#clientOptions.RESP,
+      nodeClientOptions: this.#nodeConfig(),
+      sentinelClientOptions: {
+        ...sentinelClientOptions,
+        socket: { ...sentinelClientOptions?.socket, connectTimeout: this.#connectTimeout },
+      },
+    };
+  }
+
   /** The options of the store's own clients: the caller's, plus what the store manages. */
   #clientConfig() {
     const options = this.#clientOptions;
@@ -560,13 +793,7 @@ export class RedisStore implements Store {
     queueMicrotask(() => client.destroy());
     if (this.#status === "closed") return;
     this.#status = "reconnecting";
-    const ceiling = Math.min(
-      FIRST_RECONNECT_DELAY * 2 ** Math.min(this.#attempts, 20),
-      this.#maxReconnectDelay,
-    );
-    this.#attempts++;
-    // Half fixed, half random, so that a fleet does not reconnect in lockstep.
-    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    const delay = backoff(this.#attempts++, this.#maxReconnectDelay);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       if (this.#status !== "closed") this.#open().catch(() => {});
@@ -629,7 +856,9 @@ export class RedisStore implements Store {
   /**
    * Open the subscriber connection and subscribe to every channel. node-redis's reconnection
    * is off for it too: on a loss the store opens a new connection with backoff, resubscribes,
-   * and tells every subscription to reset (messages may have been lost meanwhile).
+   * and tells every subscription to reset (messages may have been lost meanwhile). On a
+   * cluster the connection goes to one node, another one on each attempt: classic `PUBLISH`
+   * reaches the subscribers of every node, so any live node will do.
    */
   #openSubscriber(reconnecting: boolean): Promise<void> {
     if (this.#subscriberOpening) return this.#subscriberOpening;
@@ -642,10 +871,9 @@ export class RedisStore implements Store {
 
   async #connectSubscriber(reconnecting: boolean): Promise<void> {
     let client: RedisClientLike;
+    let reconnectsItself: boolean;
     try {
-      client = this.#owned
-        ? (createClient(this.#clientConfig()) as unknown as RedisClientLike)
-        : this.#client!.duplicate!();
+      ({ client, reconnectsItself } = this.#newSubscriber());
     } catch (error) {
       this.#recordError(error);
       throw this.#wrap("subscribe", error);
@@ -653,9 +881,10 @@ export class RedisStore implements Store {
     this.#subscriber = client;
     client.on("error", (error: unknown) => this.#recordError(error));
     client.on("terminated", (cause: unknown) => this.#subscriberLost(client, cause));
-    if (!this.#owned) {
-      // A duplicate of the caller's client reconnects and resubscribes by node-redis's own
-      // strategy: every `ready` after the first is a reconnection, with a possible gap.
+    if (reconnectsItself) {
+      // A duplicate of the caller's client reconnects and resubscribes by its own strategy
+      // (a Sentinel client follows the master too): every `ready` after the first is a
+      // reconnection, with a possible gap.
       let readies = 0;
       client.on("ready", () => {
         if (++readies > 1 && this.#subscriber === client) this.#resetSubscriptions();
@@ -675,6 +904,81 @@ export class RedisStore implements Store {
     }
     this.#subscriberAttempts = 0;
     if (reconnecting) this.#resetSubscriptions();
+  }
+
+  /**
+   * A new connection for the bus subscriber. `reconnectsItself`: the client reconnects and
+   * resubscribes on its own (the store only watches it); otherwise the store replaces it
+   * when it reports `terminated`.
+   */
+  #newSubscriber(): { client: RedisClientLike; reconnectsItself: boolean } {
+    switch (this.#kind) {
+      case "standalone":
+        return this.#owned
+          ? {
+              client: nodeRedis().createClient(this.#clientConfig()) as unknown as RedisClientLike,
+              reconnectsItself: false,
+            }
+          : { client: this.#client!.duplicate!(), reconnectsItself: true };
+      case "cluster": {
+        const nodes = this.#clusterNodes();
+        const node = nodes[(this.#subscriberSeed + this.#subscriberAttempts) % nodes.length]!;
+        const config = this.#clusterSubscriberConfig(node);
+        return {
+          client: nodeRedis().createClient(config as never) as unknown as RedisClientLike,
+          reconnectsItself: false,
+        };
+      }
+      case "sentinel":
+        return {
+          client: new SentinelClient(
+            this.#owned
+              ? (nodeRedis().createSentinel(
+                  this.#sentinelConfig() as never,
+                ) as unknown as RedisSentinelLike)
+              : (this.#client as SentinelClient).sentinel.duplicate(),
+          ),
+          reconnectsItself: true,
+        };
+      case "ioredis":
+        return {
+          client: (this.#client as IoRedisClient).subscriberConnection(
+            this.#subscriberSeed + this.#subscriberAttempts,
+            this.#connectTimeout,
+          ),
+          reconnectsItself: false,
+        };
+    }
+  }
+
+  /** The cluster's nodes known now, or its root nodes before the first discovery. */
+  #clusterNodes(): RedisNodeAddress[] {
+    const client = this.#client as ClusterClient | undefined;
+    const known = client?.isReady ? client.nodes() : [];
+    if (known.length > 0) return known;
+    const roots = this.#owned ? this.#cluster!.rootNodes : client!.cluster._options.rootNodes;
+    return roots.map(rootNodeAddress);
+  }
+
+  /** A plain connection to one cluster node, with the options of the cluster's node connections. */
+  #clusterSubscriberConfig(node: RedisNodeAddress) {
+    const cluster = this.#owned ? undefined : (this.#client as ClusterClient).cluster;
+    const base = (cluster ? (cluster._options.defaults ?? {}) : this.#clientOptions) as {
+      socket?: object;
+      RESP?: unknown;
+    };
+    return {
+      ...base,
+      RESP: cluster ? (cluster._options.RESP ?? base.RESP) : this.#clientOptions.RESP,
+      disableOfflineQueue: true,
+      socket: {
+        ...base.socket,
+        host: node.host,
+        port: node.port,
+        connectTimeout: this.#connectTimeout,
+        reconnectStrategy: false as const,
+      },
+    };
   }
 
   #resetSubscriptions(): void {
@@ -718,12 +1022,7 @@ export class RedisStore implements Store {
     this.#recordError(cause);
     queueMicrotask(() => client.destroy());
     if (this.#status === "closed" || this.#subscriptions.size === 0) return;
-    const ceiling = Math.min(
-      FIRST_RECONNECT_DELAY * 2 ** Math.min(this.#subscriberAttempts, 20),
-      this.#maxReconnectDelay,
-    );
-    this.#subscriberAttempts++;
-    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    const delay = backoff(this.#subscriberAttempts++, this.#maxReconnectDelay);
     clearTimeout(this.#subscriberTimer);
     this.#subscriberTimer = setTimeout(() => {
       this.#subscriberTimer = undefined;
@@ -747,31 +1046,31 @@ export function redisStore(options?: RedisStoreOptions): RedisStore {
   return new RedisStore(options);
 }
 
-function validateUrl(url: unknown): string {
+function validateUrl(url: unknown, option = "redisStore.url"): string {
   if (typeof url !== "string") {
-    throw new InvalidOptionError("redisStore.url", `expected a string, got ${describe(url)}`);
+    throw new InvalidOptionError(option, `expected a string, got ${describe(url)}`);
   }
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch (cause) {
-    throw new InvalidOptionError("redisStore.url", `not a valid URL: ${JSON.stringify(url)}`, {
+    throw new InvalidOptionError(option, `not a valid URL: ${JSON.stringify(url)}`, {
       cause,
     });
   }
   if (!URL_SCHEMES.has(parsed.protocol)) {
     throw new InvalidOptionError(
-      "redisStore.url",
-      `unsupported scheme "${parsed.protocol}" in ${JSON.stringify(url)}; expected redis:, rediss: or unix:`,
+      option,
+      `unsupported scheme "${parsed.protocol}" in ${JSON.stringify(url)}; expected redis:, rediss:, unix:, redis+cluster:, rediss+cluster:, redis+sentinel: or rediss+sentinel:`,
     );
   }
   if (parsed.protocol !== "unix:") {
     if (parsed.hostname === "") {
-      throw new InvalidOptionError("redisStore.url", `no host in ${JSON.stringify(url)}`);
+      throw new InvalidOptionError(option, `no host in ${JSON.stringify(url)}`);
     }
     if (parsed.pathname.length > 1 && !/^\/\d+$/.test(parsed.pathname)) {
       throw new InvalidOptionError(
-        "redisStore.url",
+        option,
         `the path must be a database number (such as "/0"), got ${JSON.stringify(parsed.pathname)}`,
       );
     }
@@ -781,50 +1080,230 @@ function validateUrl(url: unknown): string {
 
 function validateClientOptions(
   options: RedisStoreClientOptions | undefined,
+  option = "redisStore.clientOptions",
 ): RedisStoreClientOptions {
   if (options === undefined) return {};
   if (options === null || typeof options !== "object") {
-    throw new InvalidOptionError(
-      "redisStore.clientOptions",
-      `expected an object, got ${describe(options)}`,
-    );
+    throw new InvalidOptionError(option, `expected an object, got ${describe(options)}`);
   }
   for (const [name, why] of Object.entries(MANAGED_CLIENT_OPTIONS)) {
     if ((options as Record<string, unknown>)[name] !== undefined) {
-      throw new InvalidOptionError(`redisStore.clientOptions.${name}`, `not accepted: ${why}`);
+      throw new InvalidOptionError(`${option}.${name}`, `not accepted: ${why}`);
     }
   }
   const socket = options.socket as Record<string, unknown> | undefined;
   for (const [name, why] of Object.entries(MANAGED_SOCKET_OPTIONS)) {
     if (socket?.[name] !== undefined) {
-      throw new InvalidOptionError(
-        `redisStore.clientOptions.socket.${name}`,
-        `not accepted: ${why}`,
-      );
+      throw new InvalidOptionError(`${option}.socket.${name}`, `not accepted: ${why}`);
     }
   }
   return options;
 }
 
-function validateClient(client: RedisClientLike): void {
-  const methods = ["connect", "withTypeMapping", "on", "off", "destroy"] as const;
-  if (
-    client === null ||
-    typeof client !== "object" ||
-    methods.some((m) => typeof (client as unknown as Record<string, unknown>)[m] !== "function")
-  ) {
-    throw new InvalidOptionError(
+/**
+ * Tell a caller's client apart by its shape (ioredis, a node-redis cluster or Sentinel client,
+ * or a standalone node-redis client) and adapt it to the interface the store drives.
+ */
+function adoptClient(client: unknown): { kind: Kind; client: RedisClientLike } {
+  const invalid = () =>
+    new InvalidOptionError(
       "redisStore.client",
-      "expected a node-redis client made by createClient() (Cluster and Sentinel clients are not supported here)",
+      "expected a node-redis client (createClient(), createCluster() or createSentinel()) or an ioredis Redis or Cluster",
     );
+  if (client === null || typeof client !== "object") throw invalid();
+  let adopted: { kind: Kind; client: RedisClientLike };
+  if (isIoRedis(client)) adopted = { kind: "ioredis", client: new IoRedisClient(client) };
+  else if (isRedisCluster(client)) adopted = { kind: "cluster", client: new ClusterClient(client) };
+  else if (isRedisSentinel(client))
+    adopted = { kind: "sentinel", client: new SentinelClient(client) };
+  else {
+    const methods = ["connect", "withTypeMapping", "on", "off", "destroy"] as const;
+    if (methods.some((m) => typeof (client as Record<string, unknown>)[m] !== "function")) {
+      throw invalid();
+    }
+    adopted = { kind: "standalone", client: client as RedisClientLike };
   }
-  const keyPrefix = client.options?.keyPrefix;
+  const keyPrefix = adopted.client.options?.keyPrefix;
   if (keyPrefix !== undefined && keyPrefix.length > 0) {
     throw new InvalidOptionError(
       "redisStore.client",
       "the client has a keyPrefix, which does not apply to scripts; use the store's `prefix` option instead",
     );
   }
+  return adopted;
+}
+
+/** A `redis+cluster://` or `redis+sentinel://` URL, parsed; `undefined` for other schemes. */
+function validateMultiHostUrl(url: unknown): MultiHostUrl | undefined {
+  if (typeof url !== "string") return undefined;
+  try {
+    return parseMultiHostUrl(url);
+  } catch (cause) {
+    throw new InvalidOptionError(
+      "redisStore.url",
+      `${causeText(cause)} (in ${JSON.stringify(url)})`,
+      { cause },
+    );
+  }
+}
+
+/** Credentials and TLS from a multi-host URL apply to every data-node connection. */
+function withUrlCredentials(
+  options: RedisStoreClientOptions,
+  url: MultiHostUrl,
+): RedisStoreClientOptions {
+  const out: Record<string, unknown> = { ...options };
+  if (url.username !== undefined) out.username = url.username;
+  if (url.password !== undefined) out.password = url.password;
+  if (url.tls) out.socket = { ...options.socket, tls: true };
+  return out as RedisStoreClientOptions;
+}
+
+function clusterFromUrl(url: MultiHostUrl): RedisStoreClusterOptions {
+  return { rootNodes: url.hosts.map(({ host, port }) => ({ socket: { host, port } })) };
+}
+
+function sentinelFromUrl(url: MultiHostUrl): RedisStoreSentinelOptions {
+  return {
+    name: url.path,
+    sentinelRootNodes: url.hosts,
+    ...(url.tls ? { sentinelClientOptions: { socket: { tls: true } } } : {}),
+  } as RedisStoreSentinelOptions;
+}
+
+/** Cluster options the store manages itself; passing them is an error. */
+const MANAGED_CLUSTER_OPTIONS: Record<string, string> = {
+  defaults: "use the store's `clientOptions`, which apply to every node",
+  keyPrefix: "use the store's `prefix` option",
+  commandOptions: "the store sets its own command options (Buffer replies)",
+  RESP: "use `clientOptions.RESP`",
+};
+
+function validateCluster(cluster: RedisStoreClusterOptions): RedisStoreClusterOptions {
+  if (cluster === null || typeof cluster !== "object" || Array.isArray(cluster)) {
+    throw new InvalidOptionError(
+      "redisStore.cluster",
+      `expected an object such as { rootNodes: [{ url: "redis://host:port" }] }, got ${describe(cluster)}`,
+    );
+  }
+  for (const [name, why] of Object.entries(MANAGED_CLUSTER_OPTIONS)) {
+    if ((cluster as unknown as Record<string, unknown>)[name] !== undefined) {
+      throw new InvalidOptionError(`redisStore.cluster.${name}`, `not accepted: ${why}`);
+    }
+  }
+  const { rootNodes } = cluster;
+  if (!Array.isArray(rootNodes) || rootNodes.length === 0) {
+    throw new InvalidOptionError(
+      "redisStore.cluster.rootNodes",
+      `expected a non-empty array of { url } or { socket: { host, port } }, got ${describe(rootNodes)}`,
+    );
+  }
+  rootNodes.forEach((node, i) => {
+    const option = `redisStore.cluster.rootNodes[${i}]`;
+    if (node !== null && typeof node === "object" && "url" in node) {
+      validateUrl(node.url, option);
+      if (node.url.startsWith("unix:")) {
+        throw new InvalidOptionError(
+          option,
+          "a cluster node is reached over TCP, not a unix socket",
+        );
+      }
+    } else if (
+      node === null ||
+      typeof node !== "object" ||
+      !("socket" in node) ||
+      typeof node.socket !== "object" ||
+      node.socket === null
+    ) {
+      throw new InvalidOptionError(
+        option,
+        `expected { url: "redis://host:port" } or { socket: { host, port } }, got ${describe(node)}`,
+      );
+    }
+  });
+  optionalMs(
+    cluster.topologyRefreshDelay,
+    "redisStore.cluster.topologyRefreshDelay",
+    DEFAULT_TOPOLOGY_REFRESH_DELAY,
+  );
+  return cluster;
+}
+
+/** Sentinel options the store manages itself; passing them is an error. */
+const MANAGED_SENTINEL_OPTIONS: Record<string, string> = {
+  nodeClientOptions: "use the store's `clientOptions`, which apply to every data node",
+  keyPrefix: "use the store's `prefix` option",
+  commandOptions: "the store sets its own command options (Buffer replies)",
+  RESP: "use `clientOptions.RESP`",
+};
+
+function validateSentinel(sentinel: RedisStoreSentinelOptions): RedisStoreSentinelOptions {
+  if (sentinel === null || typeof sentinel !== "object" || Array.isArray(sentinel)) {
+    throw new InvalidOptionError(
+      "redisStore.sentinel",
+      `expected an object such as { name: "mymaster", sentinelRootNodes: [{ host, port }] }, got ${describe(sentinel)}`,
+    );
+  }
+  for (const [name, why] of Object.entries(MANAGED_SENTINEL_OPTIONS)) {
+    if ((sentinel as unknown as Record<string, unknown>)[name] !== undefined) {
+      throw new InvalidOptionError(`redisStore.sentinel.${name}`, `not accepted: ${why}`);
+    }
+  }
+  if (typeof sentinel.name !== "string" || sentinel.name === "") {
+    throw new InvalidOptionError(
+      "redisStore.sentinel.name",
+      `expected the master's name (a non-empty string), got ${describe(sentinel.name)}`,
+    );
+  }
+  const nodes = sentinel.sentinelRootNodes;
+  if (
+    !Array.isArray(nodes) ||
+    nodes.length === 0 ||
+    nodes.some(
+      (node) =>
+        node === null ||
+        typeof node !== "object" ||
+        typeof node.host !== "string" ||
+        !Number.isInteger(node.port),
+    )
+  ) {
+    throw new InvalidOptionError(
+      "redisStore.sentinel.sentinelRootNodes",
+      `expected a non-empty array of { host, port }, got ${describe(nodes)}`,
+    );
+  }
+  if (sentinel.sentinelClientOptions !== undefined) {
+    validateClientOptions(
+      sentinel.sentinelClientOptions,
+      "redisStore.sentinel.sentinelClientOptions",
+    );
+  }
+  return sentinel;
+}
+
+/** The address of a cluster root node given as `{ url }` or `{ socket: { host, port } }`. */
+function rootNodeAddress(node: {
+  readonly url?: string | undefined;
+  readonly socket?: object | undefined;
+}): RedisNodeAddress {
+  if (typeof node.url === "string") {
+    const parsed = new URL(node.url);
+    return {
+      host: parsed.hostname.replace(/^\[(.*)\]$/, "$1"),
+      port: parsed.port === "" ? 6379 : Number(parsed.port),
+    };
+  }
+  const socket = (node.socket ?? {}) as { host?: string; port?: number };
+  return { host: socket.host ?? "localhost", port: socket.port ?? 6379 };
+}
+
+/**
+ * The delay before reconnection attempt `attempt` (0-based): starts at 50 ms and doubles up
+ * to `max`; half fixed, half random, so that a fleet does not reconnect in lockstep.
+ */
+function backoff(attempt: number, max: number): number {
+  const ceiling = Math.min(FIRST_RECONNECT_DELAY * 2 ** Math.min(attempt, 20), max);
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
 }
 
 function toBuffer(value: Uint8Array, operation: string): Buffer {
