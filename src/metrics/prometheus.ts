@@ -122,6 +122,8 @@ export function prometheusMetrics(cache: Cache, options: PrometheusOptions = {})
       `expected a Prometheus metric name prefix, got ${JSON.stringify(prefix)}`,
     );
   }
+  const maxNamespaces = positiveInt(options.maxNamespaces, "maxNamespaces", 50);
+  const maxRoutes = positiveInt(options.maxRoutes, "maxRoutes", 200);
   let byPrefix = sets.get(register);
   if (!byPrefix) {
     byPrefix = new Map();
@@ -129,7 +131,7 @@ export function prometheusMetrics(cache: Cache, options: PrometheusOptions = {})
   }
   let m = byPrefix.get(prefix);
   if (!m) {
-    m = createMetrics(register, prefix, options);
+    m = createMetrics(register, prefix, options, maxNamespaces, maxRoutes);
     byPrefix.set(prefix, m);
   }
   const metrics = m;
@@ -203,7 +205,13 @@ export function prometheusMetrics(cache: Cache, options: PrometheusOptions = {})
   };
 }
 
-function createMetrics(register: Registry, prefix: string, options: PrometheusOptions): MetricSet {
+function createMetrics(
+  register: Registry,
+  prefix: string,
+  options: PrometheusOptions,
+  maxNamespaces: number,
+  maxRoutes: number,
+): MetricSet {
   const registers = [register];
   const caches = new Set<Cache>();
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
@@ -287,8 +295,8 @@ function createMetrics(register: Registry, prefix: string, options: PrometheusOp
 
   return {
     caches,
-    namespaces: new BoundedLabel(positiveInt(options.maxNamespaces, "maxNamespaces", 50)),
-    routes: new BoundedLabel(positiveInt(options.maxRoutes, "maxRoutes", 200)),
+    namespaces: new BoundedLabel(maxNamespaces),
+    routes: new BoundedLabel(maxRoutes),
     hits: counter("hits_total", "Lookups answered with a fresh value, by tier.", [
       "namespace",
       "tier",
