@@ -75,10 +75,11 @@ export function attachLogger(events: CacheEvents, logger: Logger, clock: Clock):
       storeDown = state === "down";
       if (state === "down") {
         openLogged = false;
+        // "redis store get: ECONNREFUSED" reads "get: ECONNREFUSED" after "redis store".
+        const why = errorText(error).replace(`${store} store `, "");
         logger.warn(
           { store, ...errorFields(error) },
-          `cachet: ${store} store unavailable (${errorText(error)}); ` +
-            "requests go to the origin until it recovers",
+          `cachet: ${store} store unavailable (${why}); requests go to the origin until it recovers`,
         );
       } else {
         logger.info(
@@ -100,13 +101,14 @@ export function attachLogger(events: CacheEvents, logger: Logger, clock: Clock):
       logger.debug({ store, breaker: state }, `cachet: ${store} store circuit ${state}`);
     }),
     events.on("error", ({ key, operation, error }) => {
-      // Store failures are reported as one outage (store-health), and the bus fails with the
-      // store: neither is worth a line per failure.
+      // Store failures are reported as one outage (store-health); the bus fails with the store
+      // (its connection state is in health()): neither is worth a warning per failure.
       if (STORE_OPERATIONS.has(operation) && isStoreError(error)) return;
       if (storeDown && operation.startsWith("bus.")) return;
       const suppressed = admit(`error:${operation}`);
       if (suppressed === undefined) return;
-      logger.warn(
+      const level = operation.startsWith("bus.") && isStoreError(error) ? "debug" : "warn";
+      logger[level](
         { operation, key, ...errorFields(error), ...(suppressed > 0 ? { suppressed } : {}) },
         `cachet: ${operation} failed${key === undefined ? "" : ` for key "${key}"`}: ${errorText(error)}`,
       );
