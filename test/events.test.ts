@@ -264,23 +264,40 @@ describe("events: one per outcome", () => {
     assert.equal(namespaceOf("@users/admins:a:b"), "users/admins");
   });
 
-  it("off costs nothing: without listeners no clock is read for timing", async () => {
-    const { cache, store } = remote();
-    const original = performance.now;
-    let reads = 0;
-    performance.now = () => {
-      reads++;
-      return original.call(performance);
+  it("off costs nothing: timing runs only for listeners of the timed events", async () => {
+    /** Clock reads made by `run`. */
+    const clockReads = async (run: () => Promise<void>): Promise<number> => {
+      const original = performance.now;
+      let reads = 0;
+      performance.now = () => {
+        reads++;
+        return original.call(performance);
+      };
+      try {
+        await run();
+      } finally {
+        performance.now = original;
+      }
+      return reads;
     };
-    try {
+    const traffic = (cache: Cache) => async () => {
       await cache.getOrSet("k", () => "v");
       await cache.getOrSet("k", () => "v");
-      store.failWith = new Error("down");
       await cache.get("other");
-    } finally {
-      performance.now = original;
-    }
-    assert.equal(reads, 0);
+    };
+    // In process: a miss, a factory run and a hit read no clock at all.
+    assert.equal(await clockReads(traffic(createCache({ clock: manualClock() }))), 0);
+    // On a remote store: listening to an untimed event costs no clock read either…
+    const quiet = await clockReads(traffic(remote().cache));
+    const unrelated = remote().cache;
+    unrelated.on("delete", () => {});
+    assert.equal(await clockReads(traffic(unrelated)), quiet);
+    // …while a listener of store calls gets them timed (two reads per call).
+    const observed = remote().cache;
+    const calls: number[] = [];
+    observed.on("store", (e) => calls.push(e.duration));
+    assert.equal(await clockReads(traffic(observed)), quiet + 2 * calls.length);
+    assert.ok(calls.length >= 3);
   });
 
   it("every event is also published on its diagnostics channel", async () => {
