@@ -80,6 +80,11 @@ export class Bus {
           this.#state = "up";
           this.#handlers.reset("reconnect");
         },
+        () => {
+          // Lost: nothing arrives until the resubscription resets. Meanwhile tag states are
+          // read from the store again (see TagRegistry `pushed`).
+          if (this.#state !== "idle") this.#state = "down";
+        },
       )
       .then(
         (unsubscribe) => {

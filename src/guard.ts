@@ -59,6 +59,13 @@ export class GuardedStore {
   #lastFailureAt = 0;
   #outageFailures = 0;
   #lastError: StoreError | undefined;
+  /** When a call last settled (answered or failed), `performance.now()`. */
+  #lastSettledAt = 0;
+  /**
+   * When the latest call that timed out with nothing settling while it waited was sent
+   * (`performance.now()`): the store has been silent since then, unless a call settled after.
+   */
+  #silentSince: number | undefined;
 
   constructor(store: Store, options: GuardOptions, hooks: GuardHooks) {
     this.store = store;
@@ -147,9 +154,26 @@ export class GuardedStore {
     const began = hooks.timed?.() ? performance.now() : -1;
     let timer: NodeJS.Timeout | undefined;
     try {
+      const started = performance.now();
+      if (this.#state === "closed" && this.#stalled(started)) {
+        // A call waited a whole timeout and nothing has settled since it was sent: the store
+        // is frozen or black-holed. Waiting another timeout here would make a request that
+        // calls the store several times (read, lease, write) wait on it several times over.
+        throw new StoreError(
+          this.store.name,
+          operation,
+          `not answering (silent for more than ${this.options.timeout} ms)`,
+          { code: "E_STORE_TIMEOUT" },
+        );
+      }
       const pending = run();
+      const settled = () => {
+        this.#lastSettledAt = performance.now();
+      };
+      pending.then(settled, settled);
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
+          if (this.#lastSettledAt <= started) this.#silentSince = started;
           reject(
             new StoreError(
               this.store.name,
@@ -186,6 +210,21 @@ export class GuardedStore {
     } finally {
       if (timer) clearTimeout(timer);
     }
+  }
+
+  /**
+   * Whether the store is stalled: a call timed out and nothing has settled since it was sent.
+   * Only for a while (a cooldown past the timeout), so that a store that never settles its
+   * calls is still tried again.
+   */
+  #stalled(now: number): boolean {
+    const since = this.#silentSince;
+    if (since === undefined) return false;
+    if (this.#lastSettledAt > since) {
+      this.#silentSince = undefined;
+      return false;
+    }
+    return now - since <= this.options.timeout + this.options.breakerCooldown;
   }
 
   /** Whether a call may go to the store now. */

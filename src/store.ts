@@ -43,13 +43,15 @@ export interface Store {
   publish?(channel: string, message: Uint8Array): Promise<void>;
   /**
    * Receive what is published on `channel`. `onReset` must be called whenever messages may
-   * have been missed (the subscription was re-established after a disconnection). Resolves
-   * with a function that ends the subscription.
+   * have been missed (the subscription was re-established after a disconnection). `onLost`,
+   * when the store can tell, as soon as the subscription is lost (until `onReset`, nothing is
+   * received). Resolves with a function that ends the subscription.
    */
   subscribe?(
     channel: string,
     onMessage: (message: Buffer) => void,
     onReset: () => void,
+    onLost?: () => void,
   ): Promise<() => Promise<void>>;
   /** Release connections and timers. The store must not keep the process alive after this. */
   disconnect?(): Promise<void>;

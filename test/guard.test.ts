@@ -234,3 +234,75 @@ describe("GuardedStore: circuit breaker", () => {
     assert.equal(guard.state, "open");
   });
 });
+
+describe("GuardedStore: a stalled store is waited for once, not once per call", () => {
+  /** A store whose calls wait until the test settles them. */
+  function stallingStore() {
+    const calls: Array<ReturnType<typeof deferred<undefined>>> = [];
+    const call = () => {
+      const d = deferred<undefined>();
+      calls.push(d);
+      return d.promise;
+    };
+    const store: Store = {
+      name: "frozen",
+      get: call,
+      set: call as unknown as Store["set"],
+      delete: call as unknown as Store["delete"],
+    };
+    return { store, calls };
+  }
+
+  it("after a call timed out with nothing answered since, the next calls fail at once", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store, calls } = stallingStore();
+    const { guard, errors } = guarded(store, { failureThreshold: 100 });
+    const read = guard.get("k");
+    await flush();
+    t.mock.timers.tick(50);
+    assert.equal(await read, undefined);
+    // The same request goes on (a lease, a write): it must not wait another timeout.
+    const write = guard.set("k", Buffer.from("v"), 1000);
+    await flush();
+    assert.equal(await isSettled(write), true, "failed without waiting");
+    assert.equal(await write, false);
+    assert.equal(calls.length, 1, "the stalled store was not called again");
+    assert.deepEqual(
+      errors.map((e) => [e.operation, e.error.code]),
+      [
+        ["get", "E_STORE_TIMEOUT"],
+        ["set", "E_STORE_TIMEOUT"],
+      ],
+    );
+    assert.match(errors[1]?.error.message ?? "", /not answering/);
+    assert.equal(guard.state, "closed", "the breaker still counts, it did not open");
+
+    // The store answers again (the late reply arrives): calls are waited for normally.
+    calls[0]!.resolve(undefined);
+    await flush();
+    const next = guard.get("k");
+    await flush();
+    assert.equal(calls.length, 2);
+    assert.equal(await isSettled(next), false, "waits for the store again");
+    calls[1]!.resolve(undefined);
+    assert.equal(await next, undefined);
+    assert.equal(errors.length, 2);
+  });
+
+  it("calls already waiting when the first one times out keep their own timeout", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store, calls } = stallingStore();
+    const { guard } = guarded(store, { failureThreshold: 100 });
+    const first = guard.get("a");
+    await flush();
+    t.mock.timers.tick(30);
+    const second = guard.get("b");
+    await flush();
+    t.mock.timers.tick(20);
+    assert.equal(await first, undefined);
+    assert.equal(await isSettled(second), false);
+    t.mock.timers.tick(30);
+    assert.equal(await second, undefined);
+    assert.equal(calls.length, 2);
+  });
+});

@@ -71,6 +71,7 @@ export interface RedisClientLike {
 interface Subscription {
   readonly onMessage: (message: Buffer) => void;
   readonly onReset: () => void;
+  readonly onLost: (() => void) | undefined;
 }
 
 /** A client (or a type-mapped view of one) that can send raw commands. */
@@ -510,19 +511,21 @@ export class RedisStore implements Store {
   /**
    * Receive the messages published on `channel`, on a connection of its own. `onReset` is
    * called whenever messages may have been missed: the subscription was re-established after
-   * the connection dropped. Resolves once subscribed (or rejects when Redis cannot be reached;
-   * the store keeps trying in the background and calls `onReset` when it succeeds).
+   * the connection dropped; `onLost` as soon as the store's own subscriber connection drops.
+   * Resolves once subscribed (or rejects when Redis cannot be reached; the store keeps trying
+   * in the background and calls `onReset` when it succeeds).
    */
   async subscribe(
     channel: string,
     onMessage: (message: Buffer) => void,
     onReset: () => void,
+    onLost?: () => void,
   ): Promise<() => Promise<void>> {
     const name = this.#key(channel, "subscribe");
     if (this.#status === "closed") {
       throw new StoreError(this.name, "subscribe", "the store is disconnected");
     }
-    this.#subscriptions.set(name, { onMessage, onReset });
+    this.#subscriptions.set(name, { onMessage, onReset, onLost });
     const subscriber = this.#subscriber;
     if (subscriber?.isReady) await this.#subscribeOn(subscriber, name);
     else await this.#openSubscriber(false);
@@ -1022,6 +1025,15 @@ export class RedisStore implements Store {
     this.#recordError(cause);
     queueMicrotask(() => client.destroy());
     if (this.#status === "closed" || this.#subscriptions.size === 0) return;
+    // Nothing arrives until the resubscription (which calls onReset): say so now, so that
+    // the bus stops trusting what it was told and reads tag states again.
+    for (const subscription of this.#subscriptions.values()) {
+      try {
+        subscription.onLost?.();
+      } catch {
+        // A subscriber's bug must not stop the reconnection.
+      }
+    }
     const delay = backoff(this.#subscriberAttempts++, this.#maxReconnectDelay);
     clearTimeout(this.#subscriberTimer);
     this.#subscriberTimer = setTimeout(() => {
