@@ -165,7 +165,7 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
     baseUrl: config.upstreamUrl,
     timeoutMs: config.upstreamTimeoutMs,
   });
-  const demoCache = await createDemoCache(config, app.log);
+  const demoCache = await createDemoCache(config);
   app.addHook("onClose", async () => {
     await demoCache.close();
   });
@@ -330,11 +330,16 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
                     description: "The invalidation bus (CACHE_STORE=tiered)",
                     required: ["state", "resets"],
                     properties: {
-                      state: { type: "string", enum: ["up", "down"] },
-                      resets: { type: "integer" },
+                      state: { type: "string", enum: ["idle", "connecting", "up", "down"] },
+                      resets: {
+                        type: "integer",
+                        description:
+                          "Times the in-process tier was dropped because bus messages may have been lost",
+                      },
                       lastReset: { type: "string", enum: ["reconnected", "gap"] },
                     },
                   },
+                  problems: { type: "array", items: { type: "string" } },
                 },
               },
               upstream: { type: "string" },

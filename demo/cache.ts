@@ -1,9 +1,7 @@
 import type { Cache } from "cachet";
 import { createCache, memoryStore } from "cachet";
 import type { RedisStore, RedisStoreStatus } from "cachet/redis";
-import type { FastifyBaseLogger } from "fastify";
 import type { CacheStoreKind, DemoConfig } from "./config.js";
-import { redact } from "./config.js";
 
 /**
  * The remote store as `/health` reports it: `up` (answering), `down` (not connected or failing;
@@ -13,9 +11,10 @@ export type RemoteState = "up" | "down" | "breaker-open";
 
 /**
  * The invalidation bus (tiered only): `up` (other instances' invalidations arrive), `down` (its
- * subscription is lost; in-process copies live at most `CACHE_L1_MAX_TTL`).
+ * subscription is lost; in-process copies live at most `CACHE_L1_MAX_TTL`), `idle` or
+ * `connecting` before it first subscribed.
  */
-export type BusHealthState = "up" | "down";
+export type BusHealthState = "idle" | "connecting" | "up" | "down";
 
 /** What `/health` reports about the cache. */
 export interface CacheHealth {
@@ -33,6 +32,8 @@ export interface CacheHealth {
   readonly lease?: boolean;
   /** The invalidation bus, with `CACHE_STORE=tiered`. */
   readonly bus?: BusHealth;
+  /** What is degraded and what it means, one sentence each (from `cache.health()`). */
+  readonly problems?: readonly string[];
 }
 
 export interface BusHealth {
@@ -46,8 +47,6 @@ export interface BusHealth {
   readonly lastReset?: "reconnected" | "gap";
 }
 
-const ERROR_LOG_INTERVAL_MS = 30_000;
-
 /** The demo's cache, built from the configuration; `cache` is undefined when caching is off. */
 export interface DemoCache {
   readonly kind: CacheStoreKind;
@@ -60,13 +59,10 @@ export interface DemoCache {
 
 /**
  * Build the cache the demo runs on: an in-process memory store, Redis, both as two tiers, or
- * nothing. Store failures are logged (once per outage) and never stop the service: the cache
- * turns them into misses and the upstream answers.
+ * nothing. Store failures never stop the service: the cache turns them into misses and the
+ * upstream answers.
  */
-export async function createDemoCache(
-  config: DemoConfig,
-  log: FastifyBaseLogger,
-): Promise<DemoCache> {
+export async function createDemoCache(config: DemoConfig): Promise<DemoCache> {
   if (config.cacheStore === "none") {
     return {
       kind: "none",
@@ -88,58 +84,20 @@ export async function createDemoCache(
     store: redis ?? memoryStore(),
     l1: tiered,
     l1MaxTtl: config.cacheL1MaxTtlMs,
+    storeTimeout: config.cacheStoreTimeoutMs,
     // Only the tiered store has in-process copies to keep coherent.
     bus: tiered,
     ttl: config.cacheTtlMs,
   });
 
-  const where = redis ? `redis at ${redact(config.redisUrl ?? "")}` : "memory";
-  let lastReport = Number.NEGATIVE_INFINITY;
-  let breakerOpen = false;
-  cache.on("error", ({ operation, error }) => {
-    // One line per outage (or per half minute of one), not one per request.
-    const now = Date.now();
-    if (now - lastReport < ERROR_LOG_INTERVAL_MS) return;
-    lastReport = now;
-    log.warn(
-      // The message says it all; a stack trace per outage would be noise.
-      { operation, error: error instanceof Error ? error.message : String(error) },
-      `cache store unavailable (${where}): requests go to the upstream until it recovers`,
-    );
-  });
-  cache.on("breaker", ({ state }) => {
-    if (state === "open" && !breakerOpen) {
-      breakerOpen = true;
-      log.warn(`cache store circuit open (${where}): skipping it until a probe succeeds`);
-    } else if (state === "closed" && breakerOpen) {
-      breakerOpen = false;
-      lastReport = Number.NEGATIVE_INFINITY;
-      log.info(`cache store recovered (${where})`);
-    }
-  });
-
-  // The bus's health, from what the cache tells: a subscription that failed or was lost is
-  // `down` until the next resubscription (which drops the in-process tier: a `bus` event).
-  let busLost = false;
+  // Store outages, breaker changes and bus resets are logged by the cache itself, through
+  // the Fastify plugin (fastify.log): one line per change of state, never one per request.
   let resets = 0;
   let lastReset: "reconnected" | "gap" | undefined;
-  if (tiered) {
-    cache.on("bus", ({ state }) => {
-      if (state === "reconnected" || state === "gap") {
-        resets++;
-        lastReset = state;
-        if (state === "reconnected") busLost = false;
-        log.info(
-          `cache bus ${state === "gap" ? "lost a message" : "resubscribed"}: in-process tier dropped`,
-        );
-      } else {
-        busLost = true;
-      }
-    });
-    cache.on("error", ({ operation }) => {
-      if (operation === "bus.subscribe") busLost = true;
-    });
-  }
+  cache.on("bus", ({ state }) => {
+    resets++;
+    lastReset = state;
+  });
 
   return {
     kind: config.cacheStore,
@@ -148,30 +106,22 @@ export async function createDemoCache(
       await cache.get("cachet-demo:probe");
     },
     health() {
-      const breaker = cache.storeState;
-      const connection = redis?.status;
-      if (!redis) return { store: config.cacheStore, state: "ok" };
+      const health = cache.health();
+      const l2 = health.l2;
+      if (!l2) return { store: config.cacheStore, state: health.status };
       const remote: RemoteState =
-        breaker !== undefined && breaker !== "closed"
-          ? "breaker-open"
-          : connection === "ready" || connection === "idle"
-            ? "up"
-            : "down";
-      const bus: BusHealth | undefined = tiered
-        ? {
-            state: !busLost && remote === "up" && connection === "ready" ? "up" : "down",
-            resets,
-            ...(lastReset ? { lastReset } : {}),
-          }
-        : undefined;
+        l2.breaker !== "closed" ? "breaker-open" : l2.reachable ? "up" : "down";
       return {
         store: config.cacheStore,
-        state: remote === "up" ? "ok" : "degraded",
+        state: health.status,
         redis: remote,
-        ...(breaker ? { breaker } : {}),
-        ...(connection ? { connection } : {}),
+        breaker: l2.breaker,
+        ...(l2.connection ? { connection: l2.connection as RedisStoreStatus } : {}),
         lease: config.cacheLease,
-        ...(bus ? { bus } : {}),
+        ...(health.bus
+          ? { bus: { state: health.bus.state, resets, ...(lastReset ? { lastReset } : {}) } }
+          : {}),
+        ...(health.problems.length > 0 ? { problems: health.problems } : {}),
       };
     },
     close: () => cache.close(),

@@ -54,6 +54,11 @@ export interface DemoConfig {
    */
   readonly cacheL1MaxTtlMs: number;
   /**
+   * `CACHE_STORE_TIMEOUT`: with Redis, the longest a request waits on it, in ms; past it Redis
+   * counts as failing and the request goes on without it. @default 50
+   */
+  readonly cacheStoreTimeoutMs: number;
+  /**
    * `ADMIN_TOKEN`: the bearer token of `POST /cache/invalidate`. Unset, the endpoint does not
    * exist (404). At least 16 characters.
    */
@@ -71,6 +76,7 @@ export const DEFAULTS = {
   cacheStaleWhileRevalidateMs: 0,
   cacheStaleIfErrorMs: 300_000,
   cacheL1MaxTtlMs: 60_000,
+  cacheStoreTimeoutMs: 50,
   logLevel: "info",
 } as const;
 
@@ -214,6 +220,7 @@ export function loadConfig(env: Env = process.env): DemoConfig {
   );
   const cacheStaleIfErrorMs = window("CACHE_STALE_IF_ERROR", DEFAULTS.cacheStaleIfErrorMs);
   const cacheL1MaxTtlMs = duration("CACHE_L1_MAX_TTL", DEFAULTS.cacheL1MaxTtlMs);
+  const cacheStoreTimeoutMs = duration("CACHE_STORE_TIMEOUT", DEFAULTS.cacheStoreTimeoutMs);
 
   let redisUrl: string | undefined;
   const rawRedis = read(env, "REDIS_URL");
@@ -298,6 +305,7 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     cacheStaleIfErrorMs,
     cacheLease,
     cacheL1MaxTtlMs,
+    cacheStoreTimeoutMs,
     adminToken,
     logLevel,
   };

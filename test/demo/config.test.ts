@@ -30,6 +30,7 @@ describe("demo config", () => {
       cacheStaleIfErrorMs: 300_000,
       cacheLease: false,
       cacheL1MaxTtlMs: 60_000,
+      cacheStoreTimeoutMs: 50,
       adminToken: undefined,
       logLevel: "info",
     });
@@ -196,6 +197,14 @@ describe("demo config", () => {
     assert.equal(loadConfig({ CACHE_L1_MAX_TTL: "250ms" }).cacheL1MaxTtlMs, 250);
     for (const value of ["0", "never", "-1"])
       rejects({ CACHE_L1_MAX_TTL: value }, ["CACHE_L1_MAX_TTL"]);
+  });
+
+  it("reads CACHE_STORE_TIMEOUT and rejects a malformed or zero one", () => {
+    assert.equal(loadConfig({ CACHE_STORE_TIMEOUT: "0.2" }).cacheStoreTimeoutMs, 200);
+    assert.equal(loadConfig({ CACHE_STORE_TIMEOUT: "100ms" }).cacheStoreTimeoutMs, 100);
+    for (const value of ["0", "fast"]) {
+      rejects({ CACHE_STORE_TIMEOUT: value }, ["CACHE_STORE_TIMEOUT"]);
+    }
   });
 
   it("reads ADMIN_TOKEN, rejecting a short or blank one without echoing it", () => {

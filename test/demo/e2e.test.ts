@@ -271,7 +271,7 @@ describe("demo service start-up and failure handling", { timeout: 60_000 }, () =
         await waitFor(
           () =>
             logRecords(service).some((r) =>
-              /cache store unavailable \(redis at /.test(String(r.msg)),
+              /^cachet: redis store unavailable \(/.test(String(r.msg)),
             ),
           "a log line reporting the unreachable Redis",
         );
