@@ -102,6 +102,8 @@ export interface RedisClusterLike {
   /** The masters known now (empty before the first discovery). */
   readonly masters: ReadonlyArray<RedisNodeAddress>;
   readonly replicas: ReadonlyArray<RedisNodeAddress>;
+  /** Each hash slot's shard (empty before the first discovery). */
+  readonly slots: ReadonlyArray<{ readonly master: object } | undefined>;
   readonly _options: {
     readonly rootNodes: ReadonlyArray<{
       readonly url?: string | undefined;
@@ -115,7 +117,10 @@ export interface RedisClusterLike {
   connect(): Promise<unknown>;
   withTypeMapping(mapping: BufferReplies): RedisClusterSender;
   getSlotRandomNode(slot: number): unknown;
-  nodeClient(node: never): Promise<unknown>;
+  /** The connection to one node (connected on demand). */
+  nodeClient(node: never): Promise<{
+    sendCommand<T = unknown>(args: RedisArgument[]): Promise<T>;
+  }>;
   on(event: string, listener: Listener): unknown;
   off(event: string, listener: Listener): unknown;
   close(): Promise<void>;
@@ -132,14 +137,19 @@ interface RedisClusterSender {
 
 /**
  * Routes the store's raw commands through a node-redis cluster client: by the key (the
- * script's key for `EVAL`/`EVALSHA`), `MGET` split by slot, `PUBLISH` to any node (classic
- * pub/sub is broadcast to the whole cluster). node-redis follows `MOVED` and `ASK`.
+ * script's key for `EVAL`/`EVALSHA`), `MGET` split by slot, `PUBLISH` by its channel. Classic
+ * pub/sub is broadcast to the whole cluster, so any node would do for `PUBLISH`, but one
+ * publisher's messages keep their order only when they all leave from the same node (each
+ * node forwards over its own cluster-bus links): the channel's slot owner is that node.
+ * node-redis follows `MOVED` and `ASK`.
  */
 class ClusterCommander implements RedisCommander {
   readonly #cluster: RedisClusterSender;
+  readonly #raw: RedisClusterLike;
 
-  constructor(cluster: RedisClusterSender) {
+  constructor(cluster: RedisClusterSender, raw: RedisClusterLike) {
     this.#cluster = cluster;
+    this.#raw = raw;
   }
 
   sendCommand<T = unknown>(args: ReadonlyArray<RedisArgument>): Promise<T> {
@@ -158,10 +168,21 @@ class ClusterCommander implements RedisCommander {
       case "EVALSHA":
         return cluster.sendCommand<T>(argv[3], false, argv);
       case "PUBLISH":
-        return cluster.sendCommand<T>(undefined, false, argv);
+        return this.#publish<T>(argv);
       default:
         return cluster.sendCommand<T>(argv[1], false, argv);
     }
+  }
+
+  /**
+   * node-redis sends `PUBLISH` (a command without a key) to a random node: send it to the
+   * master of the channel's slot instead, always the same node for one channel.
+   */
+  async #publish<T>(argv: RedisArgument[]): Promise<T> {
+    const shard = this.#raw.slots[keySlot(argv[1]!)];
+    if (!shard) throw new Error("the cluster's layout is not known yet");
+    const node = await this.#raw.nodeClient(shard.master as never);
+    return node.sendCommand<T>(argv);
   }
 }
 
@@ -190,7 +211,7 @@ export class ClusterClient implements RedisClientLike {
   }
 
   withTypeMapping(mapping: BufferReplies): RedisCommander {
-    return new ClusterCommander(this.cluster.withTypeMapping(mapping));
+    return new ClusterCommander(this.cluster.withTypeMapping(mapping), this.cluster);
   }
 
   on(event: string, listener: Listener): this {
@@ -358,6 +379,8 @@ export interface IoRedisLike {
   readonly status: string;
   readonly isCluster?: boolean;
   readonly options?: {
+    readonly host?: string | undefined;
+    readonly port?: number | undefined;
     readonly keyPrefix?: string | undefined;
     readonly redisOptions?: { readonly keyPrefix?: string | undefined } | undefined;
   };
@@ -378,8 +401,10 @@ const IOREDIS_OPEN = new Set(["connecting", "connect", "ready", "reconnecting"])
 
 /**
  * An ioredis client (or Cluster) seen as the store's client. Commands go through
- * `callBuffer`, so replies come back as Buffers; on a Cluster, `MGET` is split by slot (ioredis
- * routes every other command by its key and follows `MOVED`/`ASK` itself).
+ * `callBuffer`, so replies come back as Buffers; on a Cluster, `MGET` is split by slot and
+ * `PUBLISH` always leaves from the same master (ioredis would pick a random node for a command
+ * without a key, and the bus's messages would arrive out of order); ioredis routes every other
+ * command by its key and follows `MOVED`/`ASK` itself.
  */
 export class IoRedisClient implements RedisClientLike {
   readonly client: IoRedisLike;
@@ -422,6 +447,8 @@ export class IoRedisClient implements RedisClientLike {
     }
     return {
       sendCommand: <T>(args: ReadonlyArray<RedisArgument>) => {
+        if (args[0] === "PUBLISH")
+          return this.#publisher().callBuffer("PUBLISH", args.slice(1)) as Promise<T>;
         if (args[0] !== "MGET") return call(args[0] as string, args.slice(1)) as Promise<T>;
         return mgetBySlot(
           args.slice(1),
@@ -430,6 +457,20 @@ export class IoRedisClient implements RedisClientLike {
         ) as Promise<T>;
       },
     };
+  }
+
+  /** The cluster's master with the lowest address: every publisher of a fleet agrees on it. */
+  #publisher(): IoRedisLike {
+    let chosen: IoRedisLike = this.client;
+    let lowest: string | undefined;
+    for (const node of this.client.nodes?.("master") ?? []) {
+      const address = `${node.options?.host}:${node.options?.port}`;
+      if (lowest === undefined || address < lowest) {
+        lowest = address;
+        chosen = node;
+      }
+    }
+    return chosen;
   }
 
   on(event: string, listener: Listener): this {

@@ -749,7 +749,15 @@ export class RedisStore implements Store {
     );
     return {
       ...rest,
-      rootNodes: rootNodes.map((node) => ({ ...node })),
+      // Root nodes only serve to discover the layout (node-redis does not reuse their options
+      // for the node connections): an idle timeout keeps a silent one from hanging discovery.
+      rootNodes: rootNodes.map((node) => ({
+        ...node,
+        socket: {
+          ...("socket" in node ? node.socket : undefined),
+          socketTimeout: this.#connectTimeout,
+        },
+      })),
       defaults: this.#nodeConfig(),
       RESP: this.#clientOptions.RESP,
       topologyRefreshOnReconnectionAttemptStrategy: refresh === 0 ? false : refresh,
