@@ -184,16 +184,27 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
         staleIfError: config.cacheStaleIfErrorMs,
         tags,
         // One upstream call per key across the fleet. The lease must outlive the handler,
-        // which the upstream timeout bounds.
+        // which the upstream timeout bounds. Waiters wait two lease lifetimes: when the
+        // holder dies, its lease expires, one waiter takes over and the others wait for it,
+        // instead of all calling the upstream the moment the first lease runs out.
         ...(onRedis && config.cacheLease
-          ? { lease: { ttl: config.upstreamTimeoutMs + LEASE_MARGIN_MS } }
+          ? {
+              lease: {
+                ttl: config.upstreamTimeoutMs + LEASE_MARGIN_MS,
+                wait: 2 * (config.upstreamTimeoutMs + LEASE_MARGIN_MS),
+              },
+            }
           : {}),
       },
     };
   };
   if (demoCache.cache) {
     // The demo has no unsafe routes of its own; the admin endpoint invalidates what it is told.
-    await app.register(cachetFastify, { cache: demoCache.cache, invalidateOnUnsafe: false });
+    await app.register(cachetFastify, {
+      cache: demoCache.cache,
+      invalidateOnUnsafe: false,
+      maxEntrySize: config.cacheMaxEntrySize,
+    });
   }
 
   await app.register(swagger, {

@@ -59,6 +59,11 @@ export interface DemoConfig {
    */
   readonly cacheStoreTimeoutMs: number;
   /**
+   * `CACHE_MAX_ENTRY_SIZE`: the largest response body stored, in bytes; larger responses are
+   * served normally and never stored. @default 5242880 (5 MiB)
+   */
+  readonly cacheMaxEntrySize: number;
+  /**
    * `ADMIN_TOKEN`: the bearer token of `POST /cache/invalidate`. Unset, the endpoint does not
    * exist (404). At least 16 characters.
    */
@@ -77,6 +82,7 @@ export const DEFAULTS = {
   cacheStaleIfErrorMs: 300_000,
   cacheL1MaxTtlMs: 60_000,
   cacheStoreTimeoutMs: 50,
+  cacheMaxEntrySize: 5 * 1024 * 1024,
   logLevel: "info",
 } as const;
 
@@ -222,6 +228,19 @@ export function loadConfig(env: Env = process.env): DemoConfig {
   const cacheL1MaxTtlMs = duration("CACHE_L1_MAX_TTL", DEFAULTS.cacheL1MaxTtlMs);
   const cacheStoreTimeoutMs = duration("CACHE_STORE_TIMEOUT", DEFAULTS.cacheStoreTimeoutMs);
 
+  let cacheMaxEntrySize: number = DEFAULTS.cacheMaxEntrySize;
+  const rawMaxEntry = read(env, "CACHE_MAX_ENTRY_SIZE");
+  if (rawMaxEntry !== undefined) {
+    const n = /^\d+$/.test(rawMaxEntry) ? Number(rawMaxEntry) : Number.NaN;
+    if (Number.isSafeInteger(n) && n > 0) cacheMaxEntrySize = n;
+    else {
+      problem(
+        "CACHE_MAX_ENTRY_SIZE",
+        `expected a positive number of bytes (e.g. 1048576), got ${quote(rawMaxEntry)}`,
+      );
+    }
+  }
+
   let redisUrl: string | undefined;
   const rawRedis = read(env, "REDIS_URL");
   if (rawRedis !== undefined) {
@@ -306,6 +325,7 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     cacheLease,
     cacheL1MaxTtlMs,
     cacheStoreTimeoutMs,
+    cacheMaxEntrySize,
     adminToken,
     logLevel,
   };

@@ -31,6 +31,7 @@ describe("demo config", () => {
       cacheLease: false,
       cacheL1MaxTtlMs: 60_000,
       cacheStoreTimeoutMs: 50,
+      cacheMaxEntrySize: 5_242_880,
       adminToken: undefined,
       logLevel: "info",
     });
@@ -204,6 +205,13 @@ describe("demo config", () => {
     assert.equal(loadConfig({ CACHE_STORE_TIMEOUT: "100ms" }).cacheStoreTimeoutMs, 100);
     for (const value of ["0", "fast"]) {
       rejects({ CACHE_STORE_TIMEOUT: value }, ["CACHE_STORE_TIMEOUT"]);
+    }
+  });
+
+  it("reads CACHE_MAX_ENTRY_SIZE in bytes", () => {
+    assert.equal(loadConfig({ CACHE_MAX_ENTRY_SIZE: "1024" }).cacheMaxEntrySize, 1024);
+    for (const value of ["0", "1kb", "-1", "1.5"]) {
+      rejects({ CACHE_MAX_ENTRY_SIZE: value }, ["CACHE_MAX_ENTRY_SIZE"]);
     }
   });
 
