@@ -6,12 +6,14 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { cachetFastify, type RouteCacheOptions } from "cachet/fastify";
+import { prometheusMetrics } from "cachet/prometheus";
 import Fastify, {
   type FastifyContextConfig,
   type FastifyError,
   type FastifyInstance,
   LogController,
 } from "fastify";
+import { Registry } from "prom-client";
 import { createDemoCache } from "./cache.js";
 import type { DemoConfig } from "./config.js";
 import { formatDuration } from "./config.js";
@@ -303,6 +305,30 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
     async (request, reply) => {
       const { body } = await upstream.getJson(`/posts/${request.params.id}`);
       return reply.type(JSON_TYPE).send(body);
+    },
+  );
+
+  // Prometheus metrics of the cache (see docs/operations.md), on a registry of this app's own.
+  const metrics = new Registry();
+  if (demoCache.cache) prometheusMetrics(demoCache.cache, { register: metrics });
+  app.get(
+    "/metrics",
+    {
+      schema: {
+        tags: ["ops"],
+        summary: "Prometheus metrics of the cache (hit ratio by route and tier, latency, errors)",
+        produces: ["text/plain"],
+        response: {
+          200: {
+            description: "Prometheus text exposition format",
+            type: "string",
+          },
+        },
+      },
+    },
+    async function metricsRoute(_request, reply) {
+      reply.header("cache-control", "no-store");
+      return reply.type(metrics.contentType).send(await metrics.metrics());
     },
   );
 

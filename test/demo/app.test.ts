@@ -183,7 +183,12 @@ for (const store of ["none", "memory"] as const) {
         components: { schemas: Record<string, unknown> };
       }>();
       assert.match(doc.openapi, /^3\./);
-      assert.deepEqual(Object.keys(doc.paths).sort(), ["/health", "/posts", "/posts/{id}"]);
+      assert.deepEqual(Object.keys(doc.paths).sort(), [
+        "/health",
+        "/metrics",
+        "/posts",
+        "/posts/{id}",
+      ]);
       assert.ok("Post" in doc.components.schemas);
     });
 
