@@ -23,7 +23,12 @@ export interface DemoConfig {
   readonly upstreamUrl: string;
   /** `UPSTREAM_TIMEOUT`: longest wait for the upstream, headers and body, in ms. @default 10000 */
   readonly upstreamTimeoutMs: number;
-  /** `REDIS_URL`, when set. */
+  /**
+   * `REDIS_URL`, when set: one server (`redis://`, `rediss://`), a cluster
+   * (`redis+cluster://host:port,host:port…`) or Sentinel
+   * (`redis+sentinel://host:port,…/<master name>`). `REDIS_CLUSTER_NODES=host:port,host:port`
+   * is read as `redis+cluster://host:port,host:port`.
+   */
   readonly redisUrl: string | undefined;
   /** `CACHE_STORE`. @default "tiered" when `REDIS_URL` is set, "memory" otherwise */
   readonly cacheStore: CacheStoreKind;
@@ -243,21 +248,28 @@ export function loadConfig(env: Env = process.env): DemoConfig {
 
   let redisUrl: string | undefined;
   const rawRedis = read(env, "REDIS_URL");
+  const rawClusterNodes = read(env, "REDIS_CLUSTER_NODES");
   if (rawRedis !== undefined) {
-    const url = URL.canParse(rawRedis) ? new URL(rawRedis) : undefined;
-    if (!url || (url.protocol !== "redis:" && url.protocol !== "rediss:") || url.hostname === "") {
+    const why = redisUrlProblem(rawRedis);
+    if (why) problem("REDIS_URL", `${why}, got ${quote(redact(rawRedis))}`);
+    else redisUrl = rawRedis;
+  }
+  if (rawClusterNodes !== undefined) {
+    const url = `redis+cluster://${rawClusterNodes.replace(/\s+/g, "")}`;
+    if (rawRedis !== undefined) {
+      problem("REDIS_CLUSTER_NODES", "set either REDIS_URL or REDIS_CLUSTER_NODES, not both");
+    } else if (redisUrlProblem(url)) {
       problem(
-        "REDIS_URL",
-        `expected a redis://host:port or rediss://host:port URL, got ${quote(redact(rawRedis))}`,
+        "REDIS_CLUSTER_NODES",
+        `expected host:port[,host:port…] (some nodes of the cluster), got ${quote(rawClusterNodes)}`,
       );
-    } else if (url.port !== "" && !(Number(url.port) > 0)) {
-      problem("REDIS_URL", `expected a port from 1 to 65535, got ${quote(redact(rawRedis))}`);
     } else {
-      redisUrl = rawRedis;
+      redisUrl = url;
     }
   }
+  const redisSet = rawRedis !== undefined || rawClusterNodes !== undefined;
 
-  let cacheStore: CacheStoreKind = rawRedis !== undefined ? "tiered" : "memory";
+  let cacheStore: CacheStoreKind = redisSet ? "tiered" : "memory";
   const rawStore = read(env, "CACHE_STORE");
   if (rawStore !== undefined) {
     const kind = rawStore.toLowerCase() as CacheStoreKind;
@@ -267,7 +279,7 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     }
   }
   const onRedis = cacheStore === "redis" || cacheStore === "tiered";
-  if (onRedis && rawRedis === undefined) {
+  if (onRedis && !redisSet) {
     problem("CACHE_STORE", `is ${cacheStore}, but REDIS_URL is not set`);
   }
 
@@ -329,6 +341,35 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     adminToken,
     logLevel,
   };
+}
+
+/**
+ * Why `raw` is not a Redis URL that `cachet/redis` accepts, or `undefined`: one server
+ * (`redis://`, `rediss://`), a cluster (`redis+cluster://host:port,host:port…`) or Sentinel
+ * (`redis+sentinel://host:port,…/<master name>`).
+ */
+function redisUrlProblem(raw: string): string | undefined {
+  const expected =
+    "expected redis://host:port, rediss://host:port, redis+cluster://host:port[,host:port…] or redis+sentinel://host:port[,host:port…]/<master name>";
+  const multi = /^rediss?\+(cluster|sentinel):\/\/(?:[^@/?#]*@)?([^/?#]*)(\/[^?#]*)?$/.exec(raw);
+  if (multi) {
+    const [, kind, hosts, path] = multi;
+    const validHost = (host: string) => {
+      const match = /^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+)(?::(\d+))?$/.exec(host);
+      return match !== null && (match[2] === undefined || (+match[2] > 0 && +match[2] < 65536));
+    };
+    if (!hosts!.split(",").every(validHost)) return expected;
+    if (kind === "sentinel" && !/^\/[^/]+$/.test(path ?? "")) {
+      return "a redis+sentinel:// URL ends with /<master name>";
+    }
+    return undefined;
+  }
+  const url = URL.canParse(raw) ? new URL(raw) : undefined;
+  if (!url || (url.protocol !== "redis:" && url.protocol !== "rediss:") || url.hostname === "") {
+    return expected;
+  }
+  if (url.port !== "" && !(Number(url.port) > 0)) return "expected a port from 1 to 65535";
+  return undefined;
 }
 
 /** `url` with its password replaced by `***`, for messages and logs. */
