@@ -1,0 +1,107 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { Child } from "../../demo/child.js";
+import { type FakeUpstream, startFakeUpstream } from "../../demo/fake-upstream.js";
+import { waitFor } from "../helpers/ports.js";
+import { type RedisCluster, startRedisCluster } from "../helpers/redis-cluster.js";
+import { startService } from "./helpers.js";
+
+/**
+ * The demo on a 3-master Redis Cluster, over real sockets: two instances given
+ * `REDIS_URL=redis+cluster://…` (and `REDIS_CLUSTER_NODES`) share the cluster as their
+ * second tier; one instance's miss is the other's hit, and an invalidation on one reaches
+ * the other.
+ */
+
+const HIT = /^cachet; hit; ttl=\d+$/;
+const ADMIN_TOKEN = "cluster-test-admin-token-0123456789";
+
+async function get(url: string, init: RequestInit = {}) {
+  const response = await fetch(url, { ...init, signal: AbortSignal.timeout(15_000) });
+  const body = Buffer.from(await response.arrayBuffer());
+  return { status: response.status, headers: response.headers, body };
+}
+
+describe("demo service on a Redis Cluster", { timeout: 120_000 }, () => {
+  let cluster: RedisCluster | undefined;
+  let fake: FakeUpstream | undefined;
+  const services: Child[] = [];
+
+  before(async () => {
+    cluster = await startRedisCluster({ masters: 3 });
+    fake = await startFakeUpstream({ latencyMs: 20 });
+    const common = {
+      UPSTREAM_URL: fake.url,
+      CACHE_TTL: "60",
+      ADMIN_TOKEN,
+      // Generous: the services, the cluster and the test share a small machine.
+      CACHE_STORE_TIMEOUT: "1s",
+    };
+    services.push(
+      await startService({ ...common, REDIS_URL: cluster.url }),
+      await startService({
+        ...common,
+        REDIS_CLUSTER_NODES: cluster.nodes.map((n) => n.address).join(","),
+      }),
+    );
+  });
+  after(async () => {
+    const codes = await Promise.all(services.map((s) => s.stop()));
+    await fake?.close();
+    await cluster?.stop();
+    for (const code of codes) assert.equal(code, 0, "the service exits cleanly on SIGTERM");
+  });
+
+  it("both instances report the tiered store on Redis, connected, bus up", async () => {
+    for (const service of services) {
+      // The connection and the bus open on first use.
+      await get(`${service.url}/posts/1`);
+      await waitFor(
+        async () => {
+          const health = JSON.parse((await get(`${service.url}/health`)).body.toString()) as {
+            cache: { store: string; redis: string; connection: string; bus?: { state: string } };
+          };
+          return (
+            health.cache.store === "tiered" &&
+            health.cache.redis === "up" &&
+            health.cache.connection === "ready" &&
+            health.cache.bus?.state === "up"
+          );
+        },
+        `${service.url} to be connected to the cluster, its bus up`,
+        10_000,
+      );
+    }
+  });
+
+  it("a response stored by one instance is a hit on the other; an invalidation on one reaches the other", async () => {
+    const [a, b] = services as [Child, Child];
+    fake!.reset();
+    const paths = ["/posts", "/posts/2", "/posts/3", "/posts/4", "/posts/5"];
+    for (const path of paths) {
+      const miss = await get(`${a.url}${path}`);
+      assert.equal(miss.status, 200);
+    }
+    const calls = fake!.calls();
+    assert.equal(calls, paths.length, "one upstream call per path");
+    for (const path of paths) {
+      // b never saw these paths: its hits come from the cluster (entries on every master).
+      const hit = await get(`${b.url}${path}`);
+      assert.equal(hit.status, 200);
+      assert.match(hit.headers.get("cache-status") ?? "", HIT, `${path} on the other instance`);
+    }
+    assert.equal(fake!.calls(), calls, "no upstream call for the other instance's hits");
+    const invalidated = await get(`${a.url}/cache/invalidate`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ tags: ["posts"] }),
+    });
+    assert.equal(invalidated.status, 200);
+    await waitFor(
+      async () => !HIT.test((await get(`${b.url}/posts`)).headers.get("cache-status") ?? ""),
+      "the other instance to see the invalidation",
+      5_000,
+    );
+    assert.ok(fake!.calls() > calls, "the invalidated response came from the upstream again");
+  });
+});
