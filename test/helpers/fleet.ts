@@ -71,17 +71,20 @@ export function titleOf(response: { body: Buffer }): string {
   return (JSON.parse(response.body.toString()) as { title: string }).title;
 }
 
-/** `POST /cache/invalidate` on `service`, with the admin token unless `authorization` is given. */
+/**
+ * `POST /cache/invalidate` on `service`, with the admin token unless `authorization` is given
+ * (`null`: no Authorization header at all).
+ */
 export function invalidate(
   service: Child,
   body: unknown,
-  authorization: string | undefined = `Bearer ${ADMIN_TOKEN}`,
+  authorization: string | null = `Bearer ${ADMIN_TOKEN}`,
 ): Promise<Timed> {
   return timed(`${service.url}/cache/invalidate`, {
     method: "POST",
     headers: {
       "content-type": "application/json",
-      ...(authorization === undefined ? {} : { authorization }),
+      ...(authorization === null ? {} : { authorization }),
     },
     body: JSON.stringify(body),
   });
