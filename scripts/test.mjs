@@ -8,7 +8,10 @@ import { join, relative } from "node:path";
 const root = new URL("..", import.meta.url).pathname;
 
 /** Debian packages for the servers the tests start, by the binary they provide. */
-const servers = [{ bin: "redis-server", pkg: "redis-server" }];
+const servers = [
+  { bin: "redis-server", pkg: "redis-server" },
+  { bin: "memcached", pkg: "memcached" },
+];
 
 function has(bin) {
   return spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0;
