@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { after, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { Cluster as IoRedisCluster } from "ioredis";
 import { createCluster } from "redis";
 import { type Cache, createCache } from "../src/index.js";
@@ -57,6 +59,31 @@ async function warmUp(cache: Cache): Promise<void> {
     "the cache to be connected, its bus up",
     10_000,
   );
+}
+
+/** Run test/fixtures/redis-store-exit.ts on `url`: it uses a store, disconnects, and must exit by itself. */
+function runExitFixture(url: string, ms: number): Promise<{ code: number | null; output: string }> {
+  const fixture = fileURLToPath(new URL("./fixtures/redis-store-exit.ts", import.meta.url));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", fixture, url], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (d) => {
+      output += d;
+    });
+    child.stderr.on("data", (d) => {
+      output += d;
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`the process did not exit within ${ms} ms after disconnect(): ${output}`));
+    }, ms);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
 }
 
 describe("keySlot", () => {
@@ -213,6 +240,19 @@ describe("redis cluster: clients and slots", () => {
     } finally {
       await Promise.all([publisher, ...subscribers].map((s) => s.disconnect()));
     }
+  });
+});
+
+describe("redis cluster: nothing left running", () => {
+  it("a process that used a cluster store exits by itself after disconnect()", async () => {
+    const { url } = await cluster();
+    const { code, output } = await runExitFixture(url, 10_000);
+    assert.equal(code, 0, output);
+    assert.deepEqual(JSON.parse(output.trim().split("\n").pop()!), {
+      outcome: "round-trip",
+      status: "ready",
+      after: "closed",
+    });
   });
 });
 

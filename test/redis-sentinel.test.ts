@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { after, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { createSentinel } from "redis";
 import { type Cache, createCache } from "../src/index.js";
 import { redisStore } from "../src/stores/redis.js";
@@ -83,6 +85,31 @@ async function warmUp(cache: Cache): Promise<void> {
   );
 }
 
+/** Run test/fixtures/redis-store-exit.ts on `url`: it uses a store, disconnects, and must exit by itself. */
+function runExitFixture(url: string, ms: number): Promise<{ code: number | null; output: string }> {
+  const fixture = fileURLToPath(new URL("./fixtures/redis-store-exit.ts", import.meta.url));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", fixture, url], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (d) => {
+      output += d;
+    });
+    child.stderr.on("data", (d) => {
+      output += d;
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`the process did not exit within ${ms} ms after disconnect(): ${output}`));
+    }, ms);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
 describe("redis sentinel: clients", () => {
   it("reports its topology, and leaves a caller's Sentinel client open on disconnect()", async () => {
     const { name, sentinelRootNodes, url } = await sentinel();
@@ -103,6 +130,19 @@ describe("redis sentinel: clients", () => {
     } finally {
       await client.close();
     }
+  });
+});
+
+describe("redis sentinel: nothing left running", () => {
+  it("a process that used a sentinel store exits by itself after disconnect()", async () => {
+    const { url } = await sentinel();
+    const { code, output } = await runExitFixture(url, 10_000);
+    assert.equal(code, 0, output);
+    assert.deepEqual(JSON.parse(output.trim().split("\n").pop()!), {
+      outcome: "round-trip",
+      status: "ready",
+      after: "closed",
+    });
   });
 });
 
