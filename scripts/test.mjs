@@ -10,6 +10,8 @@ const root = new URL("..", import.meta.url).pathname;
 /** Debian packages for the servers the tests start, by the binary they provide. */
 const servers = [
   { bin: "redis-server", pkg: "redis-server" },
+  // The Redis Cluster helper joins its nodes with `redis-cli --cluster create`.
+  { bin: "redis-cli", pkg: "redis-tools" },
   { bin: "memcached", pkg: "memcached" },
 ];
 
