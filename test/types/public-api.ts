@@ -1,9 +1,20 @@
 // Type test: compiled with `tsc --noEmit` by test/types.test.ts. Every `@ts-expect-error`
 // line must be an error; everything else must compile. It guards the public types.
 import Fastify from "fastify";
+import { Registry } from "prom-client";
 import { cachetFastify } from "../../src/adapters/fastify.js";
-import type { CacheEventMap, Entry, EntryOptions, Store } from "../../src/index.js";
+import type {
+  CacheEventMap,
+  CacheHealth,
+  Entry,
+  EntryOptions,
+  HttpOutcome,
+  Logger,
+  Store,
+} from "../../src/index.js";
 import { cached, createCache, memoryStore } from "../../src/index.js";
+import { prometheusMetrics } from "../../src/metrics/prometheus.js";
+import { cachetTracing } from "../../src/otel.js";
 
 const cache = createCache({ ttl: "60s", store: memoryStore({ maxSize: 1024 * 1024 }) });
 
@@ -53,6 +64,24 @@ export class NotAsync {
 cache.on("hit", (e: CacheEventMap["hit"]) => e.tier satisfies "l1" | "l2");
 // @ts-expect-error there is no such event
 cache.on("nope", () => {});
+cache.on("http", (e) => e.outcome satisfies HttpOutcome);
+cache.on("factory", (e) => e.outcome satisfies "ok" | "error" | "hard-timeout");
+cache.on("store", (e) => e.duration satisfies number);
+// @ts-expect-error an http event's route is a string, not a URL object
+cache.on("http", (e) => e.route satisfies URL);
+
+// Observability: a pino-compatible logger, health, metrics and traces.
+export const logged = createCache({
+  logger: { error() {}, warn() {}, info() {}, debug() {} } satisfies Logger,
+});
+// @ts-expect-error a logger needs error, warn, info and debug
+createCache({ logger: { info() {} } });
+export const health: CacheHealth = cache.health();
+health.status satisfies "ok" | "degraded";
+prometheusMetrics(cache, { register: new Registry(), maxNamespaces: 10 }).stop();
+// @ts-expect-error the register is a prom-client Registry
+prometheusMetrics(cache, { register: {} });
+cachetTracing({ keys: false, spans: { lease: false } }).stop();
 
 // A store needs get, set and delete.
 export const store: Store = {
