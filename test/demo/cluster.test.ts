@@ -7,10 +7,10 @@ import { type RedisCluster, startRedisCluster } from "../helpers/redis-cluster.j
 import { startService } from "./helpers.js";
 
 /**
- * The demo on a 3-master Redis Cluster, over real sockets: two instances given
- * `REDIS_URL=redis+cluster://…` (and `REDIS_CLUSTER_NODES`) share the cluster as their
- * second tier; one instance's miss is the other's hit, and an invalidation on one reaches
- * the other.
+ * The demo on a 3-master Redis Cluster, over real sockets: three instances given
+ * `REDIS_URL=redis+cluster://…` (or `REDIS_CLUSTER_NODES`) share the cluster as their second
+ * tier; one instance's miss is another's hit, an invalidation on one reaches the others, and
+ * concurrent cold requests over the fleet cost one origin call (the lease on the cluster).
  */
 
 const HIT = /^cachet; hit; ttl=\d+$/;
@@ -37,12 +37,13 @@ describe("demo service on a Redis Cluster", { timeout: 120_000 }, () => {
       // Generous: the services, the cluster and the test share a small machine.
       CACHE_STORE_TIMEOUT: "1s",
     };
+    const nodes = cluster.nodes.map((n) => n.address).join(",");
     services.push(
-      await startService({ ...common, REDIS_URL: cluster.url }),
-      await startService({
-        ...common,
-        REDIS_CLUSTER_NODES: cluster.nodes.map((n) => n.address).join(","),
-      }),
+      ...(await Promise.all([
+        startService({ ...common, REDIS_URL: cluster.url }),
+        startService({ ...common, REDIS_CLUSTER_NODES: nodes }),
+        startService({ ...common, REDIS_URL: `redis+cluster://${nodes}` }),
+      ])),
     );
   });
   after(async () => {
@@ -52,7 +53,7 @@ describe("demo service on a Redis Cluster", { timeout: 120_000 }, () => {
     for (const code of codes) assert.equal(code, 0, "the service exits cleanly on SIGTERM");
   });
 
-  it("both instances report the tiered store on Redis, connected, bus up", async () => {
+  it("every instance reports the tiered store on Redis, connected, bus up", async () => {
     for (const service of services) {
       // The connection and the bus open on first use.
       await get(`${service.url}/posts/1`);
@@ -103,5 +104,22 @@ describe("demo service on a Redis Cluster", { timeout: 120_000 }, () => {
       5_000,
     );
     assert.ok(fake!.calls() > calls, "the invalidated response came from the upstream again");
+  });
+
+  it("600 concurrent cold requests spread over the three instances cost exactly one origin call", async () => {
+    fake!.reset();
+    // Long enough for every request to reach its instance while the one origin call runs.
+    fake!.setLatency(1_500);
+    const responses = await Promise.all(
+      Array.from({ length: 600 }, (_, i) => get(`${services[i % 3]!.url}/posts?userId=4`)),
+    );
+    fake!.setLatency(20);
+    const failed = responses.filter((r) => r.status !== 200).map((r) => r.status);
+    assert.deepEqual(failed, [], "every request answered 200");
+    assert.ok(
+      responses.every((r) => r.body.equals(responses[0]!.body)),
+      "one body for all",
+    );
+    assert.equal(fake!.calls(), 1, "one origin call for the whole fleet");
   });
 });
