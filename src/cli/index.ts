@@ -145,7 +145,7 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
         const url = options.metricsUrl === true ? DEFAULT_METRICS_URL : options.metricsUrl;
         await metricsStats(io, url, options.timeout, options.json === true);
       } else {
-        await withSession(options, (session) => storeStats(io, session, options.json === true));
+        await withSession(options, io, (session) => storeStats(io, session, options.json === true));
       }
     }),
   );
@@ -165,7 +165,7 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
         options: RedisOptions & { namespace?: string; json?: boolean; full?: boolean },
       ) => {
         const full = fullKey(key, options.namespace);
-        await withSession(options, (session) =>
+        await withSession(options, io, (session) =>
           getEntry(io, session, full, options.json === true, options.full === true),
         );
       },
@@ -181,7 +181,7 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
   ).action(
     act(async (key: string, options: RedisOptions & { namespace?: string }) => {
       const full = fullKey(key, options.namespace);
-      await withSession(options, (session) => deleteEntry(io, session, full));
+      await withSession(options, io, (session) => deleteEntry(io, session, full));
     }),
   );
 
@@ -199,7 +199,7 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
       if (tags.length === 0 && paths.length === 0) {
         throw new CliError(EXIT.usage, "invalidate needs --tag or --path");
       }
-      await withSession(options, (session) =>
+      await withSession(options, io, (session) =>
         invalidate(io, session, tags, paths, options.soft === true),
       );
     }),
@@ -216,7 +216,7 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
       if ((options.namespace === undefined) === (options.all !== true)) {
         throw new CliError(EXIT.usage, "clear needs exactly one of --namespace N or --all");
       }
-      await withSession(options, (session) => clear(io, session, options.namespace));
+      await withSession(options, io, (session) => clear(io, session, options.namespace));
     }),
   );
 
@@ -257,9 +257,10 @@ async function guarded(io: CliIo, fn: () => Promise<void>): Promise<number> {
 
 async function withSession(
   options: RedisOptions,
+  io: CliIo,
   fn: (session: Session) => Promise<void>,
 ): Promise<void> {
-  const session = await openSession(options);
+  const session = await openSession(options, io);
   try {
     await fn(session);
   } finally {
@@ -267,7 +268,7 @@ async function withSession(
   }
 }
 
-async function openSession(options: RedisOptions): Promise<Session> {
+async function openSession(options: RedisOptions, io: CliIo): Promise<Session> {
   const url = options.redisUrl;
   let storeModule: typeof import("../stores/redis.js");
   try {
@@ -307,6 +308,15 @@ async function openSession(options: RedisOptions): Promise<Session> {
     );
   }
   const cache = createCache({ store, storeTimeout: options.timeout, breakerThreshold: 1_000 });
+  let warned = false;
+  cache.on("error", ({ operation, error }) => {
+    if (!operation.startsWith("bus.") || warned) return;
+    warned = true;
+    io.err(
+      `cachet: warning: running instances could not be told (${operation}: ${errorMessage(error)}); ` +
+        "their in-process copies expire within l1MaxTtl\n",
+    );
+  });
   let raw: RawClient | undefined;
   return {
     url,
@@ -376,7 +386,10 @@ function scoped(cache: Cache, full: string): { cache: Cache; key: string } {
 /** Run a cache action and fail if the store failed during it (the core would carry on). */
 async function strictly<T>(session: Session, what: string, fn: () => Promise<T>): Promise<T> {
   const failures: unknown[] = [];
-  const off = session.cache.on("error", ({ error }) => failures.push(error));
+  const off = session.cache.on("error", ({ operation, error }) => {
+    // The bus is reported apart (a warning): the action itself reached Redis.
+    if (!operation.startsWith("bus.")) failures.push(error);
+  });
   try {
     const out = await fn();
     if (failures.length > 0) {
