@@ -176,7 +176,7 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
   });
 
   // Route-level opt-in: only the proxied routes are cached, never /health or /docs.
-  const onRedis = config.cacheStore === "redis" || config.cacheStore === "tiered";
+  const shared = ["redis", "tiered", "memcached", "dynamodb"].includes(config.cacheStore);
   const routeCache = (tags: RouteCacheOptions["tags"]): FastifyContextConfig => {
     if (!demoCache.cache) return {};
     return {
@@ -189,7 +189,7 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
         // which the upstream timeout bounds. Waiters wait two lease lifetimes: when the
         // holder dies, its lease expires, one waiter takes over and the others wait for it,
         // instead of all calling the upstream the moment the first lease runs out.
-        ...(onRedis && config.cacheLease
+        ...(shared && config.cacheLease
           ? {
               lease: {
                 ttl: config.upstreamTimeoutMs + LEASE_MARGIN_MS,
@@ -348,18 +348,28 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
                 type: "object",
                 required: ["store", "state"],
                 properties: {
-                  store: { type: "string", enum: ["memory", "redis", "tiered", "none"] },
+                  store: {
+                    type: "string",
+                    enum: ["memory", "redis", "tiered", "memcached", "dynamodb", "none"],
+                  },
                   state: { type: "string", enum: ["ok", "degraded"] },
                   redis: {
                     type: "string",
                     enum: ["up", "down", "breaker-open"],
                     description: "Redis as the cache sees it (CACHE_STORE=redis or tiered)",
                   },
+                  remote: {
+                    type: "string",
+                    enum: ["up", "down", "breaker-open"],
+                    description:
+                      "The remote store (Redis, Memcached or DynamoDB) as the cache sees it",
+                  },
                   breaker: { type: "string", enum: ["closed", "open", "half-open"] },
                   connection: {
                     type: "string",
-                    enum: ["idle", "connecting", "ready", "reconnecting", "closed"],
-                    description: "The Redis connection (CACHE_STORE=redis or tiered)",
+                    enum: ["idle", "connecting", "ready", "reconnecting", "failing", "closed"],
+                    description:
+                      "The remote store's connection (failing: Memcached or DynamoDB, the last call failed)",
                   },
                   lease: { type: "boolean", description: "The fleet-wide lease is on" },
                   bus: {

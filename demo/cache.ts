@@ -1,4 +1,4 @@
-import type { Cache } from "cachet";
+import type { Cache, Store } from "cachet";
 import { createCache, memoryStore } from "cachet";
 import type { RedisStore, RedisStoreStatus } from "cachet/redis";
 import type { CacheStoreKind, DemoConfig } from "./config.js";
@@ -24,10 +24,15 @@ export interface CacheHealth {
   readonly state: "ok" | "degraded";
   /** The remote store (Redis), with `CACHE_STORE=redis` or `tiered`. */
   readonly redis?: RemoteState;
+  /** The remote store, whichever it is (Redis, Memcached, DynamoDB). */
+  readonly remote?: RemoteState;
   /** The remote store's circuit breaker, when there is a remote store. */
   readonly breaker?: "closed" | "open" | "half-open";
-  /** The Redis connection, with `CACHE_STORE=redis` or `tiered`. */
-  readonly connection?: RedisStoreStatus;
+  /**
+   * The remote store's connection: Redis's states, or for Memcached and DynamoDB `idle`,
+   * `ready` (the last call reached it), `failing` or `closed`.
+   */
+  readonly connection?: RedisStoreStatus | "failing";
   /** The fleet-wide lease, when there is a remote store. */
   readonly lease?: boolean;
   /** The invalidation bus, with `CACHE_STORE=tiered`. */
@@ -58,8 +63,8 @@ export interface DemoCache {
 }
 
 /**
- * Build the cache the demo runs on: an in-process memory store, Redis, both as two tiers, or
- * nothing. Store failures never stop the service: the cache turns them into misses and the
+ * Build the cache the demo runs on: an in-process memory store, Redis, both as two tiers,
+ * Memcached, DynamoDB, or nothing. Store failures never stop the service: the cache turns them into misses and the
  * upstream answers.
  */
 export async function createDemoCache(config: DemoConfig): Promise<DemoCache> {
@@ -74,14 +79,42 @@ export async function createDemoCache(config: DemoConfig): Promise<DemoCache> {
   }
 
   let redis: RedisStore | undefined;
+  let remote: Store | undefined;
+  /** Run before the first probe: create the DynamoDB table on a local endpoint. */
+  let prepare: (() => Promise<void>) | undefined;
   if (config.cacheStore === "redis" || config.cacheStore === "tiered") {
     // Imported only when used: the memory-only demo never loads the Redis client.
     const { redisStore } = await import("cachet/redis");
     redis = redisStore({ url: config.redisUrl });
+    remote = redis;
+  } else if (config.cacheStore === "memcached") {
+    const { memcachedStore } = await import("cachet/memcached");
+    remote = memcachedStore({ servers: config.memcachedServers });
+  } else if (config.cacheStore === "dynamodb" && config.dynamodb) {
+    const { dynamodbStore, createDynamoTable } = await import("cachet/dynamodb");
+    const { table, endpoint, region, localCredentials } = config.dynamodb;
+    const clientConfig = {
+      ...(endpoint ? { endpoint } : {}),
+      ...(region ? { region } : {}),
+      ...(localCredentials
+        ? { credentials: { accessKeyId: "cachet-local", secretAccessKey: "cachet-local" } }
+        : {}),
+    };
+    remote = dynamodbStore({ table, clientConfig });
+    if (endpoint) {
+      // A local DynamoDB starts empty: make the table (a no-op when it exists). Never on AWS,
+      // where tables are infrastructure (docs/stores.md has the AWS CLI command). A failure
+      // leaves the store failing, which /health and the cache's logs report.
+      prepare = () =>
+        createDynamoTable({ table, clientConfig, wait: 5_000 }).then(
+          () => {},
+          () => {},
+        );
+    }
   }
   const tiered = config.cacheStore === "tiered";
   const cache = createCache({
-    store: redis ?? memoryStore(),
+    store: remote ?? memoryStore(),
     l1: tiered,
     l1MaxTtl: config.cacheL1MaxTtlMs,
     storeTimeout: config.cacheStoreTimeoutMs,
@@ -103,6 +136,7 @@ export async function createDemoCache(config: DemoConfig): Promise<DemoCache> {
     kind: config.cacheStore,
     cache,
     async probe() {
+      await prepare?.();
       await cache.get("cachet-demo:probe");
     },
     health() {
@@ -114,9 +148,10 @@ export async function createDemoCache(config: DemoConfig): Promise<DemoCache> {
       return {
         store: config.cacheStore,
         state: health.status,
-        redis: remote,
+        ...(redis ? { redis: remote } : {}),
+        remote,
         breaker: l2.breaker,
-        ...(l2.connection ? { connection: l2.connection as RedisStoreStatus } : {}),
+        ...(l2.connection ? { connection: l2.connection as RedisStoreStatus | "failing" } : {}),
         lease: config.cacheLease,
         ...(health.bus
           ? { bus: { state: health.bus.state, resets, ...(lastReset ? { lastReset } : {}) } }

@@ -2,12 +2,42 @@ import ms from "ms";
 
 /**
  * Where the demo keeps cached responses: in process (`memory`), in Redis only (`redis`, as in
- * the article), in both as two tiers kept coherent over pub/sub (`tiered`), or nowhere (`none`,
- * the "before" of the article).
+ * the article), in both as two tiers kept coherent over pub/sub (`tiered`), in Memcached or
+ * DynamoDB (`memcached`, `dynamodb`: the article's other providers), or nowhere (`none`, the
+ * "before" of the article).
  */
-export type CacheStoreKind = "memory" | "redis" | "tiered" | "none";
+export type CacheStoreKind = "memory" | "redis" | "tiered" | "memcached" | "dynamodb" | "none";
 
-const STORE_KINDS: readonly CacheStoreKind[] = ["memory", "redis", "tiered", "none"];
+const STORE_KINDS: readonly CacheStoreKind[] = [
+  "memory",
+  "redis",
+  "tiered",
+  "memcached",
+  "dynamodb",
+  "none",
+];
+
+/** The DynamoDB table and client settings, with `CACHE_STORE=dynamodb`. */
+export interface DynamoDBConfig {
+  /** `DYNAMODB_TABLE`. @default "cachet" */
+  readonly table: string;
+  /**
+   * `DYNAMODB_ENDPOINT`: a local DynamoDB (dynalite, DynamoDB Local), e.g.
+   * `http://127.0.0.1:4567`. Unset: AWS itself, in `region`. With a local endpoint the demo
+   * creates the table when it is missing.
+   */
+  readonly endpoint: string | undefined;
+  /**
+   * `AWS_REGION` (or `AWS_DEFAULT_REGION`). Unset: the SDK's own resolution (profile), or
+   * `us-east-1` with a local endpoint (any region will do there).
+   */
+  readonly region: string | undefined;
+  /**
+   * True with a local endpoint when `AWS_ACCESS_KEY_ID` is not set: the demo signs with
+   * placeholder credentials (a local DynamoDB accepts any) instead of searching for real ones.
+   */
+  readonly localCredentials: boolean;
+}
 
 /** Log levels the demo accepts (pino's). */
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -30,8 +60,18 @@ export interface DemoConfig {
    * is read as `redis+cluster://host:port,host:port`.
    */
   readonly redisUrl: string | undefined;
-  /** `CACHE_STORE`. @default "tiered" when `REDIS_URL` is set, "memory" otherwise */
+  /**
+   * `CACHE_STORE`. @default "tiered" when `REDIS_URL` is set, else "memcached" when
+   * `MEMCACHED_URL` is set, else "memory"
+   */
   readonly cacheStore: CacheStoreKind;
+  /**
+   * `MEMCACHED_URL`, with `CACHE_STORE=memcached`: `host:port[,host:port…]` (a `memcached://`
+   * prefix is accepted and dropped).
+   */
+  readonly memcachedServers?: string;
+  /** With `CACHE_STORE=dynamodb`: `DYNAMODB_TABLE`, `DYNAMODB_ENDPOINT`, `AWS_REGION`. */
+  readonly dynamodb?: DynamoDBConfig;
   /** `CACHE_TTL`: how long a cached response is fresh, in ms. @default 60000 */
   readonly cacheTtlMs: number;
   /**
@@ -47,9 +87,10 @@ export interface DemoConfig {
    */
   readonly cacheStaleIfErrorMs: number;
   /**
-   * `CACHE_LEASE`: one upstream call per key across every instance sharing Redis (a lease in
-   * Redis, `SET NX PX`). Only with Redis (`CACHE_STORE=redis` or `tiered`).
-   * @default true with Redis, false otherwise
+   * `CACHE_LEASE`: one upstream call per key across every instance sharing the store (a lease
+   * in it: `SET NX PX` on Redis, `ADD` on Memcached, a conditional put on DynamoDB). Only with
+   * a shared store (`CACHE_STORE=redis`, `tiered`, `memcached` or `dynamodb`).
+   * @default true with a shared store, false otherwise
    */
   readonly cacheLease: boolean;
   /**
@@ -269,7 +310,8 @@ export function loadConfig(env: Env = process.env): DemoConfig {
   }
   const redisSet = rawRedis !== undefined || rawClusterNodes !== undefined;
 
-  let cacheStore: CacheStoreKind = redisSet ? "tiered" : "memory";
+  const rawMemcached = read(env, "MEMCACHED_URL");
+  let cacheStore: CacheStoreKind = redisSet ? "tiered" : rawMemcached ? "memcached" : "memory";
   const rawStore = read(env, "CACHE_STORE");
   if (rawStore !== undefined) {
     const kind = rawStore.toLowerCase() as CacheStoreKind;
@@ -282,18 +324,67 @@ export function loadConfig(env: Env = process.env): DemoConfig {
   if (onRedis && !redisSet) {
     problem("CACHE_STORE", `is ${cacheStore}, but REDIS_URL is not set`);
   }
+  const shared = onRedis || cacheStore === "memcached" || cacheStore === "dynamodb";
 
-  let cacheLease = onRedis;
+  let memcachedServers: string | undefined;
+  if (cacheStore === "memcached") {
+    if (rawMemcached === undefined) {
+      problem("CACHE_STORE", "is memcached, but MEMCACHED_URL is not set");
+    } else {
+      const servers = rawMemcached.replace(/^memcached:\/\//i, "").replace(/\s+/g, "");
+      const valid = servers.split(",").every((server) => {
+        const match = /^(?:[^:@]+:[^@]*@)?[A-Za-z0-9.-]+(?::(\d{1,5}))?$/.exec(server);
+        return match !== null && (match[1] === undefined || (+match[1] > 0 && +match[1] < 65536));
+      });
+      if (valid) memcachedServers = servers;
+      else {
+        problem(
+          "MEMCACHED_URL",
+          `expected host:port[,host:port…] (e.g. 127.0.0.1:11211), got ${quote(redact(rawMemcached))}`,
+        );
+      }
+    }
+  }
+
+  let dynamodb: DynamoDBConfig | undefined;
+  if (cacheStore === "dynamodb") {
+    const table = read(env, "DYNAMODB_TABLE") ?? "cachet";
+    if (!/^[A-Za-z0-9_.-]{3,255}$/.test(table)) {
+      problem(
+        "DYNAMODB_TABLE",
+        `expected a table name (3 to 255 of A-Z a-z 0-9 _ . -), got ${quote(table)}`,
+      );
+    }
+    const endpoint = read(env, "DYNAMODB_ENDPOINT");
+    if (endpoint !== undefined) {
+      const url = URL.canParse(endpoint) ? new URL(endpoint) : undefined;
+      if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || url.hostname === "") {
+        problem(
+          "DYNAMODB_ENDPOINT",
+          `expected an http:// or https:// URL (e.g. http://127.0.0.1:4567), got ${quote(endpoint)}`,
+        );
+      }
+    }
+    const region = read(env, "AWS_REGION") ?? read(env, "AWS_DEFAULT_REGION");
+    dynamodb = {
+      table,
+      endpoint,
+      region: region ?? (endpoint !== undefined ? "us-east-1" : undefined),
+      localCredentials: endpoint !== undefined && read(env, "AWS_ACCESS_KEY_ID") === undefined,
+    };
+  }
+
+  let cacheLease = shared;
   const rawLease = read(env, "CACHE_LEASE");
   if (rawLease !== undefined) {
     const value = rawLease.toLowerCase();
     if (SWITCH_ON.has(value)) cacheLease = true;
     else if (SWITCH_OFF.has(value)) cacheLease = false;
     else problem("CACHE_LEASE", `expected on or off (true/false, 1/0), got ${quote(rawLease)}`);
-    if (cacheLease && !onRedis && cacheStore !== "none") {
+    if (cacheLease && !shared && cacheStore !== "none") {
       problem(
         "CACHE_LEASE",
-        `the fleet-wide lease needs Redis (CACHE_STORE=redis or tiered), and the store is ${cacheStore}`,
+        `the fleet-wide lease needs Redis, Memcached or DynamoDB (CACHE_STORE=redis, tiered, memcached or dynamodb), and the store is ${cacheStore}`,
       );
     }
     if (cacheStore === "none") cacheLease = false;
@@ -331,6 +422,8 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     upstreamTimeoutMs,
     redisUrl,
     cacheStore,
+    ...(memcachedServers !== undefined ? { memcachedServers } : {}),
+    ...(dynamodb !== undefined ? { dynamodb } : {}),
     cacheTtlMs,
     cacheStaleWhileRevalidateMs,
     cacheStaleIfErrorMs,

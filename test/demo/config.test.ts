@@ -149,8 +149,8 @@ describe("demo config", () => {
   });
 
   it("rejects an unknown CACHE_STORE, and redis or tiered without REDIS_URL, naming CACHE_STORE", () => {
-    const error = rejects({ CACHE_STORE: "memcached" }, ["CACHE_STORE"]);
-    assert.match(error.message, /memory, redis, tiered, none/);
+    const error = rejects({ CACHE_STORE: "mongo" }, ["CACHE_STORE"]);
+    assert.match(error.message, /memory, redis, tiered, memcached, dynamodb, none/);
     const missing = rejects({ CACHE_STORE: "redis" }, ["CACHE_STORE"]);
     assert.match(missing.message, /REDIS_URL is not set/);
     rejects({ CACHE_STORE: "tiered" }, ["CACHE_STORE"]);
