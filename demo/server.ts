@@ -58,6 +58,14 @@ async function main(): Promise<void> {
       admin: config.adminToken !== undefined,
       upstream: config.upstreamUrl,
       ...(config.redisUrl ? { redis: redact(config.redisUrl) } : {}),
+      ...(config.memcachedServers
+        ? { memcached: config.memcachedServers.replace(/[^,@]*@/g, "***@") }
+        : {}),
+      ...(config.dynamodb
+        ? {
+            dynamodb: { table: config.dynamodb.table, endpoint: config.dynamodb.endpoint ?? "aws" },
+          }
+        : {}),
     },
     `cachet demo listening on ${url} (store: ${config.cacheStore}` +
       `${config.cacheStore === "none" ? "" : `, ttl ${formatDuration(config.cacheTtlMs)}`}); ` +
