@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
 import { after, before, describe, it } from "node:test";
+import express from "express";
 import Fastify from "fastify";
+import { inject } from "light-my-request";
+import { cachetExpress } from "../src/adapters/express.js";
 import { cachetFastify } from "../src/adapters/fastify.js";
 import type { Cache, CacheEventMap, CacheEventName } from "../src/index.js";
 import {
   createCache,
   FactoryHardTimeoutError,
+  InvalidOptionError,
   MemoryStore,
   memoryStore,
   namespaceOf,
@@ -378,6 +382,35 @@ describe("events: fleet-wide lease, on a real Redis", () => {
 });
 
 describe("events: one http event per request, naming the route pattern", () => {
+  it("an Express route is named by its name option (the same on Hono), never by a URL", async () => {
+    const cache = createCache();
+    const events = record(cache, ["http"]);
+    const cached = cachetExpress({ cache });
+    const app = express();
+    app.get("/users/:id", cached({ name: "GET /users/:id", ttl: 60_000 }), (req, res) => {
+      res.json({ id: req.params.id });
+    });
+    app.get("/anonymous", cached(), (_req, res) => {
+      res.json({});
+    });
+    for (const url of ["/users/1", "/users/1", "/users/2", "/anonymous"]) {
+      assert.equal((await inject(app as never, { url })).statusCode, 200);
+    }
+    assert.deepEqual(
+      events.of("http").map((e) => [e.route, e.outcome]),
+      [
+        ["GET /users/:id", "stored"],
+        ["GET /users/:id", "hit"],
+        ["GET /users/:id", "stored"],
+        ["express route #2", "stored"],
+      ],
+    );
+    assert.throws(
+      () => cached({ name: "GET /x\n" }),
+      (error: unknown) => error instanceof InvalidOptionError && /cache\.name/.test(error.option),
+    );
+  });
+
   it("hit, stored, collapsed, not-storable, bypass and oversize on Fastify", async () => {
     const cache = createCache();
     const events = record(cache, ["http", "oversize"]);

@@ -103,6 +103,13 @@ export interface RouteCacheOptions extends Omit<EntryOptions, "tags"> {
   requestDirectives?: boolean;
   /** Override the cache-wide `downstreamCacheControl` for this route. */
   downstreamCacheControl?: boolean;
+  /**
+   * The route's name in errors and in the `http` event (the `route` label of metrics): its
+   * pattern, such as `"GET /posts/:id"`, never anything taken from a request. The Fastify
+   * plugin names routes by their pattern itself; on Express and Hono, routes are
+   * `express route #1`, … unless named here.
+   */
+  name?: string;
 }
 
 /** Options of {@link HttpCache}. */
@@ -358,13 +365,23 @@ export class HttpCache {
   }
 
   /** Validate a route's options once, at registration. `name` identifies the route in errors. */
-  route(options: RouteCacheOptions | true, name: string): CompiledRoute {
+  route(options: RouteCacheOptions | true, fallbackName: string): CompiledRoute {
     const o: RouteCacheOptions = options === true ? {} : options;
-    const where = `${name} cache`;
     if (o === null || typeof o !== "object") {
-      throw new InvalidOptionError(where, "expected true or an options object");
+      throw new InvalidOptionError(`${fallbackName} cache`, "expected true or an options object");
     }
-    const { tags, ...entryOptions } = o;
+    if (
+      o.name !== undefined &&
+      (typeof o.name !== "string" || !/^[\x20-\x7e]{1,200}$/.test(o.name))
+    ) {
+      throw new InvalidOptionError(
+        `${fallbackName} cache.name`,
+        `expected a route pattern such as "GET /posts/:id" (1 to 200 printable characters), got ${JSON.stringify(o.name)}`,
+      );
+    }
+    const name = o.name ?? fallbackName;
+    const where = `${name} cache`;
+    const { tags, name: _name, ...entryOptions } = o;
     const policy = this.cache.policy({ ...entryOptions, tags: [] }, where);
     const vary = [...new Set((o.vary ?? []).map((h) => String(h).toLowerCase()))].sort();
     if (o.key !== undefined && typeof o.key !== "function") {

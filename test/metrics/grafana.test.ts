@@ -22,9 +22,10 @@ describe("docs/grafana-dashboard.json", () => {
     const metrics = await register.getMetricsAsJSON();
     const known = new Map<string, string>();
     for (const m of metrics) {
-      known.set(m.name, m.type);
-      if (m.type === "histogram") {
-        for (const suffix of ["_bucket", "_count", "_sum"]) known.set(m.name + suffix, m.type);
+      const type = String(m.type);
+      known.set(m.name, type);
+      if (type === "histogram") {
+        for (const suffix of ["_bucket", "_count", "_sum"]) known.set(m.name + suffix, type);
       }
     }
     const labelsOf = (name: string): Set<string> => {
