@@ -114,6 +114,21 @@ export class GuardedStore {
 
   /** Resolves `true` when the write reached the store. */
   async set(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const max = this.store.maxValueSize;
+    if (max !== undefined && value.byteLength > max) {
+      // The store would refuse it before any I/O: not a sign of a failing store, so it must not
+      // count towards the breaker (a run of large values would otherwise open it).
+      this.#hooks.onError(
+        "set",
+        key,
+        new StoreError(
+          this.store.name,
+          "set",
+          `value of ${value.byteLength} bytes exceeds the store's maxValueSize (${max} bytes); not stored`,
+        ),
+      );
+      return false;
+    }
     const out = await this.#call("set", key, () => this.store.set(key, value, ttlMs));
     return out !== FAILED;
   }

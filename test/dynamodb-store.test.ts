@@ -462,6 +462,26 @@ describe("the cache on DynamoDB", () => {
     }
   });
 
+  it("values over the store's maxValueSize are served, not stored, and never open the breaker", async () => {
+    const cache = make(`big-${randomUUID().slice(0, 8)}:`, { l1: false, breakerThreshold: 3 });
+    const errors: string[] = [];
+    cache.on("error", ({ error }) => errors.push(String(error)));
+    try {
+      const large = "x".repeat(500 * 1024); // over 400 KB once encoded
+      for (let i = 0; i < 6; i++) {
+        assert.equal(await cache.getOrSet(`big:${i}`, () => large), large);
+      }
+      assert.equal(cache.storeState, "closed", "six refused writes in a row opened the breaker");
+      assert.equal(errors.length, 6);
+      assert.match(errors[0]!, /exceeds the store's maxValueSize/);
+      assert.equal(await cache.get("big:0"), undefined, "not stored");
+      await cache.set("small", "fits");
+      assert.equal(await cache.get("small"), "fits");
+    } finally {
+      await cache.close();
+    }
+  });
+
   it("without a bus, another instance's L1 copy is bounded by l1MaxTtl", async () => {
     const prefix = `l1-${randomUUID().slice(0, 8)}:`;
     const clock = manualClock(Date.now());
