@@ -1,0 +1,157 @@
+/**
+ * Summarise a V8 `.cpuprofile` (from `node --cpu-prof`): where the time went, by area (cachet's
+ * dist/, each package, Node internals, GC) and by function, self and inclusive. Used by
+ * `npm run bench -- --profile <target>`; also runnable on its own:
+ *
+ *   node --import tsx bench/profile.ts <file.cpuprofile>
+ */
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import type { LoadResult } from "./lib/load.js";
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number };
+  children?: number[];
+}
+
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
+
+/** Which part of the process a frame belongs to. */
+function area(url: string, name: string): string {
+  if (url === "") {
+    if (name.startsWith("(")) return name; // (garbage collector), (idle), (program)
+    return "native / V8 builtins";
+  }
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  if (pkg) return pkg[1]!;
+  if (url.startsWith("node:")) return `node: ${url.slice(5).split("/").slice(0, 2).join("/")}`;
+  if (isCachet(url)) return "cachet (dist/)";
+  if (url.includes("/bench/")) return "bench target code";
+  return url;
+}
+
+/** A frame of cachet's built package (not a dependency's dist/). */
+function isCachet(url: string): boolean {
+  return url.includes("/dist/") && !url.includes("/node_modules/");
+}
+
+function frameName(node: ProfileNode): string {
+  const f = node.callFrame;
+  const file = f.url
+    .replace(/^.*node_modules\//, "")
+    .replace(/^file:\/\/.*?\/dist\//, "cachet/dist/")
+    .replace(/^file:\/\/.*?\/bench\//, "bench/");
+  return `${f.functionName || "(anonymous)"} ${file ? `${file}:${f.lineNumber + 1}` : ""}`.trim();
+}
+
+export function summarise(profile: CpuProfile, title: string, load?: LoadResult): string {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const self = new Map<number, number>();
+  let total = 0;
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i] ?? 0;
+    self.set(id, (self.get(id) ?? 0) + dt);
+    total += dt;
+  });
+  const idle = [...self]
+    .filter(([id]) => byId.get(id)!.callFrame.functionName === "(idle)")
+    .reduce((a, [, t]) => a + t, 0);
+  const busy = total - idle;
+
+  const selfByArea = new Map<string, number>();
+  const selfByFn = new Map<string, number>();
+  const inclusiveByFn = new Map<string, number>();
+  let underCachet = 0;
+  for (const [id, t] of self) {
+    const node = byId.get(id)!;
+    if (node.callFrame.functionName === "(idle)") continue;
+    const a = area(node.callFrame.url, node.callFrame.functionName);
+    selfByArea.set(a, (selfByArea.get(a) ?? 0) + t);
+    const name = frameName(node);
+    selfByFn.set(name, (selfByFn.get(name) ?? 0) + t);
+    // Inclusive: every distinct function on the stack of this sample gets its time.
+    const seen = new Set<string>();
+    let cachetOnStack = false;
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const n = byId.get(cur)!;
+      const fn = frameName(n);
+      if (isCachet(n.callFrame.url)) cachetOnStack = true;
+      if (seen.has(fn)) continue;
+      seen.add(fn);
+      inclusiveByFn.set(fn, (inclusiveByFn.get(fn) ?? 0) + t);
+    }
+    if (cachetOnStack) underCachet += t;
+  }
+  const pct = (t: number) => `${((t / busy) * 100).toFixed(1)} %`;
+  const top = (m: Map<string, number>, n: number, filter: (k: string) => boolean = () => true) =>
+    [...m]
+      .filter(([k]) => filter(k))
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n);
+
+  const lines: string[] = [];
+  lines.push(`# CPU profile: ${title}`);
+  lines.push("");
+  if (load) {
+    lines.push(
+      `Under load: ${Math.round(load.rps).toLocaleString("en-US")} req/s, p50 ${load.p50.toFixed(2)} ms, p99 ${load.p99.toFixed(2)} ms (${load.requests.toLocaleString("en-US")} requests in ${load.seconds.toFixed(1)} s).`,
+    );
+  }
+  lines.push(
+    `Sampled ${(total / 1e6).toFixed(2)} s; busy ${(busy / 1e6).toFixed(2)} s (${((busy / total) * 100).toFixed(0)} %), idle ${((idle / total) * 100).toFixed(0)} %. ` +
+      `Percentages below are of busy time. Time with cachet's code (dist/) on the stack: ${pct(underCachet)}.`,
+  );
+  if (load) {
+    lines.push(
+      `Busy CPU per request: ${(busy / Math.max(1, load.requests)).toFixed(1)} µs (profiled process, main thread).`,
+    );
+  }
+  lines.push("");
+  lines.push("## Self time by area");
+  lines.push("");
+  lines.push("| area | self | share |");
+  lines.push("| --- | ---: | ---: |");
+  for (const [a, t] of top(selfByArea, 20))
+    lines.push(`| ${a} | ${(t / 1000).toFixed(0)} ms | ${pct(t)} |`);
+  lines.push("");
+  lines.push("## Functions by self time (top 25)");
+  lines.push("");
+  lines.push("| function | self | share |");
+  lines.push("| --- | ---: | ---: |");
+  for (const [f, t] of top(selfByFn, 25))
+    lines.push(`| \`${f}\` | ${(t / 1000).toFixed(0)} ms | ${pct(t)} |`);
+  lines.push("");
+  lines.push("## cachet functions by inclusive time (top 20)");
+  lines.push("");
+  lines.push("| function | inclusive | share |");
+  lines.push("| --- | ---: | ---: |");
+  for (const [f, t] of top(inclusiveByFn, 20, (k) => k.includes(" cachet/dist/"))) {
+    lines.push(`| \`${f}\` | ${(t / 1000).toFixed(0)} ms | ${pct(t)} |`);
+  }
+  lines.push("");
+  return lines.join("\n");
+}
+
+/** Summarise a `.cpuprofile` file. */
+export function summariseFile(file: string, title: string, load?: LoadResult): string {
+  const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
+  return `${summarise(profile, title, load)}\nProfile: ${file} (open it in Chrome DevTools → Performance, or speedscope)\n`;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const file = process.argv[2];
+  if (!file) {
+    console.error("usage: node --import tsx bench/profile.ts <file.cpuprofile>");
+    process.exit(1);
+  }
+  console.log(summariseFile(file, file));
+}

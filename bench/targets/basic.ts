@@ -1,0 +1,59 @@
+/**
+ * The reference points: `limit` (and its A/A twin), the same constant-Buffer route on Express
+ * and Hono, and `nocache` (every request proxied).
+ */
+import type { Server } from "node:http";
+import { createAdaptorServer } from "@hono/node-server";
+import express from "express";
+import Fastify from "fastify";
+import { Hono } from "hono";
+import type { RunningTarget, TargetConfig } from "./common.js";
+import {
+  closeServer,
+  fetchPosts,
+  listen,
+  listenExpress,
+  listenFastify,
+  searchOf,
+} from "./common.js";
+
+const JSON_TYPE = "application/json; charset=utf-8";
+
+export async function start(config: TargetConfig): Promise<RunningTarget> {
+  if (config.name === "nocache") {
+    const app = Fastify({ logger: false });
+    app.get("/posts", async (request) => fetchPosts(config.upstreamUrl, searchOf(request.url)));
+    return listenFastify(app);
+  }
+
+  // The same bytes every other target sends on a hit: the upstream's posts, parsed and
+  // serialized again by the framework (JSON.stringify), here once at start-up.
+  const body = Buffer.from(JSON.stringify(await fetchPosts(config.upstreamUrl, "")), "utf8");
+
+  switch (config.name) {
+    case "limit":
+    case "limit-aa": {
+      const app = Fastify({ logger: false });
+      app.get("/posts", function constantBody(_request, reply) {
+        reply.header("content-type", JSON_TYPE).send(body);
+      });
+      return listenFastify(app);
+    }
+    case "limit-express": {
+      const app = express();
+      app.get("/posts", function constantBody(_req, res) {
+        res.type("json").send(body);
+      });
+      return listenExpress(app);
+    }
+    case "limit-hono": {
+      const app = new Hono();
+      app.get("/posts", (c) => c.body(body, 200, { "content-type": JSON_TYPE }));
+      const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+      const port = await listen(server);
+      return { port, close: () => closeServer(server) };
+    }
+    default:
+      throw new Error(`basic.ts does not build ${config.name}`);
+  }
+}
