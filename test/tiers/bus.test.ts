@@ -32,9 +32,15 @@ function startPeer(redisUrl: string): Promise<Peer> {
   });
   let next = 0;
   const pending = new Map<number, (reply: Record<string, unknown>) => void>();
+  let gone: Error | undefined;
+  child.once("exit", (code, signal) => {
+    gone = new Error(`the peer exited (${code ?? signal})`);
+    for (const settle of pending.values()) settle({ error: gone.message });
+    pending.clear();
+  });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("the peer did not start in 15 s")), 15_000);
-    child.once("exit", (code) => reject(new Error(`the peer exited (${code})`)));
+    child.once("exit", () => reject(gone));
     child.on("message", (message: Record<string, unknown>) => {
       if (message.ready) {
         clearTimeout(timer);
@@ -59,21 +65,30 @@ function startPeer(redisUrl: string): Promise<Peer> {
   function call(request: Record<string, unknown>): Promise<Record<string, unknown>> {
     const id = next++;
     return new Promise((resolve, reject) => {
-      pending.set(id, (reply) =>
-        reply.error ? reject(new Error(String(reply.error))) : resolve(reply),
-      );
+      if (gone) return reject(gone);
+      // Bounded, so that a stuck peer fails the test with a reason instead of hanging it.
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error(`the peer did not answer ${JSON.stringify(request)} within 10 s`));
+      }, 10_000);
+      pending.set(id, (reply) => {
+        clearTimeout(timer);
+        if (reply.error) reject(new Error(String(reply.error)));
+        else resolve(reply);
+      });
       child.send({ id, ...request });
     });
   }
 }
 
 /**
- * Read `keys` on B one round after the other, from `since` until `BUS_DELAY_MS` plus a margin
- * have passed (reads after the delay must all be new); returns each round's values with when it was sent.
+ * Read `keys` on B one round after the other, from `since` until three rounds have been sent
+ * `BUS_DELAY_MS` or more after it (however slow a loaded machine makes each round); returns
+ * each round's values with when it was sent.
  */
 async function readAfter(peer: Peer, keys: readonly string[], since: number) {
   const rounds: Array<{ at: number; values: unknown[] }> = [];
-  while (performance.now() < since + BUS_DELAY_MS + 50) {
+  while (rounds.filter((r) => r.at >= since + BUS_DELAY_MS).length < 3) {
     const at = performance.now();
     rounds.push({ at, values: (await peer.get(keys)).values });
   }
@@ -118,7 +133,6 @@ describe("the bus between two processes (function cache, tiered)", { timeout: 60
       const written = performance.now();
       const rounds = await readAfter(b, [key], written);
       const late = rounds.filter((r) => r.at >= written + BUS_DELAY_MS);
-      assert.ok(late.length > 0);
       for (const round of late) assert.deepEqual(round.values, [{ version }], `version ${version}`);
       const firstNew = rounds.findIndex(
         (r) => (r.values[0] as { version: number }).version === version,
@@ -155,7 +169,6 @@ describe("the bus between two processes (function cache, tiered)", { timeout: 60
     const written = performance.now();
     const rounds = await readAfter(b, keys, written);
     const late = rounds.filter((r) => r.at >= written + BUS_DELAY_MS);
-    assert.ok(late.length > 0);
     for (const round of late) {
       const old = round.values.filter((v) => (v as { round: number }).round !== 2);
       assert.equal(old.length, 0, `${old.length} keys still old`);
