@@ -302,18 +302,28 @@ describe("fleet on a cluster: separate processes", () => {
       for (const key of keys) {
         await children[0]!.send({ op: "set", key, value: `${key}=rewritten` });
       }
-      for (const child of children.slice(1)) {
+      // The rewrites are in Redis (read by an instance without an in-process tier)…
+      const reader = await instance({ l1: false, bus: false });
+      for (const key of keys) assert.equal(await reader.get(key), `${key}=rewritten`, key);
+      // …and the other processes, which held the old values in process, see them.
+      for (const [i, child] of children.entries()) {
+        if (i === 0) continue;
+        let seen: unknown[] = [];
         await waitFor(
           async () => {
-            for (const key of keys) {
-              const { value } = await child.send<{ value: string }>({ op: "get", key });
-              if (value !== `${key}=rewritten`) return false;
-            }
-            return true;
+            seen = [];
+            for (const key of keys)
+              seen.push((await child.send<{ value: string }>({ op: "get", key })).value);
+            return seen.every((value, k) => value === `${keys[k]}=rewritten`);
           },
           "the other processes to see the rewrite",
           5_000,
-        );
+        ).catch(async (error: Error) => {
+          const health = await child.send({ op: "health" });
+          throw new Error(
+            `child ${i}: ${error.message}; it reads ${JSON.stringify(seen)}; health ${JSON.stringify(health)}`,
+          );
+        });
       }
       await Promise.all(children.map((c) => c.send({ op: "close" })));
     } finally {
