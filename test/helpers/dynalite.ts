@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { request } from "node:http";
 import { createRequire } from "node:module";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
@@ -115,7 +116,7 @@ async function launch(cli: string, port: number): Promise<DynaliteServer> {
     kill: () => exit("SIGKILL"),
     start,
     pause: () => {
-      child?.kill("SIGSTOP");
+      if (child) stopAndWait(child);
     },
     resume: () => {
       child?.kill("SIGCONT");
@@ -147,4 +148,23 @@ function answers(port: number): Promise<boolean> {
     req.on("error", () => resolve(false));
     req.end("{}");
   });
+}
+
+/**
+ * SIGSTOP `child` and return once the kernel reports it stopped, so that nothing sent after
+ * `pause()` can still be answered (a signal is delivered asynchronously).
+ */
+function stopAndWait(child: ChildProcess): void {
+  child.kill("SIGSTOP");
+  const deadline = Date.now() + 2_000;
+  while (Date.now() < deadline) {
+    try {
+      // /proc/<pid>/stat: "pid (comm) state …"; T is stopped.
+      const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
+      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("T")) return;
+    } catch {
+      return; // no /proc (not Linux): the signal is all we can do
+    }
+  }
+  throw new Error(`process ${child.pid} did not stop within 2 s of SIGSTOP`);
 }

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { freePort, waitFor } from "./ports.js";
 
@@ -116,7 +117,7 @@ async function launch(port: number, options: MemcachedServerOptions): Promise<Me
     kill: () => exit("SIGKILL"),
     start,
     pause: () => {
-      child?.kill("SIGSTOP");
+      if (child) stopAndWait(child);
     },
     resume: () => {
       child?.kill("SIGCONT");
@@ -151,4 +152,23 @@ function command(port: number, line: string): Promise<string> {
       }
     });
   });
+}
+
+/**
+ * SIGSTOP `child` and return once the kernel reports it stopped, so that nothing sent after
+ * `pause()` can still be answered (a signal is delivered asynchronously).
+ */
+function stopAndWait(child: ChildProcess): void {
+  child.kill("SIGSTOP");
+  const deadline = Date.now() + 2_000;
+  while (Date.now() < deadline) {
+    try {
+      // /proc/<pid>/stat: "pid (comm) state …"; T is stopped.
+      const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
+      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("T")) return;
+    } catch {
+      return; // no /proc (not Linux): the signal is all we can do
+    }
+  }
+  throw new Error(`process ${child.pid} did not stop within 2 s of SIGSTOP`);
 }
