@@ -37,6 +37,8 @@ describe("bad entries under a running demo", { timeout: 60_000 }, () => {
       UPSTREAM_URL: fake.url,
       REDIS_URL: redis.url,
       CACHE_STORE: "redis",
+      // Not a timeout test: a loaded machine must not turn a slow Redis reply into a miss.
+      CACHE_STORE_TIMEOUT: "1s",
     });
     const cases = [
       ["/posts/9", "\u00ff\u00fe garbage, not an entry"],
@@ -72,6 +74,8 @@ describe("bad entries under a running demo", { timeout: 60_000 }, () => {
     service = await startService({
       UPSTREAM_URL: fake.url,
       REDIS_URL: redis.url,
+      // Not a timeout test: a loaded machine must not turn a slow Redis reply into a miss.
+      CACHE_STORE_TIMEOUT: "1s",
       CACHE_MAX_ENTRY_SIZE: "10000", // /posts is 27 KB, a post about 300 bytes
     });
     fake.reset();

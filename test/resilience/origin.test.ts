@@ -41,6 +41,8 @@ describe("the origin fails or is slow (demo, tiered store)", { timeout: 60_000 }
     service = await startService({
       UPSTREAM_URL: fake.url,
       REDIS_URL: redis.url,
+      // Not a timeout test: a loaded machine must not turn a slow Redis reply into a miss.
+      CACHE_STORE_TIMEOUT: "1s",
       CACHE_TTL: `${TTL_MS}ms`,
       CACHE_STALE_IF_ERROR: `${GRACE_MS}ms`,
     });
@@ -110,6 +112,8 @@ describe("the origin fails or is slow (demo, tiered store)", { timeout: 60_000 }
     service = await startService({
       UPSTREAM_URL: fake.url,
       REDIS_URL: redis.url,
+      // Not a timeout test: a loaded machine must not turn a slow Redis reply into a miss.
+      CACHE_STORE_TIMEOUT: "1s",
       CACHE_TTL: "1s",
       CACHE_STALE_WHILE_REVALIDATE: "30",
     });

@@ -37,6 +37,8 @@ describe("POST /cache/invalidate on two tiered instances", { timeout: 60_000 }, 
       UPSTREAM_URL: fake.url,
       REDIS_URL: redis.url,
       ADMIN_TOKEN,
+      // Not a timeout test: a loaded machine must not turn a slow Redis reply into a miss.
+      CACHE_STORE_TIMEOUT: "1s",
     })) as [Child, Child];
     tokenless = await startService({ UPSTREAM_URL: fake.url, REDIS_URL: redis.url });
   });

@@ -69,6 +69,8 @@ describe("two tiered demo instances sharing one Redis", { timeout: 90_000 }, () 
       UPSTREAM_URL: fake.url,
       REDIS_URL: redis.url,
       ADMIN_TOKEN,
+      // Not a timeout test: a loaded machine must not turn a slow Redis reply into a miss.
+      CACHE_STORE_TIMEOUT: "1s",
     });
     const [a, b] = pair as [Child, Child];
     await untilHit(`${a.url}/posts/3`);
@@ -120,6 +122,9 @@ describe("two tiered demo instances sharing one Redis", { timeout: 90_000 }, () 
       UPSTREAM_URL: fake.url,
       REDIS_URL: redis.url,
       ADMIN_TOKEN,
+      // Not a timeout test: a loaded machine must not turn a slow Redis reply into a miss.
+      CACHE_STORE_TIMEOUT: "1s",
+
       CACHE_L1_MAX_TTL: `${L1_MAX_TTL_MS}ms`,
     });
     const [a, b] = pair as [Child, Child];
@@ -185,6 +190,9 @@ describe("two tiered demo instances sharing one Redis", { timeout: 90_000 }, () 
       UPSTREAM_URL: fake.url,
       REDIS_URL: redis.url,
       ADMIN_TOKEN,
+      // Not a timeout test: a loaded machine must not turn a slow Redis reply into a miss.
+      CACHE_STORE_TIMEOUT: "1s",
+
       CACHE_L1_MAX_TTL: `${L1_MAX_TTL_MS}ms`,
     });
     const [a, b] = pair as [Child, Child];

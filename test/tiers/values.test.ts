@@ -48,9 +48,10 @@ describe("a value returned from a hit cannot be corrupted by its caller", {
 
   before(async () => {
     redis = await startRedis();
-    a = createCache({ store: redisStore({ url: redis.url }), l1: true });
-    b = createCache({ store: redisStore({ url: redis.url }), l1: true });
-    remoteOnly = createCache({ store: redisStore({ url: redis.url }) });
+    const storeTimeout = "1s"; // not a timeout test, whatever the machine's load
+    a = createCache({ store: redisStore({ url: redis.url }), l1: true, storeTimeout });
+    b = createCache({ store: redisStore({ url: redis.url }), l1: true, storeTimeout });
+    remoteOnly = createCache({ store: redisStore({ url: redis.url }), storeTimeout });
   });
   after(async () => {
     await a?.close();
