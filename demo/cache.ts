@@ -89,7 +89,7 @@ export async function createDemoCache(config: DemoConfig): Promise<DemoCache> {
     remote = redis;
   } else if (config.cacheStore === "memcached") {
     const { memcachedStore } = await import("cachet/memcached");
-    remote = memcachedStore({ servers: config.memcachedServers });
+    remote = memcachedStore({ servers: config.memcachedServers, ...storeTimeouts(config) });
   } else if (config.cacheStore === "dynamodb" && config.dynamodb) {
     const { dynamodbStore, createDynamoTable } = await import("cachet/dynamodb");
     const { table, endpoint, region, localCredentials } = config.dynamodb;
@@ -100,7 +100,7 @@ export async function createDemoCache(config: DemoConfig): Promise<DemoCache> {
         ? { credentials: { accessKeyId: "cachet-local", secretAccessKey: "cachet-local" } }
         : {}),
     };
-    remote = dynamodbStore({ table, clientConfig });
+    remote = dynamodbStore({ table, clientConfig, ...storeTimeouts(config) });
     if (endpoint) {
       // A local DynamoDB starts empty: make the table (a no-op when it exists). Never on AWS,
       // where tables are infrastructure (docs/stores.md has the AWS CLI command). A failure
@@ -161,4 +161,13 @@ export async function createDemoCache(config: DemoConfig): Promise<DemoCache> {
     },
     close: () => cache.close(),
   };
+}
+
+/**
+ * The Memcached and DynamoDB stores' own timeouts: never shorter than the cache's
+ * (`CACHE_STORE_TIMEOUT`), so that the cache's guard is what decides when a call took too long.
+ */
+function storeTimeouts(config: DemoConfig): { timeout: number; connectTimeout: number } {
+  const ms = Math.max(1_000, config.cacheStoreTimeoutMs);
+  return { timeout: ms, connectTimeout: ms };
 }

@@ -44,7 +44,9 @@ storeContract(
     const { clientConfig } = await dynalite();
     // A generous timeout: 200 concurrent calls on dynalite (one Node process) on a loaded
     // machine can take seconds; the timeout itself is tested by the server-down cases.
-    return { store: dynamodbStore({ table: TABLE, clientConfig, timeout: 10_000 }) };
+    return {
+      store: dynamodbStore({ table: TABLE, clientConfig, timeout: 10_000, connectTimeout: 5_000 }),
+    };
   },
   {
     capabilities: CAPABILITIES,
@@ -77,6 +79,7 @@ storeContract(
         consistentRead: false,
         attributes,
         timeout: 10_000,
+        connectTimeout: 5_000,
       }),
     };
   },
@@ -147,7 +150,12 @@ describe("dynamodb store on dynalite", () => {
   before(async () => {
     db = await dynalite();
     raw = db.client();
-    store = dynamodbStore({ table: TABLE, clientConfig: db.clientConfig, timeout: 10_000 });
+    store = dynamodbStore({
+      table: TABLE,
+      clientConfig: db.clientConfig,
+      timeout: 10_000,
+      connectTimeout: 5_000,
+    });
   });
   after(async () => {
     raw?.destroy();
@@ -411,7 +419,13 @@ describe("the cache on DynamoDB", () => {
 
   const make = (prefix: string, options: Parameters<typeof createCache>[0] = {}) =>
     createCache({
-      store: dynamodbStore({ table: TABLE, clientConfig: db.clientConfig, prefix }),
+      store: dynamodbStore({
+        table: TABLE,
+        clientConfig: db.clientConfig,
+        prefix,
+        timeout: 10_000,
+        connectTimeout: 5_000,
+      }),
       l1: true,
       // dynalite answers in a few ms, but a loaded test machine can stall it for longer: these
       // tests are about behaviour, and a timed-out call would turn a hit into a miss.

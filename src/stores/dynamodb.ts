@@ -496,13 +496,15 @@ export class DynamoDBStore implements Store {
       this.#lastError = error instanceof Error ? error : new Error(String(error));
       this.#mark("failing");
       if (error instanceof CachetError) throw error;
+      // Our deadline (the abort signal), or one of the SDK's own (connection, request).
+      const aborted = controller.signal.aborted;
       const timedOut =
-        controller.signal.aborted ||
+        aborted ||
         (error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError"));
       throw new StoreError(
         this.name,
         operation,
-        timedOut ? `no answer within ${this.#timeout} ms (${causeText(error)})` : causeText(error),
+        aborted ? `no answer within ${this.#timeout} ms (${causeText(error)})` : causeText(error),
         { cause: error, ...(timedOut ? { code: "E_STORE_TIMEOUT" as const } : {}) },
       );
     } finally {
