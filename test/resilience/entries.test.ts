@@ -57,7 +57,11 @@ describe("bad entries under a running demo", { timeout: 60_000 }, () => {
       assert.equal(cacheStatus(read), "cachet; fwd=uri-miss; stored", "a miss, stored again");
       assert.ok(read.body.equals(original.body), "the origin's body");
       assert.equal(fake.calls(), 1);
-      assert.notEqual(await redisCli(redis.port, "GET", key), bytes, "overwritten");
+      // The response goes out as the new entry is written: wait for the write.
+      await waitFor(
+        async () => (await redisCli(redis.port, "GET", key)) !== bytes,
+        "the bad bytes to be overwritten",
+      );
       const again = await untilHit(url);
       assert.ok(again.body.equals(original.body));
       assert.equal(fake.calls(), 1, "served from the rewritten entry");
