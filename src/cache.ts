@@ -883,6 +883,20 @@ export class Cache {
     for (;;) {
       const acquired = await l2.setIfAbsent(key, token, lease.ttl);
       if (acquired !== false) {
+        if (acquired && waiting) {
+          // The holder writes its value, then releases the lease: between this waiter's last
+          // read and this SET NX it may have done both. A value that landed wins over a second
+          // factory call; the lease just taken is given back.
+          const remote = await this.#readL2(full);
+          if (remote && this.#freshness(remote.entry, clock.now()) === "fresh") {
+            void l2.deleteIfEquals(key, token);
+            this.#hold(full, remote.entry, remote.size);
+            if (events.wants("lease")) {
+              events.emit("lease", { key: full, outcome: "landed", waited: waited() });
+            }
+            return { landed: remote.entry };
+          }
+        }
         if (acquired && events.wants("lease")) {
           events.emit(
             "lease",
