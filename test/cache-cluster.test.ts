@@ -279,7 +279,7 @@ describe("fleet on a cluster: separate processes", () => {
       const keys = await spreadKeys(`procs:${run}`, 2);
       const answers = await Promise.all(
         children.map((c) =>
-          c.send<{ values: string[]; factoryCalls: number }>({
+          c.send<{ values: string[]; factoryCalls: number; outcomes: object }>({
             op: "getOrSet",
             keys,
             concurrency: 10,
@@ -288,7 +288,11 @@ describe("fleet on a cluster: separate processes", () => {
         ),
       );
       const total = answers.reduce((sum, a) => sum + a.factoryCalls, 0);
-      assert.equal(total, keys.length, "factory calls across the three processes");
+      assert.equal(
+        total,
+        keys.length,
+        `factory calls across the three processes (leases: ${JSON.stringify(answers.map((a) => a.outcomes))})`,
+      );
       keys.forEach((key, k) => {
         const seen = new Set(answers.flatMap((a) => a.values.slice(k * 10, k * 10 + 10)));
         assert.equal(
