@@ -123,7 +123,6 @@ async function main(): Promise<void> {
         const usage = await procs.get(t.name)!.usage();
         const r = results.get(t.name)!;
         r.memoryAfterHits = { rss: usage.memory.rss, heapUsed: usage.memory.heapUsed };
-        r.stats = usage.stats;
       }
     }
     if (phases.has("misses")) {
@@ -144,7 +143,14 @@ async function main(): Promise<void> {
         log(`redis kill ${t.name}: ${JSON.stringify(results.get(t.name)!.redisKill)}`);
       }
     }
-    for (const proc of procs.values()) await proc.stop();
+    for (const [name, proc] of procs) {
+      // The targets' own counters (store errors), over the whole run.
+      results.get(name)!.stats = await proc.usage().then(
+        (u) => u.stats,
+        () => ({ "process gone": 1 }),
+      );
+      await proc.stop();
+    }
 
     const memory = phases.has("memory") ? await memoryPhase(upstream.url) : undefined;
     const micro = phases.has("micro") ? await microPhase(upstream.url, args.full) : undefined;

@@ -1,11 +1,13 @@
 /** The run's outputs: results.json (everything), RESULTS.md (tables, targets), and an SVG chart. */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { MemoryResult } from "../memory.js";
 import type { MicroResult } from "../micro.js";
 import type { TargetInfo } from "../targets/registry.js";
 import type { LoadResult } from "./load.js";
 import type { Machine } from "./machine.js";
+import { ROOT } from "./procs.js";
 import { fixed, int, mib, ms } from "./stats.js";
 
 export interface WarmResult {
@@ -349,14 +351,14 @@ function markdown(results: Results, chartFile: string): string {
           `${results.mode}: ${s.rounds} rounds × ${s.duration} s per target, ${s.connections} connections, ${s.warmup} s JIT warm-up per target, seed ${s.seed}; ${results.elapsedSeconds} s in all`,
         ],
         ["command", `\`${s.command}\``],
-        [
-          "libraries",
-          Object.entries(m.versions)
-            .map(([k, v]) => `${k} ${v}`)
-            .join(", "),
-        ],
       ],
     ),
+  );
+  lines.push("");
+  lines.push(
+    `Libraries: ${Object.entries(m.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ")}.`,
   );
   lines.push("");
   lines.push(
@@ -697,6 +699,9 @@ function chart(results: Results): string {
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, sans-serif" font-size="12">`,
   );
+  out.push(
+    `<title>${esc(`Hit throughput (req/s, and the ratio to limit) and p99 latency per target, ${results.mode} run of ${results.machine.date.slice(0, 10)}`)}</title>`,
+  );
   out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
   out.push(
     `<text x="10" y="20" font-size="14" font-weight="bold">${esc(`GET /posts hits: ${results.mode} run, ${results.machine.date.slice(0, 10)}, ${results.machine.cores} cores, ${results.machine.loadGenerator.split(" (")[0]}`)}</text>`,
@@ -754,5 +759,13 @@ export function writeReport(results: Results, dir: string): string[] {
   writeFileSync(json, `${JSON.stringify({ ...results, verdicts: verdicts(results) }, null, 2)}\n`);
   writeFileSync(svg, chart(results));
   writeFileSync(md, markdown(results, "results.svg"));
+  // Formatted as the rest of the repository (biome), so that `biome check` passes on them.
+  const biome = join(ROOT, "node_modules/.bin/biome");
+  if (existsSync(biome)) {
+    spawnSync(biome, ["format", "--write", "--no-errors-on-unmatched", md, json], {
+      cwd: ROOT,
+      stdio: "ignore",
+    });
+  }
   return [md, json, svg].map((p) => relative(process.cwd(), p));
 }
