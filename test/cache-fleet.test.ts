@@ -146,6 +146,34 @@ describe("fleet-wide single-flight (lease)", () => {
     assert.equal(await next, "fresh");
   });
 
+  it("a waiter whose SET NX wins just after the holder wrote and released takes the landed value, not a second factory call", async () => {
+    const { a, b, store, leases } = fleet();
+    // Someone holds the lease: b waits.
+    store.put(leaseStoreKey("k"), Buffer.from("holder's token"), 60_000);
+    const setIfAbsent = store.setIfAbsent.bind(store);
+    let attempts = 0;
+    store.setIfAbsent = async (key, value, ttlMs) => {
+      // Between b's read (a miss) and its next SET NX, the holder writes its value and
+      // releases the lease.
+      if (key === leaseStoreKey("k") && ++attempts === 2) {
+        await a.set("k", "the holder's value");
+        store.data.delete(leaseStoreKey("k"));
+      }
+      return setIfAbsent(key, value, ttlMs);
+    };
+    let calls = 0;
+    const value = await b.getOrSet("k", () => {
+      calls++;
+      return "a second call";
+    });
+    assert.ok(attempts >= 2, "b waited and tried again");
+    assert.equal(value, "the holder's value");
+    assert.equal(calls, 0);
+    assert.ok(leases.includes("landed"));
+    await flush();
+    assert.equal(store.raw(leaseStoreKey("k")), undefined, "the lease b took is given back");
+  });
+
   it("never fails because of the lease: a failing store means every instance runs its factory", async () => {
     const { a, store } = fleet();
     store.failWith = new Error("store down");
