@@ -167,7 +167,7 @@ describe("Redis fails under a running demo (tiered store)", { timeout: 60_000 },
     assert.equal(service.process.exitCode, null, "the service never restarted");
   });
 
-  it("paused (SIGSTOP): every request answers within the store timeout plus the origin's time; resumed, caching resumes", async () => {
+  it("paused (SIGSTOP): every request answers within the store timeout plus the origin's time; resumed, caching resumes", async (t) => {
     const ORIGIN_MS = 100;
     redis = await startRedis();
     service = await startService({
@@ -211,7 +211,7 @@ describe("Redis fails under a running demo (tiered store)", { timeout: 60_000 },
       slowest <= bound,
       `slowest ${slowest.toFixed(0)} ms > ${bound} ms: ${worst.map((o) => `${o.url} ${o.ms.toFixed(0)}`).join(", ")}`,
     );
-    console.log(
+    t.diagnostic(
       `paused: ${outcomes.length} requests, slowest ${slowest.toFixed(0)} ms; ${worst.map((o) => `${o.url.replace(service!.url, "")} ${o.ms.toFixed(0)}`).join(", ")}`,
     );
 
