@@ -382,8 +382,9 @@ export class Cache {
    */
   getOrSet<T>(key: string, factory: Factory<T>, options?: EntryOptions): Promise<T> {
     const full = this.#key(key);
-    const held = this.#core.l1?.getHeld<T>(full);
-    if (held !== undefined && this.#isFreshHeld(held)) {
+    const now = this.#core.clock.now();
+    const held = this.#core.l1?.getHeld<T>(full, now);
+    if (held !== undefined && this.#isFreshHeld(held, now)) {
       this.#hit(full, "l1");
       const beta = options?.earlyRefresh ?? this.#core.defaults.early;
       if (beta > 0) this.#maybeRefreshEarly(full, held.entry, factory, beta, options);
@@ -445,8 +446,9 @@ export class Cache {
    */
   peek<T>(key: string): Entry<T> | undefined {
     const full = this.#key(key);
-    const held = this.#core.l1?.getHeld<T>(full);
-    if (held !== undefined && this.#isFreshHeld(held)) {
+    const now = this.#core.clock.now();
+    const held = this.#core.l1?.getHeld<T>(full, now);
+    if (held !== undefined && this.#isFreshHeld(held, now)) {
       this.#hit(full, "l1");
       return held.entry;
     }
@@ -667,8 +669,9 @@ export class Cache {
 
   #getOrSetWith<T>(key: string, factory: Factory<T>, policy: Policy): Promise<T> {
     const full = this.#key(key);
-    const held = this.#core.l1?.getHeld<T>(full);
-    if (held !== undefined && this.#isFreshHeld(held)) {
+    const now = this.#core.clock.now();
+    const held = this.#core.l1?.getHeld<T>(full, now);
+    if (held !== undefined && this.#isFreshHeld(held, now)) {
       this.#hit(full, "l1");
       if (policy.early > 0)
         this.#maybeRefreshEarly(full, held.entry, factory, policy.early, policy);
@@ -678,6 +681,11 @@ export class Cache {
   }
 
   #key(key: string): string {
+    // Fast path: a non-empty string that starts with neither "_" nor "@" needs no more checks.
+    if (typeof key === "string" && key.length > 0) {
+      const first = key.charCodeAt(0);
+      if (first !== 95 && first !== 64) return this.#prefix + key;
+    }
     if (typeof key !== "string" || key.length === 0) {
       throw new InvalidOptionError(
         "key",
@@ -705,9 +713,9 @@ export class Cache {
   }
 
   /** Fresh and not invalidated by a tag. Re-checks tags only when the registry moved. */
-  #isFreshHeld(held: HeldEntry): boolean {
-    const { clock, tags } = this.#core;
-    if (clock.now() >= held.entry.freshUntil) return false;
+  #isFreshHeld(held: HeldEntry, now = this.#core.clock.now()): boolean {
+    const tags = this.#core.tags;
+    if (now >= held.entry.freshUntil) return false;
     if (held.tagMark === tags.mark) return true;
     if (tags.verdict(held.entry) !== "valid") return false;
     held.tagMark = tags.mark;

@@ -159,11 +159,17 @@ export type CacheEventListener<E extends CacheEventName> = (payload: CacheEventM
 export class CacheEvents {
   readonly #listeners = new Map<CacheEventName, Array<(payload: never) => void>>();
   readonly #channels = new Map<CacheEventName, diagnostics.Channel>();
+  /**
+   * Per event name, whether a listener is registered here: a plain property read on the hot
+   * path (a hit asks on every call).
+   */
+  readonly #listened: Partial<Record<CacheEventName, boolean>> = Object.create(null);
 
   on<E extends CacheEventName>(name: E, listener: CacheEventListener<E>): () => void {
     const list = this.#listeners.get(name) ?? [];
     list.push(listener as (payload: never) => void);
     this.#listeners.set(name, list);
+    this.#listened[name] = true;
     return () => this.off(name, listener);
   }
 
@@ -172,12 +178,15 @@ export class CacheEvents {
     if (!list) return;
     const i = list.indexOf(listener as (payload: never) => void);
     if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.#listeners.delete(name);
+    if (list.length === 0) {
+      this.#listeners.delete(name);
+      this.#listened[name] = false;
+    }
   }
 
   /** True when someone listens to `name` here or on its diagnostics channel. */
   wants(name: CacheEventName): boolean {
-    return this.#listeners.has(name) || this.#channel(name).hasSubscribers;
+    return this.#listened[name] === true || this.#channel(name).hasSubscribers;
   }
 
   emit<E extends CacheEventName>(name: E, payload: CacheEventMap[E]): void {

@@ -154,9 +154,18 @@ export class MemoryStore implements Store {
 
   async disconnect(): Promise<void> {}
 
-  /** L1: the decoded entry under `key`, if present and not past its expiry. Synchronous. */
-  getHeld<T = unknown>(key: string): HeldEntry<T> | undefined {
-    return this.#live(key)?.held as HeldEntry<T> | undefined;
+  /**
+   * L1: the decoded entry under `key`, if present and not past its expiry at `now` (ms since
+   * the epoch; the store's clock when omitted). Synchronous.
+   */
+  getHeld<T = unknown>(key: string, now?: number): HeldEntry<T> | undefined {
+    const slot = this.#lru.get(key);
+    if (slot === undefined) return undefined;
+    if ((now ?? this.#clock.now()) >= slot.expiresAt) {
+      this.#lru.delete(key);
+      return undefined;
+    }
+    return slot.held as HeldEntry<T> | undefined;
   }
 
   /**
