@@ -21,7 +21,13 @@ import { manualClock } from "./helpers/core.js";
 import { type DynaliteServer, startDynalite } from "./helpers/dynalite.js";
 import { waitFor } from "./helpers/ports.js";
 
-const CAPABILITIES = ["getMany", "setIfAbsent", "deleteIfEquals", "disconnect"] as const;
+const CAPABILITIES = [
+  "getMany",
+  "setIfAbsent",
+  "deleteIfEquals",
+  "disconnect",
+  "maxValueSize",
+] as const;
 const TABLE = "cachet-test";
 const bytes = (text: string) => new TextEncoder().encode(text);
 const text = (value: Uint8Array | undefined) =>

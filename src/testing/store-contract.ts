@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe, it, type TestContext } from "node:test";
 import type { Store } from "../store.js";
 
 /** What a contract run needs: a store, and how to clean up after it. */
@@ -24,7 +24,8 @@ export type StoreCapability =
   | "deleteIfEquals"
   | "publish"
   | "subscribe"
-  | "disconnect";
+  | "disconnect"
+  | "maxValueSize";
 
 const CAPABILITIES: readonly StoreCapability[] = [
   "getMany",
@@ -33,6 +34,7 @@ const CAPABILITIES: readonly StoreCapability[] = [
   "publish",
   "subscribe",
   "disconnect",
+  "maxValueSize",
 ];
 
 /** Where a server-down test points a store: a loopback address. */
@@ -44,10 +46,10 @@ export interface StoreEndpoint {
 /** Options of {@link storeContract}. */
 export interface StoreContractOptions {
   /**
-   * Exactly the optional methods the store has. A test fails if a declared one is missing or
-   * an undeclared one is present (the cache would detect and use it), and if `publish` and
-   * `subscribe` are not declared together. Tests of a capability the store does not have are
-   * reported as skipped.
+   * Exactly the optional methods the store has (and `maxValueSize`, when it declares a largest
+   * value). A test fails if a declared one is missing or an undeclared one is present (the
+   * cache would detect and use it), and if `publish` and `subscribe` are not declared
+   * together. Tests of a capability the store does not have are not registered.
    * @default []
    */
   capabilities?: readonly StoreCapability[];
@@ -73,7 +75,7 @@ export interface StoreContractOptions {
    * and never answers. The server-down tests check that every operation then settles within
    * `downTimeout` — rejecting, or answering a miss — instead of hanging, and that
    * `disconnect()` still resolves. Without it (a store with no server, such as the memory
-   * store) those tests are skipped.
+   * store) those tests are not registered.
    */
   storeAt?: (endpoint: StoreEndpoint) => Store | Promise<Store>;
   /**
@@ -115,6 +117,12 @@ export function storeContract(
   const concurrency = options.concurrency ?? 200;
   const LONG_TTL = 60_000;
 
+  const has = (capability: StoreCapability) => capabilities.includes(capability);
+  /** Register a test only where it applies: what a store cannot do is not a skipped test. */
+  const itIf = (applies: boolean, title: string, fn: (t: TestContext) => Promise<void> | void) => {
+    if (applies) it(title, fn);
+  };
+
   describe(`store contract: ${name}`, () => {
     const run = randomUUID().slice(0, 8);
     const key = (part: string) => `contract:${run}:${part}`;
@@ -147,7 +155,7 @@ export function storeContract(
         if (declared) {
           assert.equal(
             typeof s[capability],
-            "function",
+            capability === "maxValueSize" ? "number" : "function",
             `store.${capability} is declared but missing`,
           );
         } else {
@@ -236,28 +244,32 @@ export function storeContract(
       assert.equal(await store().delete(key("large")), true);
     });
 
-    it("rejects a value over maxValueSize without storing anything, and stores one of exactly maxValueSize", async (t) => {
-      const s = store();
-      const max = s.maxValueSize;
-      if (max === undefined) return t.skip("the store declares no maxValueSize");
-      await s.set(key("limit"), bytes("before"), LONG_TTL);
-      await assert.rejects(
-        s.set(key("limit"), new Uint8Array(max + 1), LONG_TTL),
-        "set of maxValueSize + 1 bytes",
-      );
-      assertBytes(await s.get(key("limit")), bytes("before"), "the previous value");
-      if (s.setIfAbsent) {
+    itIf(
+      has("maxValueSize"),
+      "rejects a value over maxValueSize without storing anything, and stores one of exactly maxValueSize",
+      async (t) => {
+        const s = store();
+        const max = s.maxValueSize;
+        if (max === undefined) throw new Error("maxValueSize is declared but missing");
+        await s.set(key("limit"), bytes("before"), LONG_TTL);
         await assert.rejects(
-          s.setIfAbsent(key("limit:nx"), new Uint8Array(max + 1), LONG_TTL),
-          "setIfAbsent of maxValueSize + 1 bytes",
+          s.set(key("limit"), new Uint8Array(max + 1), LONG_TTL),
+          "set of maxValueSize + 1 bytes",
         );
-        assert.equal(await s.get(key("limit:nx")), undefined);
-      }
-      const value = randomBytes(max);
-      await s.set(key("limit"), value, LONG_TTL);
-      assertBytes(await s.get(key("limit")), value, "a value of exactly maxValueSize");
-      await s.delete(key("limit"));
-    });
+        assertBytes(await s.get(key("limit")), bytes("before"), "the previous value");
+        if (s.setIfAbsent) {
+          await assert.rejects(
+            s.setIfAbsent(key("limit:nx"), new Uint8Array(max + 1), LONG_TTL),
+            "setIfAbsent of maxValueSize + 1 bytes",
+          );
+          assert.equal(await s.get(key("limit:nx")), undefined);
+        }
+        const value = randomBytes(max);
+        await s.set(key("limit"), value, LONG_TTL);
+        assertBytes(await s.get(key("limit")), value, "a value of exactly maxValueSize");
+        await s.delete(key("limit"));
+      },
+    );
 
     it("accepts keys with unicode, spaces, colons and control characters, each distinct", async () => {
       const parts = [
@@ -316,9 +328,9 @@ export function storeContract(
       );
     });
 
-    it("getMany answers aligned with its keys, misses included", async (t) => {
+    itIf(has("getMany"), "getMany answers aligned with its keys, misses included", async (t) => {
       const s = store();
-      if (!s.getMany) return t.skip("the store has no getMany");
+      if (!s.getMany) throw new Error("getMany is declared but missing");
       await s.set(key("many:a"), bytes("A"), LONG_TTL);
       await s.set(key("many:b"), new Uint8Array(0), LONG_TTL);
       const keys = [
@@ -338,9 +350,9 @@ export function storeContract(
       assert.deepEqual(await s.getMany([]), []);
     });
 
-    it("setIfAbsent stores only when the key is absent", async (t) => {
+    itIf(has("setIfAbsent"), "setIfAbsent stores only when the key is absent", async (t) => {
       const s = store();
-      if (!s.setIfAbsent) return t.skip("the store has no setIfAbsent");
+      if (!s.setIfAbsent) throw new Error("setIfAbsent is declared but missing");
       assert.equal(await s.setIfAbsent(key("nx"), bytes("owner-1"), LONG_TTL), true);
       assert.equal(await s.setIfAbsent(key("nx"), bytes("owner-2"), LONG_TTL), false);
       assertBytes(await s.get(key("nx")), bytes("owner-1"));
@@ -349,31 +361,35 @@ export function storeContract(
       assertBytes(await s.get(key("nx")), bytes("owner-3"));
     });
 
-    it("setIfAbsent applies its TTL: the key can be taken again once it expired", async (t) => {
-      const s = store();
-      if (!s.setIfAbsent) return t.skip("the store has no setIfAbsent");
-      const start = Date.now();
-      assert.equal(await s.setIfAbsent(key("nx:ttl"), bytes("lease-1"), shortTtl), true);
-      await observeExpiry(
-        async () => (await s.get(key("nx:ttl"))) !== undefined,
-        start,
-        shortTtl,
-        expiryGrace,
-      );
-      if (s.deleteIfEquals) {
-        assert.equal(
-          await s.deleteIfEquals(key("nx:ttl"), bytes("lease-1")),
-          false,
-          "deleteIfEquals of an expired lease",
+    itIf(
+      has("setIfAbsent"),
+      "setIfAbsent applies its TTL: the key can be taken again once it expired",
+      async (t) => {
+        const s = store();
+        if (!s.setIfAbsent) throw new Error("setIfAbsent is declared but missing");
+        const start = Date.now();
+        assert.equal(await s.setIfAbsent(key("nx:ttl"), bytes("lease-1"), shortTtl), true);
+        await observeExpiry(
+          async () => (await s.get(key("nx:ttl"))) !== undefined,
+          start,
+          shortTtl,
+          expiryGrace,
         );
-      }
-      assert.equal(await s.setIfAbsent(key("nx:ttl"), bytes("lease-2"), LONG_TTL), true);
-      assertBytes(await s.get(key("nx:ttl")), bytes("lease-2"));
-    });
+        if (s.deleteIfEquals) {
+          assert.equal(
+            await s.deleteIfEquals(key("nx:ttl"), bytes("lease-1")),
+            false,
+            "deleteIfEquals of an expired lease",
+          );
+        }
+        assert.equal(await s.setIfAbsent(key("nx:ttl"), bytes("lease-2"), LONG_TTL), true);
+        assertBytes(await s.get(key("nx:ttl")), bytes("lease-2"));
+      },
+    );
 
-    it("concurrent setIfAbsent on one key: exactly one wins", async (t) => {
+    itIf(has("setIfAbsent"), "concurrent setIfAbsent on one key: exactly one wins", async (t) => {
       const s = store();
-      if (!s.setIfAbsent) return t.skip("the store has no setIfAbsent");
+      if (!s.setIfAbsent) throw new Error("setIfAbsent is declared but missing");
       const contenders = Array.from({ length: 20 }, (_, i) => bytes(`contender-${i}`));
       const won = await Promise.all(
         contenders.map((v) => s.setIfAbsent!(key("nx:race"), v, LONG_TTL)),
@@ -383,27 +399,31 @@ export function storeContract(
       assertBytes(await s.get(key("nx:race")), contenders[winners[0]!]!);
     });
 
-    it("deleteIfEquals deletes only while the key holds exactly that value", async (t) => {
-      const s = store();
-      if (!s.deleteIfEquals) return t.skip("the store has no deleteIfEquals");
-      const token = Uint8Array.from([1, 2, 3, 0, 255]);
-      await s.set(key("cad"), token, LONG_TTL);
-      assert.equal(await s.deleteIfEquals(key("cad"), Uint8Array.from([1, 2, 3, 0, 254])), false);
-      assert.equal(
-        await s.deleteIfEquals(key("cad"), token.subarray(0, 4)),
-        false,
-        "a prefix of the value",
-      );
-      assert.equal(
-        await s.deleteIfEquals(key("cad"), Uint8Array.from([...token, 0])),
-        false,
-        "a longer value",
-      );
-      assertBytes(await s.get(key("cad")), token, "after non-matching deleteIfEquals");
-      assert.equal(await s.deleteIfEquals(key("cad"), Uint8Array.from(token)), true);
-      assert.equal(await s.get(key("cad")), undefined);
-      assert.equal(await s.deleteIfEquals(key("cad"), token), false, "on a missing key");
-    });
+    itIf(
+      has("deleteIfEquals"),
+      "deleteIfEquals deletes only while the key holds exactly that value",
+      async (t) => {
+        const s = store();
+        if (!s.deleteIfEquals) throw new Error("deleteIfEquals is declared but missing");
+        const token = Uint8Array.from([1, 2, 3, 0, 255]);
+        await s.set(key("cad"), token, LONG_TTL);
+        assert.equal(await s.deleteIfEquals(key("cad"), Uint8Array.from([1, 2, 3, 0, 254])), false);
+        assert.equal(
+          await s.deleteIfEquals(key("cad"), token.subarray(0, 4)),
+          false,
+          "a prefix of the value",
+        );
+        assert.equal(
+          await s.deleteIfEquals(key("cad"), Uint8Array.from([...token, 0])),
+          false,
+          "a longer value",
+        );
+        assertBytes(await s.get(key("cad")), token, "after non-matching deleteIfEquals");
+        assert.equal(await s.deleteIfEquals(key("cad"), Uint8Array.from(token)), true);
+        assert.equal(await s.get(key("cad")), undefined);
+        assert.equal(await s.deleteIfEquals(key("cad"), token), false, "on a missing key");
+      },
+    );
 
     it("concurrent writers of one key leave exactly one of their values, intact", async () => {
       const s = store();
@@ -461,45 +481,58 @@ export function storeContract(
       }
     });
 
-    it("publish reaches a subscriber of the channel (bytes intact), and only that channel's", async (t) => {
-      const s = store();
-      if (!s.publish || !s.subscribe) return t.skip("the store has no publish/subscribe");
-      const channel = key("channel");
-      const received: Buffer[] = [];
-      const unsubscribe = await s.subscribe(
-        channel,
-        (message) => received.push(Buffer.from(message)),
-        () => {},
-      );
-      try {
-        const first = Uint8Array.from({ length: 256 }, (_, i) => i);
-        await s.publish(key("another-channel"), bytes("not for us"));
-        await s.publish(channel, first);
-        await s.publish(channel, bytes("second"));
-        await waitUntil(() => received.length >= 2, 5_000, "two messages to arrive");
-        assertBytes(received[0], first, "first message");
-        assertBytes(received[1], bytes("second"), "second message");
-        assert.equal(received.length, 2, "a message of another channel was delivered");
-      } finally {
-        await unsubscribe();
-      }
-    });
+    itIf(
+      has("publish") && has("subscribe"),
+      "publish reaches a subscriber of the channel (bytes intact), and only that channel's",
+      async (t) => {
+        const s = store();
+        if (!s.publish || !s.subscribe)
+          throw new Error("publish/subscribe is declared but missing");
+        const channel = key("channel");
+        const received: Buffer[] = [];
+        const unsubscribe = await s.subscribe(
+          channel,
+          (message) => received.push(Buffer.from(message)),
+          () => {},
+        );
+        try {
+          const first = Uint8Array.from({ length: 256 }, (_, i) => i);
+          await s.publish(key("another-channel"), bytes("not for us"));
+          await s.publish(channel, first);
+          await s.publish(channel, bytes("second"));
+          await waitUntil(() => received.length >= 2, 5_000, "two messages to arrive");
+          assertBytes(received[0], first, "first message");
+          assertBytes(received[1], bytes("second"), "second message");
+          assert.equal(received.length, 2, "a message of another channel was delivered");
+        } finally {
+          await unsubscribe();
+        }
+      },
+    );
 
-    it("a server that refuses connections: every operation settles within downTimeout, failing or missing", async (t) => {
-      if (!options.storeAt) return t.skip("no storeAt() given (a store without a server)");
-      const port = await closedPort();
-      await checkDown(await options.storeAt({ host: "127.0.0.1", port }));
-    });
+    itIf(
+      options.storeAt !== undefined,
+      "a server that refuses connections: every operation settles within downTimeout, failing or missing",
+      async (t) => {
+        if (!options.storeAt) throw new Error("storeAt is required");
+        const port = await closedPort();
+        await checkDown(await options.storeAt({ host: "127.0.0.1", port }));
+      },
+    );
 
-    it("a server that accepts connections and never answers: every operation settles within downTimeout", async (t) => {
-      if (!options.storeAt) return t.skip("no storeAt() given (a store without a server)");
-      const silent = await silentServer();
-      try {
-        await checkDown(await options.storeAt({ host: "127.0.0.1", port: silent.port }));
-      } finally {
-        await silent.close();
-      }
-    });
+    itIf(
+      options.storeAt !== undefined,
+      "a server that accepts connections and never answers: every operation settles within downTimeout",
+      async (t) => {
+        if (!options.storeAt) throw new Error("storeAt is required");
+        const silent = await silentServer();
+        try {
+          await checkDown(await options.storeAt({ host: "127.0.0.1", port: silent.port }));
+        } finally {
+          await silent.close();
+        }
+      },
+    );
 
     /**
      * Every operation against a store whose server is down settles within `downTimeout`: a
@@ -585,10 +618,10 @@ export function storeContract(
       }
     }
 
-    it("disconnect() resolves promptly", async (t) => {
+    itIf(has("disconnect"), "disconnect() resolves promptly", async () => {
       const own = await setup();
       try {
-        if (!own.store.disconnect) return t.skip("the store has no disconnect");
+        if (!own.store.disconnect) throw new Error("disconnect is declared but missing");
         await own.store.set(key("disconnect"), bytes("x"), LONG_TTL);
         assertBytes(await own.store.get(key("disconnect")), bytes("x"));
         const started = Date.now();
