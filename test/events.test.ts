@@ -17,6 +17,7 @@ import {
 } from "../src/index.js";
 import { redisStore } from "../src/stores/redis.js";
 import { flush, isSettled, MapStore, manualClock } from "./helpers/core.js";
+import { waitFor } from "./helpers/ports.js";
 import { type RedisServer, startRedis } from "./helpers/redis.js";
 
 /** Every event name, the new ones included. */
@@ -355,10 +356,11 @@ describe("events: fleet-wide lease, on a real Redis", () => {
         await gate;
         return "from a";
       });
-      // Let a take the lease before b asks.
-      for (let i = 0; i < 100 && ea.count("lease") === 0; i++) await flush(1);
+      // Let a take the lease before b asks, and b start waiting before a finishes (polled
+      // with a deadline: a loaded machine can take many turns of the loop to answer).
+      await waitFor(() => ea.count("lease") > 0, "a to take the lease");
       const second = b.getOrSet("k", () => "from b");
-      for (let i = 0; i < 200 && eb.count("lease") === 0; i++) await flush(1);
+      await waitFor(() => eb.count("lease") > 0, "b to wait for the lease");
       release();
       assert.equal(await first, "from a");
       assert.equal(await second, "from a");

@@ -136,6 +136,7 @@ function send(res: Response, plan: ReplyPlan): void {
   for (const [name, value] of Object.entries(plan.headers)) {
     res.setHeader(name, value as string | string[]);
   }
+  if (plan.body) res.setHeader("content-length", plan.body.length);
   res.end(plan.body);
 }
 

@@ -176,10 +176,9 @@ function toResponse(plan: ReplyPlan): Response {
     if (typeof value === "string") headers.set(name, value);
     else for (const v of value) headers.append(name, v);
   }
-  return new Response(NULL_BODY.has(plan.status) ? null : (plan.body ?? null), {
-    status: plan.status,
-    headers,
-  });
+  const body = NULL_BODY.has(plan.status) ? undefined : plan.body;
+  if (body) headers.set("content-length", String(body.length));
+  return new Response(body ?? null, { status: plan.status, headers });
 }
 
 /** Statuses whose responses have no body (the Fetch standard's null body statuses). */

@@ -48,7 +48,9 @@ export interface HttpResponse {
 
 /**
  * What an adapter must send. `body` is `undefined` for 304; for HEAD it is the GET body, which
- * the server drops while keeping its length (Node's HTTP server does so for HEAD).
+ * the server drops while keeping its length (Node's HTTP server does so for HEAD). The
+ * headers carry no `content-length`: it is `body.length`, which the adapter (or the server)
+ * sets.
  */
 export interface ReplyPlan {
   readonly status: number;
@@ -307,6 +309,8 @@ export class HttpCache {
   readonly #allowed: ReadonlySet<string>;
   readonly #sessionCookies: readonly string[];
   readonly #statusName: string | false;
+  /** `Cache-Status` of a plain hit up to its ttl, built once. */
+  readonly #hitPrefix: string | undefined;
   readonly #exposeKey: boolean;
   readonly #compress: CompressionOptions | undefined;
   readonly #downstream: boolean;
@@ -346,6 +350,7 @@ export class HttpCache {
       );
     }
     this.#statusName = name;
+    this.#hitPrefix = name === false ? undefined : `${name}; hit; ttl=`;
     this.#exposeKey = options.exposeKey === true;
     this.#compress = compressionOptions(options.compress);
     this.#downstream = options.downstreamCacheControl === true;
@@ -982,17 +987,24 @@ export class HttpCache {
     const coding = negotiate(headerString(request.headers["accept-encoding"]), record.encoded);
     const body = coding === undefined ? record.body : record.encoded[coding]!;
     const etag = codedEtag(record.etag, coding);
+    // No content-length: it is the body's length, which every server sets from the body
+    // (one header fewer to validate on the hot path).
     const headers: Record<string, string | readonly string[]> = {
       ...record.headers,
       etag,
-      "content-length": String(body.length),
       age: String(age),
     };
     if (coding !== undefined) headers["content-encoding"] = coding;
     if (route.downstream) headers["cache-control"] = `public, max-age=${Math.max(0, ttl)}`;
     switch (how) {
       case "hit":
-        this.#status(headers, { hit: true, ttl, key }, route, request.method);
+        // The common case, without building a fields object.
+        if (this.#hitPrefix !== undefined && !this.#exposeKey) {
+          if (this.cache.events.wants("http")) this.#observe(route, request.method, { hit: true });
+          headers["cache-status"] = this.#hitPrefix + ttl;
+        } else {
+          this.#status(headers, { hit: true, ttl, key }, route, request.method);
+        }
         break;
       case "collapsed":
         this.#status(headers, { fwd, collapsed: true, stored: true, key }, route, request.method);
