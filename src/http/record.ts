@@ -222,14 +222,16 @@ export const recordSerializer: Serializer = {
       throw new Error("malformed response record");
     }
     let offset = 4 + metaLength;
+    // Bodies are views into the entry's bytes (no copy on a hit), unless those bytes are a
+    // small part of a larger buffer (a socket read), which the record must not keep alive.
+    const share = bytes.buffer.byteLength <= bytes.length * 2;
     const take = (n: unknown): Buffer => {
       if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || offset + n > bytes.length) {
         throw new Error("malformed response record lengths");
       }
-      // Copy out of the entry buffer so that the record does not pin it.
-      const out = Buffer.from(bytes.subarray(offset, offset + n));
+      const view = bytes.subarray(offset, offset + n);
       offset += n;
-      return out;
+      return share ? view : Buffer.from(view);
     };
     const body = take(b);
     const encoded: Partial<Record<Coding, Buffer>> = {};
