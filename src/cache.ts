@@ -22,7 +22,13 @@ import { argsKey } from "./keys.js";
 import type { Logger } from "./logging.js";
 import { attachLogger, isLogger } from "./logging.js";
 import type { EntryOptions, LeasePolicy, Policy } from "./options.js";
-import { DEFAULT_POLICY, NAMESPACE_TAG_PREFIX, resolvePolicy, validateTags } from "./options.js";
+import {
+  DEFAULT_POLICY,
+  NAMESPACE_TAG_PREFIX,
+  positiveInt,
+  resolvePolicy,
+  validateTags,
+} from "./options.js";
 import type { Serializer } from "./serializer.js";
 import { jsonSerializer } from "./serializer.js";
 import { estimateSize } from "./size.js";
@@ -1423,15 +1429,4 @@ export function createCache(options: CacheOptions = {}): Cache {
   const cache = new Cache(core, "", [NAMESPACE_TAG_PREFIX], core.serializer);
   if (options.logger) cache.useLogger(options.logger);
   return cache;
-}
-
-function positiveInt(value: number | undefined, option: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(
-      option,
-      `expected a positive integer, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
 }

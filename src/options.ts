@@ -206,3 +206,15 @@ export function validateTags(tags: readonly string[], option: string): readonly 
   }
   return [...new Set(tags)];
 }
+
+/** A positive safe integer option, `fallback` when absent; fails naming the option otherwise. */
+export function positiveInt(value: number | undefined, option: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidOptionError(
+      option,
+      `expected a positive integer, got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}

@@ -11,7 +11,7 @@ import type {
   ReplyPlan,
   RouteCacheOptions,
 } from "../http/http-cache.js";
-import { HttpCache } from "../http/http-cache.js";
+import { DISPATCH_HEADER, dispatchHeaders, HttpCache } from "../http/http-cache.js";
 
 export type { HttpCacheOptions, RouteCacheOptions } from "../http/http-cache.js";
 export { HttpCache } from "../http/http-cache.js";
@@ -32,9 +32,6 @@ export interface CachetExpress {
    */
   invalidator(): RequestHandler;
 }
-
-/** Marks the requests sent through the app again to refresh an entry out of band. */
-const DISPATCH_HEADER = "x-cachet-dispatch";
 
 /** Content headers a 304 must not carry (RFC 9110 §15.4.5). */
 const CONTENT_HEADERS = [
@@ -195,20 +192,7 @@ function capture(http: HttpCache, exchange: Exchange, res: Response): void {
 /** Refresh requests go through the whole app again, marked so the middleware lets them pass. */
 function dispatcher(app: Application, secret: string): Dispatch {
   return async (request) => {
-    const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(request.headers)) {
-      if (
-        value === undefined ||
-        name === "content-length" ||
-        name === "transfer-encoding" ||
-        name === "if-none-match" ||
-        name === "if-modified-since"
-      ) {
-        continue;
-      }
-      headers[name] = Array.isArray(value) ? value.join(", ") : String(value);
-    }
-    headers[DISPATCH_HEADER] = secret;
+    const headers = dispatchHeaders(request, secret);
     const res = await inject(app as unknown as Parameters<typeof inject>[0], {
       method: "GET",
       url: request.url,

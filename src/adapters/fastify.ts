@@ -19,7 +19,7 @@ import type {
   ReplyPlan,
   RouteCacheOptions,
 } from "../http/http-cache.js";
-import { HttpCache } from "../http/http-cache.js";
+import { DISPATCH_HEADER, dispatchHeaders, HttpCache } from "../http/http-cache.js";
 import type { Logger } from "../logging.js";
 import { readUpTo } from "./stream.js";
 
@@ -59,9 +59,6 @@ declare module "fastify" {
     cachetState: Decision | null;
   }
 }
-
-/** Marks the requests the plugin sends through `inject()` to refresh an entry out of band. */
-const DISPATCH_HEADER = "x-cachet-dispatch";
 
 /** Content headers a 304 must not carry (RFC 9110 §15.4.5). */
 const CONTENT_HEADERS = [
@@ -261,20 +258,7 @@ function bodyOf(payload: unknown): Uint8Array | string | undefined {
 /** Refresh requests go through the whole app again, marked so the plugin lets them pass. */
 function dispatcher(fastify: FastifyInstance, secret: string): Dispatch {
   return async (request) => {
-    const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(request.headers)) {
-      if (
-        value === undefined ||
-        name === "content-length" ||
-        name === "transfer-encoding" ||
-        name === "if-none-match" ||
-        name === "if-modified-since"
-      ) {
-        continue;
-      }
-      headers[name] = Array.isArray(value) ? value.join(", ") : String(value);
-    }
-    headers[DISPATCH_HEADER] = secret;
+    const headers = dispatchHeaders(request, secret);
     const res = await fastify.inject({ method: "GET", url: request.url, headers });
     return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
   };

@@ -11,7 +11,7 @@ import type {
   ReplyPlan,
   RouteCacheOptions,
 } from "../http/http-cache.js";
-import { HttpCache } from "../http/http-cache.js";
+import { DISPATCH_HEADER, dispatchHeaders, HttpCache } from "../http/http-cache.js";
 import { readUpTo } from "./stream.js";
 
 export type { HttpCacheOptions, RouteCacheOptions } from "../http/http-cache.js";
@@ -43,9 +43,6 @@ export interface CachetHono {
    */
   invalidator(): MiddlewareHandler;
 }
-
-/** Marks the requests sent through the app again to refresh an entry out of band. */
-const DISPATCH_HEADER = "x-cachet-dispatch";
 
 /**
  * Create route-level cache middleware for Hono (on `@hono/node-server` or any runtime with
@@ -197,20 +194,7 @@ function dispatcher(
   secret: string,
 ): Dispatch {
   return async (request) => {
-    const headers = new Headers();
-    for (const [name, value] of Object.entries(request.headers)) {
-      if (
-        value === undefined ||
-        name === "content-length" ||
-        name === "transfer-encoding" ||
-        name === "if-none-match" ||
-        name === "if-modified-since"
-      ) {
-        continue;
-      }
-      headers.set(name, Array.isArray(value) ? value.join(", ") : String(value));
-    }
-    headers.set(DISPATCH_HEADER, secret);
+    const headers = new Headers(dispatchHeaders(request, secret));
     const host = typeof request.headers.host === "string" ? request.headers.host : "localhost";
     const res = await app.fetch(new Request(`http://${host}${request.url}`, { headers }));
     const body = Buffer.from(await res.arrayBuffer());

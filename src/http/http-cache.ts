@@ -58,6 +58,31 @@ export interface ReplyPlan {
   readonly body: Buffer | undefined;
 }
 
+/** Marks the requests an adapter sends through the app again to refresh an entry out of band. */
+export const DISPATCH_HEADER = "x-cachet-dispatch";
+
+/**
+ * The headers of an out-of-band refresh of `request`: the client's, without the body framing
+ * and the conditionals (the cache needs the full response), plus the adapter's secret marker
+ * so that its own middleware lets the request through to the handler.
+ */
+export function dispatchHeaders(request: HttpRequest, secret: string): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value === undefined || DISPATCH_DROPPED.has(name)) continue;
+    headers[name] = Array.isArray(value) ? value.join(", ") : String(value);
+  }
+  headers[DISPATCH_HEADER] = secret;
+  return headers;
+}
+
+const DISPATCH_DROPPED = new Set([
+  "content-length",
+  "transfer-encoding",
+  "if-none-match",
+  "if-modified-since",
+]);
+
 /**
  * Runs a request through the application again, out of band, and captures the response.
  * Adapters provide it (Fastify `inject`, …) so that stale-while-revalidate and

@@ -12,7 +12,7 @@ import { Counter, Gauge, register as globalRegister, Histogram } from "prom-clie
 import type { Cache } from "../cache.js";
 import { InvalidOptionError } from "../errors.js";
 import { namespaceOf } from "../events.js";
-import { NAMESPACE_TAG_PREFIX } from "../options.js";
+import { NAMESPACE_TAG_PREFIX, positiveInt } from "../options.js";
 
 /** Options of {@link prometheusMetrics}. */
 export interface PrometheusOptions {
@@ -401,15 +401,4 @@ function boundedReason(reason: string): string {
 function errorCode(error: unknown): string {
   const code = error instanceof Error ? (error as { code?: unknown }).code : undefined;
   return typeof code === "string" && /^[A-Z0-9_]{1,40}$/.test(code) ? code : "unknown";
-}
-
-function positiveInt(value: number | undefined, option: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(
-      option,
-      `expected a positive integer, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
 }

@@ -3,6 +3,7 @@ import type { Clock } from "../clock.js";
 import { systemClock } from "../clock.js";
 import type { Entry } from "../entry.js";
 import { InvalidOptionError } from "../errors.js";
+import { positiveInt } from "../options.js";
 import type { Store } from "../store.js";
 
 /** Options of {@link memoryStore}. */
@@ -209,15 +210,4 @@ export class MemoryStore implements Store {
 /** The in-process store, bounded in bytes. See {@link MemoryStoreOptions}. */
 export function memoryStore(options?: MemoryStoreOptions): MemoryStore {
   return new MemoryStore(options);
-}
-
-function positiveInt(value: number | undefined, option: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(
-      option,
-      `expected a positive integer, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
 }
