@@ -73,8 +73,11 @@ export interface CacheOptions extends EntryOptions {
   /** How long the breaker stays open before one probe call. @default "1s" */
   breakerCooldown?: Duration;
   /**
-   * How long a tag state read from the remote store is trusted before it is read again (the
-   * longest an invalidation made by another instance takes to be seen without a bus).
+   * How long a tag state read from the remote store is trusted before it is read again, when
+   * no bus pushes invalidations: the longest an invalidation made by another instance takes
+   * to be seen by reads that go to the remote tier. In-process (L1) copies are judged against
+   * the states this instance knows; without a bus they can outlive another instance's
+   * invalidation by up to `l1MaxTtl`. With the bus up, states are pushed and not re-read.
    * @default "1s"
    */
   tagSyncInterval?: Duration;
@@ -817,15 +820,17 @@ export class Cache {
         }
       }
     }
-    if (events.wants("miss")) events.emit("miss", { key: full });
     const flight = this.#refresh(full, factory, policy, graceable, false);
     if (graceable === undefined) {
+      if (events.wants("miss")) events.emit("miss", { key: full });
       return flight.then((entry) => ({
         entry: entry as Entry<T>,
         outcome: "miss",
         tier: undefined,
       }));
     }
+    // With a stale value to fall back on, the request is a miss only if the fresh value comes;
+    // otherwise it is a stale answer: one event either way.
     try {
       const entry = policy.timeout > 0 ? await raceTimeout(flight, policy.timeout) : await flight;
       if (entry === TIMED_OUT) {
@@ -833,6 +838,7 @@ export class Cache {
         this.#stale(full, staleTier, "timeout");
         return { entry: graceable, outcome: "stale", tier: staleTier, reason: "timeout" };
       }
+      if (events.wants("miss")) events.emit("miss", { key: full });
       return { entry: entry as Entry<T>, outcome: "miss", tier: undefined };
     } catch (error) {
       this.#stale(full, staleTier, "error");

@@ -136,6 +136,23 @@ describe("events: one per outcome", () => {
     assert.equal(events.count("set"), 1);
   });
 
+  it("stale-if-error: one stale event (reason error) and no miss; a successful refresh is one miss", async () => {
+    const clock = manualClock();
+    const cache = createCache({ clock });
+    const options = { ttl: 1000, staleIfError: 60_000, graceBackoff: 0 };
+    await cache.getOrSet("k", () => 1, options);
+    clock.advance(1500);
+    const events = record(cache);
+    const failing = () => Promise.reject(new Error("origin down"));
+    assert.equal(await cache.getOrSet("k", failing, options), 1);
+    assert.deepEqual(events.of("stale"), [{ key: "k", tier: "l1", reason: "error" }]);
+    assert.equal(events.count("miss"), 0, "a stale answer is not also a miss");
+    events.reset();
+    assert.equal(await cache.getOrSet("k", () => 2, options), 2);
+    assert.equal(events.count("miss"), 1);
+    assert.equal(events.count("stale"), 0);
+  });
+
   it("factory errors: one factory-error, and the factory event tells a hard timeout from an error", async (t) => {
     t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
     const cache = createCache();
