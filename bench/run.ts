@@ -5,8 +5,6 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import type { RedisServer } from "../test/helpers/redis.js";
-import { startRedis } from "../test/helpers/redis.js";
 import type { BenchArgs, Phase } from "./lib/args.js";
 import { PHASES, parseArgs } from "./lib/args.js";
 import { ensureBuilt } from "./lib/build.js";
@@ -17,7 +15,6 @@ import { autocannon, wrk, wrkInstalled, wrkVersion } from "./lib/load.js";
 import { machine } from "./lib/machine.js";
 import type { TargetProcess, UpstreamProcess } from "./lib/procs.js";
 import { ROOT, startTarget, startUpstream } from "./lib/procs.js";
-import { redisCpuSeconds } from "./lib/redis-info.js";
 import type {
   ApicacheProbe,
   DemoResult,
@@ -34,10 +31,12 @@ import type {
 } from "./lib/report.js";
 import { writeReport } from "./lib/report.js";
 import { max, median, min, percentile, shuffle, sleep } from "./lib/stats.js";
+import type { Outage, StoreServers } from "./lib/stores.js";
+import { startStores } from "./lib/stores.js";
 import type { MicroResult } from "./micro.js";
 import type { TargetConfig } from "./targets/common.js";
 import type { TargetInfo } from "./targets/registry.js";
-import { caches, TARGETS, targetInfo, usesRedis } from "./targets/registry.js";
+import { caches, sharesStore, TARGETS, targetInfo } from "./targets/registry.js";
 
 const UPSTREAM_LATENCY_MS = 100;
 const TTL_MS = 60_000;
@@ -51,6 +50,21 @@ const MEMORY_HEAP_LIMIT_MB = 1024;
 const MEMORY_LIBS = ["cachet", "bentocache", "cache-manager", "acd"] as const;
 
 const log = (line: string) => console.log(`[bench] ${line}`);
+
+/**
+ * What must be stopped when the run ends, fails or is interrupted (SIGINT/SIGTERM): the store
+ * servers (and the cluster's temporary directory) and the upstream. Target processes are
+ * killed by procs.ts when this process exits.
+ */
+const cleanups: Array<() => Promise<void>> = [];
+async function cleanUp(): Promise<void> {
+  for (let next = cleanups.pop(); next; next = cleanups.pop()) {
+    await next().catch((error: unknown) => log(`clean-up: ${String(error)}`));
+  }
+}
+
+/** The key prefix a cachet target gives its store (bench/targets/cachet.ts). */
+const cachetPrefix = (name: string) => `cachet:${name}:`;
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
@@ -82,15 +96,26 @@ async function main(): Promise<void> {
       : `${args.full ? "full" : "quick"} mode; ${selected.length} targets; phases: ${[...phases].join(", ")}; load: ${loadName}`,
   );
   const facts = machine(ROOT, loadName);
-  const redis = await startRedis();
-  log(`redis-server on port ${redis.port}`);
+  const stored = args.profile !== undefined ? [targetInfo(args.profile)] : selected;
+  const stores = await startStores(
+    {
+      cluster: stored.some((t) => t.storage === "cluster"),
+      memcached: stored.some((t) => t.storage === "memcached"),
+    },
+    log,
+  );
+  cleanups.push(() => stores.stop());
+  const { redis } = stores;
   const upstream = await startUpstream(UPSTREAM_LATENCY_MS);
+  cleanups.push(() => upstream.stop());
   log(`fake upstream on ${upstream.url} (${UPSTREAM_LATENCY_MS} ms latency)`);
   const config = (name: string): TargetConfig => ({
     name,
     upstreamUrl: upstream.url,
     redisUrl: redis.url,
     redisPort: redis.port,
+    clusterNodes: stores.cluster?.rootNodes.map((n) => n.url) ?? [],
+    memcachedServers: stores.memcached?.servers ?? "",
     ttlMs: TTL_MS,
   });
 
@@ -117,7 +142,7 @@ async function main(): Promise<void> {
 
     let rounds: HitRound[] = [];
     if (phases.has("hits")) {
-      rounds = await hitRounds(args, selected, procs, load, redis, upstream);
+      rounds = await hitRounds(args, selected, procs, load, stores, upstream);
       summariseHits(rounds, results, procs);
       for (const t of selected) {
         const usage = await procs.get(t.name)!.usage();
@@ -138,9 +163,10 @@ async function main(): Promise<void> {
       }
     }
     if (phases.has("redis-kill")) {
-      for (const t of selected.filter(usesRedis)) {
-        results.get(t.name)!.redisKill = await redisKill(args, procs.get(t.name)!, redis);
-        log(`redis kill ${t.name}: ${JSON.stringify(results.get(t.name)!.redisKill)}`);
+      for (const t of selected.filter(sharesStore)) {
+        const outage = await stores.outage(t.storage, cachetPrefix(t.name));
+        results.get(t.name)!.redisKill = await storeKill(args, procs.get(t.name)!, outage);
+        log(`store kill ${t.name}: ${JSON.stringify(results.get(t.name)!.redisKill)}`);
       }
     }
     for (const [name, proc] of procs) {
@@ -190,8 +216,7 @@ async function main(): Promise<void> {
     const written = writeReport(report, outDir);
     log(`done in ${report.elapsedSeconds} s; wrote ${written.join(", ")}`);
   } finally {
-    await upstream.stop();
-    await redis.stop();
+    await cleanUp();
   }
 }
 
@@ -237,7 +262,7 @@ async function hitRounds(
   selected: readonly TargetInfo[],
   procs: Map<string, TargetProcess>,
   load: LoadGenerator,
-  redis: RedisServer,
+  stores: StoreServers,
   upstream: UpstreamProcess,
 ): Promise<HitRound[]> {
   if (args.warmup > 0) {
@@ -268,7 +293,7 @@ async function hitRounds(
     for (const t of sequence) {
       const proc = procs.get(t.name)!;
       const cpu0 = await usageOf(proc);
-      const redis0 = await redisCpuSeconds(redis.port);
+      const store0 = await stores.cpuSeconds(t.storage);
       const calls0 = await upstream.calls();
       const result: LoadResult = await load({
         url: `${proc.url}/posts`,
@@ -276,7 +301,7 @@ async function hitRounds(
         seconds: args.duration,
       });
       const cpu1 = await usageOf(proc);
-      const redis1 = await redisCpuSeconds(redis.port);
+      const store1 = await stores.cpuSeconds(t.storage);
       const calls1 = await upstream.calls();
       const n = Math.max(1, result.requests);
       runs.push({
@@ -284,7 +309,7 @@ async function hitRounds(
         sample: {
           ...result,
           cpuUsPerRequest: (cpu1 - cpu0) / n,
-          redisCpuUsPerRequest: ((redis1 - redis0) * 1e6) / n,
+          storeCpuUsPerRequest: ((store1 - store0) * 1e6) / n,
           upstreamCalls: calls1 - calls0,
           ratio: 1,
           limitRps: result.rps,
@@ -341,7 +366,7 @@ function summariseHits(
       p99: median(samples.map((s) => s.p99)),
       max: max(samples.map((s) => s.max)),
       cpuUsPerRequest: median(samples.map((s) => s.cpuUsPerRequest)),
-      redisCpuUsPerRequest: median(samples.map((s) => s.redisCpuUsPerRequest)),
+      storeCpuUsPerRequest: median(samples.map((s) => s.storeCpuUsPerRequest)),
       upstreamCalls: samples.reduce((a, s) => a + s.upstreamCalls, 0),
       non2xx: samples.reduce((a, s) => a + s.non2xx, 0),
       errors: samples.reduce((a, s) => a + s.errors, 0),
@@ -403,11 +428,11 @@ async function stampede(
       slowestMs: max(one.map((r) => r.ms)),
     },
   };
-  if (!usesRedis(t)) return result;
+  if (!sharesStore(t)) return result;
 
   const second = await startTarget(config(t.name));
   try {
-    // Connect the second process to Redis (its own first request), then measure.
+    // Connect the second process to its store (its own first request), then measure.
     await timedGet(`${second.url}/posts?stampede=warm-${tag}`, false, 30_000);
     const calls2 = await settledCalls(upstream);
     const half = STAMPEDE_REQUESTS / 2;
@@ -429,13 +454,14 @@ async function stampede(
 }
 
 /**
- * Closed-loop load on a warm key while Redis is killed (SIGKILL) and later restarted (empty):
- * failures, and how long requests took while it was down.
+ * Closed-loop load on a warm key while the target's store (Redis, the cluster master holding
+ * the key, memcached) is killed (SIGKILL) and later restarted (empty): failures, and how long
+ * requests took while it was down.
  */
-async function redisKill(
+async function storeKill(
   args: BenchArgs,
   proc: TargetProcess,
-  redis: RedisServer,
+  outage: Outage,
 ): Promise<KillResult> {
   const seconds = args.full ? 12 : 6;
   const killAt = args.full ? 3000 : 1500;
@@ -449,23 +475,26 @@ async function redisKill(
     if (busy) return;
     if (killedAt === undefined && elapsed >= killAt) {
       busy = true;
-      await redis.kill();
+      await outage.kill();
       killedAt = performance.now();
       busy = false;
     } else if (killedAt !== undefined && restartedAt === undefined && elapsed >= restartAt) {
       busy = true;
-      await redis.start();
+      await outage.restart();
       restartedAt = performance.now();
       busy = false;
     }
   });
   if (killedAt === undefined || restartedAt === undefined) {
-    throw new Error("redis kill: the run ended before Redis was killed and restarted");
+    throw new Error(`store kill: the run ended before ${outage.what} was killed and restarted`);
   }
+  // Not measured; a failure here is logged, not fatal (the figures above are complete).
+  await outage.settle().catch((error: unknown) => log(`after the outage: ${String(error)}`));
   const down = records.filter((r) => r.start < restartedAt! && r.end > killedAt!);
   const after = records.filter((r) => r.start >= restartedAt!);
   const threshold = CACHET_STORE_TIMEOUT_MS + UPSTREAM_LATENCY_MS;
   return {
+    killed: outage.what,
     seconds,
     downMs: restartedAt - killedAt,
     killedAtMs: killedAt - t0,
@@ -641,12 +670,24 @@ async function profile(
   }
 }
 
-process.once("SIGINT", () => process.exit(130));
+let interrupted: NodeJS.Signals | undefined;
+for (const [signal, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+] as const) {
+  process.once(signal, () => {
+    interrupted = signal;
+    log(`${signal}: stopping the servers`);
+    void cleanUp().finally(() => process.exit(code));
+  });
+}
 main().then(
   () => process.exit(0),
   (error: unknown) => {
+    // Interrupted: the run fails on the servers going away; the signal's handler exits.
+    if (interrupted) return;
     console.error(`[bench] failed: ${error instanceof Error ? error.stack : String(error)}`);
-    process.exit(1);
+    void cleanUp().finally(() => process.exit(1));
   },
 );
 

@@ -16,6 +16,8 @@ export interface Machine {
   readonly loadAtStart: readonly number[];
   readonly freeMemoryGiB: number;
   readonly redis: string;
+  /** `memcached -V` (absent in results written before the Memcached target existed). */
+  readonly memcached?: string;
   readonly loadGenerator: string;
   /** The git commit of the measured checkout, when it is one (`+dirty` when it has changes). */
   readonly commit: string | undefined;
@@ -32,6 +34,7 @@ const PACKAGES = [
   "@hono/node-server",
   "redis",
   "ioredis",
+  "memjs",
   "lru-cache",
   "bentocache",
   "cache-manager",
@@ -79,6 +82,7 @@ function gitCommit(root: string): string | undefined {
 export function machine(root: string, loadGenerator: string): Machine {
   const list = cpus();
   const redis = spawnSync("redis-server", ["--version"], { encoding: "utf8" });
+  const memcached = spawnSync("memcached", ["-V"], { encoding: "utf8" });
   return {
     date: new Date().toISOString(),
     cpuModel: list[0]?.model ?? "unknown",
@@ -89,6 +93,7 @@ export function machine(root: string, loadGenerator: string): Machine {
     loadAtStart: loadavg().map((l) => Math.round(l * 100) / 100),
     freeMemoryGiB: Math.round((freemem() / 2 ** 30) * 10) / 10,
     redis: (redis.stdout ?? "").trim().split(" ").slice(0, 3).join(" ") || "not found",
+    memcached: (memcached.stdout ?? "").trim() || "not found",
     loadGenerator,
     commit: gitCommit(root),
     srcDigest: srcDigest(root),

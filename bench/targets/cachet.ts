@@ -33,6 +33,29 @@ async function makeCache(config: TargetConfig): Promise<Cache> {
       ttl,
     });
   }
+  if (config.name === "cachet-cluster") {
+    if (config.clusterNodes.length === 0) throw new Error("cachet-cluster: no cluster started");
+    const { redisStore } = await import("cachet/redis");
+    return createCache({
+      // docs/stores.md, "Redis Cluster and Sentinel": some nodes to discover the others from.
+      store: redisStore({
+        cluster: { rootNodes: config.clusterNodes.map((url) => ({ url })) },
+        prefix: `cachet:${config.name}:`,
+      }),
+      lease: true,
+      ttl,
+    });
+  }
+  if (config.name === "cachet-memcached") {
+    if (!config.memcachedServers) throw new Error("cachet-memcached: no memcached started");
+    const { memcachedStore } = await import("cachet/memcached");
+    return createCache({
+      store: memcachedStore({ servers: config.memcachedServers, prefix: `cachet:${config.name}:` }),
+      // ADD-based lease: one factory call per key across processes (waiters poll the store).
+      lease: true,
+      ttl,
+    });
+  }
   return createCache({ ttl });
 }
 

@@ -10,6 +10,13 @@ export interface TargetConfig {
   /** `redis://127.0.0.1:<port>` of the bench's Redis. */
   readonly redisUrl: string;
   readonly redisPort: number;
+  /**
+   * `redis://127.0.0.1:<port>` of each master of the bench's 3-master Redis Cluster; empty
+   * when no selected target needs the cluster (it is then not started).
+   */
+  readonly clusterNodes: readonly string[];
+  /** `127.0.0.1:<port>` of the bench's memcached; empty when it is not started. */
+  readonly memcachedServers: string;
   /** TTL of every cached response, in ms (60 s). */
   readonly ttlMs: number;
 }

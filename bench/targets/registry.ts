@@ -5,7 +5,11 @@
  */
 
 export type Family = "limit" | "nocache" | "cachet" | "peer";
-export type Storage = "none" | "memory" | "redis" | "tiered";
+/**
+ * Where a target keeps its entries: nowhere, in its process, in the bench's Redis (alone or
+ * behind an in-process tier), in the bench's 3-master Redis Cluster, or in its memcached.
+ */
+export type Storage = "none" | "memory" | "redis" | "tiered" | "cluster" | "memcached";
 
 export interface TargetInfo {
   readonly name: string;
@@ -94,6 +98,24 @@ export const TARGETS: readonly TargetInfo[] = [
     storage: "tiered",
     setup:
       '`createCache({ store: redisStore({ url, prefix }), l1: true, lease: true, ttl: "60s" })` (memory in front of Redis, bus on) + `cachet/fastify`.',
+    module: "cachet",
+  },
+  {
+    name: "cachet-cluster",
+    family: "cachet",
+    framework: "fastify",
+    storage: "cluster",
+    setup:
+      '`createCache({ store: redisStore({ cluster: { rootNodes }, prefix }), lease: true, ttl: "60s" })` on a local 3-master Redis Cluster (no replicas; `rootNodes` the three masters as `{ url }`), L2 only like `cachet-redis` + `cachet/fastify`.',
+    module: "cachet",
+  },
+  {
+    name: "cachet-memcached",
+    family: "cachet",
+    framework: "fastify",
+    storage: "memcached",
+    setup:
+      '`createCache({ store: memcachedStore({ servers, prefix }), lease: true, ttl: "60s" })` on a local memcached 1.6 (default threads, `-m 64`), L2 only like `cachet-redis` (lease by `ADD`, waiters poll; no bus) + `cachet/fastify`.',
     module: "cachet",
   },
   {
@@ -199,5 +221,15 @@ export function targetInfo(name: string): TargetInfo {
 /** Whether the target caches at all (the cold-request and miss figures apply). */
 export const caches = (t: TargetInfo) => t.family === "cachet" || t.family === "peer";
 
-/** Whether the target keeps its entries in Redis (the two-process and Redis-kill figures apply). */
+/**
+ * Whether the target keeps its entries in a server that two processes can share (Redis, the
+ * cluster, memcached): the two-process stampede and the store-killed figures apply.
+ */
+export const sharesStore = (t: TargetInfo) =>
+  t.storage === "redis" ||
+  t.storage === "tiered" ||
+  t.storage === "cluster" ||
+  t.storage === "memcached";
+
+/** Whether the store is the bench's one redis-server (alone or behind an in-process tier). */
 export const usesRedis = (t: TargetInfo) => t.storage === "redis" || t.storage === "tiered";
