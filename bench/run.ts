@@ -292,11 +292,16 @@ async function hitRounds(
     const runs: { name: string; sample: HitSample }[] = [];
     for (const t of sequence) {
       const proc = procs.get(t.name)!;
+      // A key of this round's, warmed just before the run: every target's entry is seconds old
+      // while it is measured, so a TTL expiry (and its origin call) never falls inside a hit
+      // run. Expiry and misses are measured by the misses and stampede phases.
+      const url = `${proc.url}/posts?round=${round + 1}`;
+      await timedGet(url, false, 30_000);
       const cpu0 = await usageOf(proc);
       const store0 = await stores.cpuSeconds(t.storage);
       const calls0 = await upstream.calls();
       const result: LoadResult = await load({
-        url: `${proc.url}/posts`,
+        url,
         connections: args.connections,
         seconds: args.duration,
       });

@@ -418,7 +418,7 @@ function markdown(results: Results, chartFile: string): string {
     lines.push(
       `Medians of ${results.rounds.length} rounds. In each round every target is loaded in turn, in a shuffled order, and \`limit\` is loaded first and again after every ${s.limitEvery} targets: ` +
         "a target's `× limit` is its req/s divided by the mean of the `limit` runs just before and just after it. " +
-        "CPU is per request: the target process (all threads) and its store server (`store µs/req`: Redis's `INFO cpu`; for `cachet-cluster` the sum over the cluster's three masters, gossip on the cluster bus included; memcached's `stats` rusage, every thread). `upstream` counts origin calls during the hit runs (a 60 s TTL can expire once during a long run).",
+        "CPU is per request: the target process (all threads) and its store server (`store µs/req`: Redis's `INFO cpu`; for `cachet-cluster` the sum over the cluster's three masters, gossip on the cluster bus included; memcached's `stats` rusage, every thread). Each round measures a key of its own (`/posts?round=N`), warmed by one request just before the run, so that no TTL expiry falls inside a hit run; `upstream` counts origin calls during the hit runs (0 expected).",
     );
     lines.push("");
     lines.push(
