@@ -139,17 +139,23 @@ export async function startStores(
 /** The master holding the one key under `prefix` that ends in `/posts` (the warm entry). */
 async function entryOwner(cluster: RedisCluster, prefix: string): Promise<ClusterNode> {
   const pattern = `${prefix.replace(/[*?[\]\\]/g, "\\$&")}*/posts`;
-  const owners: ClusterNode[] = [];
-  for (const { node } of await cluster.masters()) {
-    // KEYS is fine here: the bench's own cluster holds a few dozen keys.
-    const keys = (await node.command("KEYS", pattern)) as string[];
-    // A fleet lease on the same key (`__cachet:lease:<key>`) may linger until its TTL.
-    if (keys.some((k) => !k.includes("__cachet:lease:"))) owners.push(node);
+  // The warm-up request may have been a miss whose write lands just after its response:
+  // look again for a few seconds before giving up.
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const owners: ClusterNode[] = [];
+    for (const { node } of await cluster.masters()) {
+      // KEYS is fine here: the bench's own cluster holds a few dozen keys.
+      const keys = (await node.command("KEYS", pattern)) as string[];
+      // A fleet lease on the same key (`__cachet:lease:<key>`) may linger until its TTL.
+      if (keys.some((k) => !k.includes("__cachet:lease:"))) owners.push(node);
+    }
+    if (owners.length === 1) return owners[0]!;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `expected the entry of GET /posts (${pattern}) on exactly one master, found it on ${owners.length}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  if (owners.length !== 1) {
-    throw new Error(
-      `expected the entry of GET /posts (${pattern}) on exactly one master, found it on ${owners.length}`,
-    );
-  }
-  return owners[0]!;
 }

@@ -13,6 +13,8 @@ const MAX_KEY_LENGTH = 200;
  */
 export function canonicalQuery(query: string): string {
   if (query === "") return "";
+  // One parameter (the common case): nothing to sort, no arrays to build.
+  if (query.indexOf("&") === -1) return `?${query}`;
   const params = query.split("&").filter((p) => p !== "");
   if (params.length === 0) return "";
   if (params.length > 1) params.sort(compareParams);
