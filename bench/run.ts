@@ -164,6 +164,8 @@ async function main(): Promise<void> {
     }
     if (phases.has("redis-kill")) {
       for (const t of selected.filter(sharesStore)) {
+        // Cache the key first: for a cluster, the outage kills the master that holds it.
+        await timedGet(`${procs.get(t.name)!.url}/posts`, false, 30_000);
         const outage = await stores.outage(t.storage, cachetPrefix(t.name));
         results.get(t.name)!.redisKill = await storeKill(args, procs.get(t.name)!, outage);
         log(`store kill ${t.name}: ${JSON.stringify(results.get(t.name)!.redisKill)}`);
