@@ -2,6 +2,7 @@
  * `npm run bench`: cachet side by side with the constant-buffer limit, no cache, and the peers,
  * each target in its own process, in one run. See bench/README.md for what every figure means.
  */
+
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -10,6 +11,7 @@ import { PHASES, parseArgs } from "./lib/args.js";
 import { ensureBuilt } from "./lib/build.js";
 import type { Timed } from "./lib/client.js";
 import { burst, loop, timedGet } from "./lib/client.js";
+import { disablePinning, pinningDescription } from "./lib/cpu.js";
 import type { LoadGenerator, LoadResult } from "./lib/load.js";
 import { autocannon, wrk, wrkInstalled, wrkVersion } from "./lib/load.js";
 import { machine } from "./lib/machine.js";
@@ -95,7 +97,9 @@ async function main(): Promise<void> {
       ? `profile of ${args.profile}; load: ${loadName}`
       : `${args.full ? "full" : "quick"} mode; ${selected.length} targets; phases: ${[...phases].join(", ")}; load: ${loadName}`,
   );
-  const facts = machine(ROOT, loadName);
+  if (args.noPin) disablePinning();
+  log(`CPU placement: ${pinningDescription()}`);
+  const facts = machine(ROOT, `${loadName}; CPU placement: ${pinningDescription()}`);
   const stored = args.profile !== undefined ? [targetInfo(args.profile)] : selected;
   const stores = await startStores(
     {

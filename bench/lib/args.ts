@@ -36,6 +36,8 @@ export interface BenchArgs {
   readonly label: string | undefined;
   /** `--out <dir>`: where RESULTS.md, results.json and the chart go. */
   readonly out: string | undefined;
+  /** `--no-pin`: leave the CPU placement to the scheduler. */
+  readonly noPin: boolean;
   /** `--seed N`: the seed of the per-round target order. */
   readonly seed: number;
   /** `--render FILE`: write RESULTS.md and the chart again from a results.json, without measuring. */
@@ -59,6 +61,7 @@ const USAGE = `usage: npm run bench -- [options]
   --label TEXT           what this run is (printed at the top of RESULTS.md)
   --out DIR              output directory (default: bench/ for a complete run, bench/.tmp/ otherwise)
   --seed N               seed of the per-round target order (default: random, recorded)
+  --no-pin               do not pin targets to core 0 and the load generator to core 1
   --render FILE          write RESULTS.md and the chart again from a results.json (no measuring)
   --list                 list the targets and exit`;
 
@@ -93,7 +96,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
       const value = match[2] ?? argv[++i];
       if (value === undefined) throw new Error(`--${name} needs a value\n${USAGE}`);
       values.set(name, value);
-    } else if (name === "full" || name === "list") {
+    } else if (name === "full" || name === "list" || name === "no-pin") {
       flags.add(name);
     } else {
       throw new Error(`unknown option --${name}\n${USAGE}`);
@@ -127,6 +130,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   }
   return {
     full,
+    noPin: flags.has("no-pin"),
     targets: list("targets"),
     phases: new Set(phases as Phase[]),
     rounds: num("rounds", full ? 5 : 3, 1, 100),

@@ -2,8 +2,10 @@
  * Load generators: wrk when installed (it runs in its own process, in C, and leaves the CPU to
  * the target), autocannon otherwise. Both report the same figures.
  */
+
 import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { loadCommand } from "./cpu.js";
 
 export interface LoadResult {
   /** Completed requests. */
@@ -64,7 +66,8 @@ export const wrk: LoadGenerator = (options) =>
       LUA,
       options.url,
     ];
-    const proc = spawn("wrk", args, { stdio: ["ignore", "pipe", "pipe"] });
+    const [command, commandArgs] = loadCommand("wrk", args);
+    const proc = spawn(command, commandArgs, { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     proc.stdout.on("data", (d) => {
       out += d;

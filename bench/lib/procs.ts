@@ -1,8 +1,10 @@
 /** Child processes of the bench: targets and the fake upstream, each on its own free port. */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { UsageReply } from "../targets/child.js";
 import type { TargetConfig } from "../targets/common.js";
+import { pinTarget } from "./cpu.js";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const CHILD = fileURLToPath(new URL("../targets/child.ts", import.meta.url));
@@ -129,6 +131,7 @@ export async function startTarget(
     `target ${config.name}`,
   );
   const port = ready.port!;
+  pinTarget(proc.pid!);
   return {
     name: config.name,
     pid: proc.pid!,
