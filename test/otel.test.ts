@@ -22,6 +22,7 @@ import { createCache, FactoryHardTimeoutError } from "../src/index.js";
 import { cachetTracing } from "../src/otel.js";
 import { redisStore } from "../src/stores/redis.js";
 import { flush, MapStore, manualClock } from "./helpers/core.js";
+import { waitFor } from "./helpers/ports.js";
 import { type RedisServer, startRedis } from "./helpers/redis.js";
 
 /**
@@ -297,16 +298,22 @@ describe("cachet/otel", () => {
         const gate = new Promise<void>((resolve) => {
           release = resolve;
         });
-        let leased = false;
+        const leases = { a: 0, b: 0 };
         a.on("lease", () => {
-          leased = true;
+          leases.a++;
+        });
+        b.on("lease", () => {
+          leases.b++;
         });
         const first = a.getOrSet("k", async () => {
           await gate;
           return "a";
         });
-        for (let i = 0; i < 200 && !leased; i++) await flush(1);
+        // Polled with a deadline: a loaded machine can take many turns of the loop before a's
+        // lease is taken, or before b starts waiting.
+        await waitFor(() => leases.a > 0, "a to take the lease");
         const second = b.getOrSet("k", () => "b");
+        await waitFor(() => leases.b > 0, "b to wait for the lease");
         await new Promise((r) => setTimeout(r, 30));
         release();
         assert.equal(await first, "a");
