@@ -209,6 +209,10 @@ export function verdicts(results: Results): Verdict[] {
     ? `; A/A ${ratio(aa.ratio)}, ${aa.ratioMin.toFixed(2)}–${aa.ratioMax.toFixed(2)}`
     : "";
   const limitCpu = hitsOf(results, "limit")?.cpuUsPerRequest ?? Number.NaN;
+  const headers = hitsOf(results, "limit-headers");
+  const headersNote = headers
+    ? `; \`limit-headers\`, the same reply without a cache, ${ratio(headers.ratio)}`
+    : "";
   for (const [name, label] of [
     ["cachet-memory", "cachet memory hit ≥ 0.9× limit"],
     ["cachet-tiered", "cachet tiered (L1 warm) hit ≥ 0.9× limit"],
@@ -218,7 +222,7 @@ export function verdicts(results: Results): Verdict[] {
       label,
       h ? h.ratio >= 0.9 : undefined,
       h
-        ? `${ratio(h.ratio)} (rounds ${h.ratioMin.toFixed(2)}–${h.ratioMax.toFixed(2)}${noise}; CPU per request ${ratio(h.cpuUsPerRequest / limitCpu)} limit's)`
+        ? `${ratio(h.ratio)} (rounds ${h.ratioMin.toFixed(2)}–${h.ratioMax.toFixed(2)}${noise}; CPU per request ${ratio(h.cpuUsPerRequest / limitCpu)} limit's${headersNote})`
         : "—",
     );
   }
@@ -482,6 +486,15 @@ function markdown(results: Results, chartFile: string): string {
       lines.push(
         `**A/A noise**: \`limit-aa\` (a second, identical \`limit\` process) measured ${ratio(aa.ratio)} of \`limit\`, ` +
           `from ${aa.ratioMin.toFixed(2)} to ${aa.ratioMax.toFixed(2)} across rounds. Differences of ratios smaller than that spread are noise.`,
+      );
+      lines.push("");
+    }
+    const headers = targets.find((t) => t.name === "limit-headers")?.hits;
+    const memory = targets.find((t) => t.name === "cachet-memory")?.hits;
+    if (headers && memory) {
+      lines.push(
+        `\`limit-headers\` sends what a cachet memory hit sends — the reply from an \`onRequest\` hook with \`ETag\`, \`Age\`, \`Vary\` and \`Cache-Status\` — with no cache behind it: ${ratio(headers.ratio)} of \`limit\`. ` +
+          `That part of a hit's cost is Fastify's reply path and the headers a correct shared cache must send; \`cachet-memory\` measured ${ratio(memory.ratio / headers.ratio)} of \`limit-headers\`, the rest (key, lookup, freshness, conditional checks).`,
       );
       lines.push("");
     }

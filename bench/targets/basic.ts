@@ -2,6 +2,7 @@
  * The reference points: `limit` (and its A/A twin), the same constant-Buffer route on Express
  * and Hono, and `nocache` (every request proxied).
  */
+import { createHash } from "node:crypto";
 import type { Server } from "node:http";
 import { createAdaptorServer } from "@hono/node-server";
 import express from "express";
@@ -37,6 +38,34 @@ export async function start(config: TargetConfig): Promise<RunningTarget> {
       app.get("/posts", function constantBody(_request, reply) {
         reply.header("content-type", JSON_TYPE).send(body);
       });
+      return listenFastify(app);
+    }
+    case "limit-headers": {
+      // What a cachet memory hit sends, without the cache: the reply from onRequest (no
+      // handler), the stored header set plus the four headers every hit adds.
+      const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
+      const startedAt = Date.now();
+      const app = Fastify({ logger: false });
+      app.get(
+        "/posts",
+        {
+          onRequest(_request, reply, _done) {
+            const age = Math.floor((Date.now() - startedAt) / 1000);
+            reply.code(200);
+            reply.headers({
+              "content-type": JSON_TYPE,
+              vary: "Accept-Encoding",
+              etag,
+              age: String(age),
+              "cache-status": `cachet; hit; ttl=${Math.max(0, 60 - age)}`,
+            });
+            reply.send(body);
+          },
+        },
+        function unreached(_request, reply) {
+          reply.code(500).send();
+        },
+      );
       return listenFastify(app);
     }
     case "limit-express": {

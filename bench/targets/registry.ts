@@ -48,6 +48,15 @@ export const TARGETS: readonly TargetInfo[] = [
     module: "basic",
   },
   {
+    name: "limit-headers",
+    family: "limit",
+    framework: "fastify",
+    storage: "none",
+    setup:
+      "`limit` answered from an `onRequest` hook, as a cachet hit is, with the headers a hit carries (`ETag`, `Age`, `Vary`, `Cache-Status`) and no cache: what Fastify's reply path charges for them.",
+    module: "basic",
+  },
+  {
     name: "limit-express",
     family: "limit",
     framework: "express",
