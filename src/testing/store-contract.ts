@@ -247,7 +247,7 @@ export function storeContract(
     itIf(
       has("maxValueSize"),
       "rejects a value over maxValueSize without storing anything, and stores one of exactly maxValueSize",
-      async (t) => {
+      async () => {
         const s = store();
         const max = s.maxValueSize;
         if (max === undefined) throw new Error("maxValueSize is declared but missing");
@@ -328,7 +328,7 @@ export function storeContract(
       );
     });
 
-    itIf(has("getMany"), "getMany answers aligned with its keys, misses included", async (t) => {
+    itIf(has("getMany"), "getMany answers aligned with its keys, misses included", async () => {
       const s = store();
       if (!s.getMany) throw new Error("getMany is declared but missing");
       await s.set(key("many:a"), bytes("A"), LONG_TTL);
@@ -350,7 +350,7 @@ export function storeContract(
       assert.deepEqual(await s.getMany([]), []);
     });
 
-    itIf(has("setIfAbsent"), "setIfAbsent stores only when the key is absent", async (t) => {
+    itIf(has("setIfAbsent"), "setIfAbsent stores only when the key is absent", async () => {
       const s = store();
       if (!s.setIfAbsent) throw new Error("setIfAbsent is declared but missing");
       assert.equal(await s.setIfAbsent(key("nx"), bytes("owner-1"), LONG_TTL), true);
@@ -364,7 +364,7 @@ export function storeContract(
     itIf(
       has("setIfAbsent"),
       "setIfAbsent applies its TTL: the key can be taken again once it expired",
-      async (t) => {
+      async () => {
         const s = store();
         if (!s.setIfAbsent) throw new Error("setIfAbsent is declared but missing");
         const start = Date.now();
@@ -387,7 +387,7 @@ export function storeContract(
       },
     );
 
-    itIf(has("setIfAbsent"), "concurrent setIfAbsent on one key: exactly one wins", async (t) => {
+    itIf(has("setIfAbsent"), "concurrent setIfAbsent on one key: exactly one wins", async () => {
       const s = store();
       if (!s.setIfAbsent) throw new Error("setIfAbsent is declared but missing");
       const contenders = Array.from({ length: 20 }, (_, i) => bytes(`contender-${i}`));
@@ -402,7 +402,7 @@ export function storeContract(
     itIf(
       has("deleteIfEquals"),
       "deleteIfEquals deletes only while the key holds exactly that value",
-      async (t) => {
+      async () => {
         const s = store();
         if (!s.deleteIfEquals) throw new Error("deleteIfEquals is declared but missing");
         const token = Uint8Array.from([1, 2, 3, 0, 255]);
@@ -484,7 +484,7 @@ export function storeContract(
     itIf(
       has("publish") && has("subscribe"),
       "publish reaches a subscriber of the channel (bytes intact), and only that channel's",
-      async (t) => {
+      async () => {
         const s = store();
         if (!s.publish || !s.subscribe)
           throw new Error("publish/subscribe is declared but missing");
@@ -513,7 +513,7 @@ export function storeContract(
     itIf(
       options.storeAt !== undefined,
       "a server that refuses connections: every operation settles within downTimeout, failing or missing",
-      async (t) => {
+      async () => {
         if (!options.storeAt) throw new Error("storeAt is required");
         const port = await closedPort();
         await checkDown(await options.storeAt({ host: "127.0.0.1", port }));
@@ -523,7 +523,7 @@ export function storeContract(
     itIf(
       options.storeAt !== undefined,
       "a server that accepts connections and never answers: every operation settles within downTimeout",
-      async (t) => {
+      async () => {
         if (!options.storeAt) throw new Error("storeAt is required");
         const silent = await silentServer();
         try {

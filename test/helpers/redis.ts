@@ -64,7 +64,9 @@ async function launch(port: number, extraArgs: string[]): Promise<RedisServer> {
     const exited = new Promise<never>((_, reject) => {
       proc.once("error", (e) => reject(new Error(`redis-server failed to start: ${e.message}`)));
       proc.once("exit", (code) =>
-        reject(new Error(`redis-server exited with ${code} on port ${port}: ${output.slice(-500)}`)),
+        reject(
+          new Error(`redis-server exited with ${code} on port ${port}: ${output.slice(-500)}`),
+        ),
       );
     });
     exited.catch(() => {});
