@@ -1,6 +1,12 @@
 import { randomBytes } from "node:crypto";
-import type { Application, NextFunction, Request, RequestHandler, Response } from "express";
-import { inject } from "light-my-request";
+import {
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+} from "node:http";
+import { request as httpsRequest } from "node:https";
+import type { AddressInfo, Server } from "node:net";
+import type { NextFunction, Request, RequestHandler, Response } from "express";
 import type {
   CompiledRoute,
   Decision,
@@ -8,6 +14,7 @@ import type {
   Exchange,
   HttpCacheOptions,
   HttpRequest,
+  HttpResponse,
   ReplyPlan,
   RouteCacheOptions,
 } from "../http/http-cache.js";
@@ -26,7 +33,7 @@ export interface CachetExpress {
   /** The HTTP cache behind the middleware: invalidate paths and tags through it. */
   readonly http: HttpCache;
   /**
-   * App-level middleware: after a successful POST/PUT/PATCH/DELETE, expire the stored
+   * App-level middleware: after a successful request with a method not known to be safe (POST, PUT, PATCH, DELETE, …), expire the stored
    * responses of its path (and same-origin `Location`/`Content-Location`), RFC 9111 §4.4,
    * before the response goes out. Mount it before your routes: `app.use(cached.invalidator())`.
    */
@@ -64,7 +71,7 @@ export function cachetExpress(options: HttpCacheOptions): CachetExpress {
       }
       let decision: Decision | Promise<Decision>;
       try {
-        decision = http.handle(toRequest(req), route, dispatcher(req.app, secret));
+        decision = http.handle(toRequest(req), route, dispatcher(req, secret));
       } catch (error) {
         next(error);
         return;
@@ -99,7 +106,7 @@ export function cachetExpress(options: HttpCacheOptions): CachetExpress {
 }
 
 function toRequest(req: Request): HttpRequest {
-  return { method: req.method, url: req.originalUrl, headers: req.headers };
+  return { method: req.method, url: req.originalUrl, headers: req.headers, host: req.host };
 }
 
 function apply(
@@ -137,15 +144,41 @@ function send(res: Response, plan: ReplyPlan): void {
   res.end(plan.body);
 }
 
+type Writer = (...args: unknown[]) => unknown;
+
 /**
- * Watch the handler's response: collect the body (up to the size limit) and, at `end`, hand
- * it to the cache before the headers go out, so that `ETag`, `Cache-Status` and a 304 can
- * still be applied. A body streamed with `write` is collected too and stored when it fits.
+ * Watch the handler's response on its own `res` (never a prototype): collect the body (up to
+ * the size limit), apply the cache's headers (`ETag`, `Cache-Status`, a 304 for the client's
+ * own conditional) before the head goes out, and store the response once the head is final.
+ *
+ * The head is final only inside Node's `writeHead`: middleware such as express-session and
+ * cookie-session (through `on-headers`) add `Set-Cookie` there, after the handler ended. So
+ * headers set while the head is being written are watched (through this response's own
+ * `setHeader`/`appendHeader`/`removeHeader`): the cache's headers are recomputed from what the
+ * head will really carry, and the decision to store is made after `end`, from the head that
+ * was sent. Headers passed to `writeHead(status, headers)` are folded into the response first,
+ * so that they are seen too.
  */
 function capture(http: HttpCache, exchange: Exchange, res: Response): void {
   const chunks: Buffer[] = [];
   let size = 0;
   let overflow = false;
+  let body: Buffer | undefined;
+  /** Header names the cache set, and must not count as the handler's. */
+  const ours = new Set<string>();
+  /** While the head is being written: a header set now is the handler's (or middleware's). */
+  let writingHead = false;
+  let notModified = false;
+  /** The handler's status, when the client is sent a 304 in its place. */
+  let handlerStatus = 200;
+  const original = {
+    write: res.write as Writer,
+    end: res.end as Writer,
+    writeHead: res.writeHead as Writer,
+    setHeader: res.setHeader as Writer,
+    appendHeader: res.appendHeader as Writer | undefined,
+    removeHeader: res.removeHeader as Writer,
+  };
   const collect = (chunk: unknown, encoding: unknown) => {
     if (chunk === undefined || chunk === null || typeof chunk === "function" || overflow) return;
     const buf = Buffer.isBuffer(chunk)
@@ -161,45 +194,181 @@ function capture(http: HttpCache, exchange: Exchange, res: Response): void {
     }
     chunks.push(buf);
   };
-  const write = res.write;
-  const end = res.end;
+  /** The response as the handler made it: its status, its headers (not ours), the body. */
+  const handlerResponse = (): HttpResponse => {
+    const headers: Record<string, string | string[] | number | undefined> = {};
+    for (const [name, value] of Object.entries(res.getHeaders())) {
+      if (!ours.has(name)) headers[name] = value as string | string[] | number | undefined;
+    }
+    return {
+      status: notModified ? handlerStatus : res.statusCode,
+      headers,
+      body: overflow ? undefined : body,
+      tooLarge: overflow,
+      pending: !overflow && body === undefined,
+    };
+  };
+  /** (Re)apply the cache's headers for the response as it stands. */
+  const decide = () => {
+    const completion = http.prepare(exchange, handlerResponse());
+    for (const name of ours) original.removeHeader.call(res, name);
+    ours.clear();
+    for (const [name, value] of Object.entries(completion.headers)) {
+      // Never replace a header the handler set itself (its own ETag stays).
+      if (name === "etag" && res.getHeader("etag") !== undefined) continue;
+      original.setHeader.call(res, name, value);
+      ours.add(name);
+    }
+    // Once the head is being written, its status is settled.
+    if (!writingHead) notModified = completion.notModified;
+  };
+  /** Decide once, right before the head goes out (status and headers as the handler left them). */
+  let decided = false;
+  const decideHead = () => {
+    if (decided) return;
+    decided = true;
+    decide();
+    if (notModified) {
+      handlerStatus = res.statusCode;
+      res.statusCode = 304;
+      for (const name of CONTENT_HEADERS) original.removeHeader.call(res, name);
+    }
+  };
+  const watch = (method: "setHeader" | "appendHeader" | "removeHeader") => {
+    const fn = original[method];
+    if (!fn) return;
+    (res as unknown as Record<string, Writer>)[method] = function watched(
+      this: Response,
+      ...args: unknown[]
+    ) {
+      const out = fn.apply(res, args);
+      const name = String(args[0]).toLowerCase();
+      if (writingHead && !ours.has(name)) decide();
+      return out;
+    };
+  };
+  watch("setHeader");
+  watch("appendHeader");
+  watch("removeHeader");
+  res.writeHead = function captureWriteHead(this: Response, ...args: unknown[]) {
+    // Fold `writeHead(status, [message,] headers)` into the response so that it is seen.
+    const status = args[0];
+    let rest = args.slice(1);
+    if (typeof rest[0] === "string") rest = rest.slice(1);
+    const given = rest[0];
+    if (typeof status === "number" && !decided) res.statusCode = status;
+    if (Array.isArray(given)) {
+      for (let i = 0; i + 1 < given.length; i += 2) {
+        original.setHeader.call(res, String(given[i]), given[i + 1]);
+      }
+    } else if (given && typeof given === "object") {
+      for (const [name, value] of Object.entries(given as OutgoingHttpHeaders)) {
+        if (value !== undefined) original.setHeader.call(res, name, value);
+      }
+    }
+    decideHead();
+    writingHead = true;
+    try {
+      return original.writeHead.call(res, res.statusCode);
+    } finally {
+      writingHead = false;
+    }
+  } as Response["writeHead"];
   res.write = function captureWrite(this: Response, ...args: unknown[]) {
     collect(args[0], args[1]);
-    return (write as (...a: unknown[]) => boolean).apply(res, args);
+    if (notModified && res.headersSent) return true;
+    return original.write.apply(res, args);
   } as Response["write"];
   res.end = function captureEnd(this: Response, ...args: unknown[]) {
-    res.write = write;
-    res.end = end;
+    res.write = original.write as Response["write"];
+    res.end = original.end as Response["end"];
     collect(args[0], args[1]);
-    const completion = http.complete(exchange, {
-      status: res.statusCode,
-      headers: res.getHeaders(),
-      body: overflow ? undefined : Buffer.concat(chunks, size),
-      tooLarge: overflow,
-    });
-    if (res.headersSent) return (end as (...a: unknown[]) => Response).apply(res, args);
-    for (const [name, value] of Object.entries(completion.headers)) res.setHeader(name, value);
-    if (completion.notModified) {
-      res.statusCode = 304;
-      for (const name of CONTENT_HEADERS) res.removeHeader(name);
-      const callback = args.find((a) => typeof a === "function");
-      return (end as (...a: unknown[]) => Response).apply(res, callback ? [callback] : []);
+    body = overflow ? undefined : Buffer.concat(chunks, size);
+    const callback = args.find((a) => typeof a === "function");
+    let out: unknown;
+    if (!res.headersSent) {
+      // The common case (res.send): the body is whole before the head goes out.
+      decideHead();
+      if (notModified) {
+        out = original.end.apply(res, callback ? [callback] : []);
+      } else {
+        out = original.end.apply(res, args);
+      }
+    } else {
+      out = notModified
+        ? original.end.apply(res, callback ? [callback] : [])
+        : original.end.apply(res, args);
     }
-    return (end as (...a: unknown[]) => Response).apply(res, args);
+    // The head has been written: store what the client got (never our own headers).
+    // A 304 sent for the client's conditional stands for the full response it matched.
+    const final = handlerResponse();
+    http.commit(exchange, notModified ? { ...final, status: handlerStatus } : final);
+    return out;
   } as Response["end"];
 }
 
-/** Refresh requests go through the whole app again, marked so the middleware lets them pass. */
-function dispatcher(app: Application, secret: string): Dispatch {
-  return async (request) => {
-    const headers = dispatchHeaders(request, secret);
-    const res = await inject(app as unknown as Parameters<typeof inject>[0], {
-      method: "GET",
-      url: request.url,
-      headers,
+/**
+ * Refresh requests go through the whole app again, over a real connection to the server this
+ * request came in on, marked with the per-process secret so the middleware lets them pass.
+ * Nothing is patched: Express handles the request as it handles any other.
+ */
+function dispatcher(req: Request, secret: string): Dispatch {
+  return (request) =>
+    new Promise((resolve, reject) => {
+      const socket = req.socket as
+        | (typeof req.socket & { server?: Server; encrypted?: boolean })
+        | undefined;
+      const address = socket?.server?.address();
+      if (!address) {
+        reject(
+          new Error("cachet/express: cannot refresh out of band: the server's address is unknown"),
+        );
+        return;
+      }
+      const headers = dispatchHeaders(request, secret);
+      const target =
+        typeof address === "string"
+          ? { socketPath: address }
+          : { host: loopback(address), port: address.port };
+      const send = socket?.encrypted ? httpsRequest : httpRequest;
+      const outgoing = send(
+        {
+          ...target,
+          method: "GET",
+          path: request.url,
+          headers,
+          agent: false,
+          ...(socket?.encrypted ? { rejectUnauthorized: false, servername: undefined } : {}),
+        },
+        (incoming) => {
+          const chunks: Buffer[] = [];
+          incoming.on("data", (chunk: Buffer) => chunks.push(chunk));
+          incoming.on("error", reject);
+          incoming.on("end", () =>
+            resolve({
+              status: incoming.statusCode ?? 502,
+              headers: responseHeaders(incoming.headers),
+              body: Buffer.concat(chunks),
+            }),
+          );
+        },
+      );
+      outgoing.on("error", reject);
+      outgoing.end();
     });
-    return { status: res.statusCode, headers: res.headers, body: res.rawPayload };
-  };
+}
+
+/** The address to reach a server listening on `address` from this process. */
+function loopback(address: AddressInfo): string {
+  if (address.address === "0.0.0.0" || address.address === "") return "127.0.0.1";
+  if (address.address === "::") return "::1";
+  return address.address;
+}
+
+function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) if (value !== undefined) out[name] = value;
+  return out;
 }
 
 export default cachetExpress;

@@ -29,7 +29,7 @@ export { HttpCache } from "../http/http-cache.js";
 /** Options of the Fastify plugin: the cache, plus the HTTP cache's options. */
 export interface CachetFastifyOptions extends HttpCacheOptions {
   /**
-   * After a successful POST/PUT/PATCH/DELETE on any route, expire the stored responses of its
+   * After a successful request with a method not known to be safe (POST, PUT, PATCH, DELETE, …) on any route, expire the stored responses of its
    * path (and same-origin `Location`/`Content-Location`), RFC 9111 §4.4.
    * @default true
    */

@@ -37,7 +37,7 @@ export interface CachetHono {
   /** The HTTP cache behind the middleware: invalidate paths and tags through it. */
   readonly http: HttpCache;
   /**
-   * App-level middleware: after a successful POST/PUT/PATCH/DELETE, expire the stored
+   * App-level middleware: after a successful request with a method not known to be safe (POST, PUT, PATCH, DELETE, …), expire the stored
    * responses of its path (and same-origin `Location`/`Content-Location`), RFC 9111 §4.4.
    * Mount it before your routes: `app.use(cached.invalidator())`.
    */
@@ -74,11 +74,17 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
         await next();
         return;
       }
-      const request = toRequest(c.req.raw);
+      const request = toRequest(c.req.raw, c.env);
       const decision = await http.handle(request, route, dispatch);
       if (decision.kind === "respond") return toResponse(decision.reply);
-      await next();
       const exchange = decision.exchange;
+      try {
+        await next();
+      } catch (error) {
+        // Hono hands non-Error throws up the chain: release the requests waiting on this one.
+        if (exchange) http.abandon(exchange);
+        throw error;
+      }
       if (!exchange) {
         if (decision.cacheStatus) replace(c, c.res, { "cache-status": decision.cacheStatus });
         return;
@@ -143,7 +149,7 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
     async function cachetHonoInvalidator(c, next) {
       await next();
       if (!HttpCache.isUnsafe(c.req.method)) return;
-      await http.invalidateAfter(toRequest(c.req.raw), {
+      await http.invalidateAfter(toRequest(c.req.raw, c.env), {
         status: c.res.status,
         headers: toRecord(c.res.headers),
       });
@@ -152,9 +158,17 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
   return Object.assign(factory, { http, invalidator });
 }
 
-function toRequest(raw: Request): HttpRequest {
+/**
+ * The request as the cache sees it: the raw target when the server exposes it
+ * (`@hono/node-server` puts the Node request in `c.env.incoming`), so that a target the
+ * grammar does not allow is recognised as such; else the URL's path and query. The host is
+ * the URL's, the one the handler sees.
+ */
+function toRequest(raw: Request, env: unknown): HttpRequest {
   const url = new URL(raw.url);
-  return { method: raw.method, url: url.pathname + url.search, headers: toRecord(raw.headers) };
+  const incoming = (env as { incoming?: { url?: unknown } } | undefined)?.incoming;
+  const target = typeof incoming?.url === "string" ? incoming.url : url.pathname + url.search;
+  return { method: raw.method, url: target, headers: toRecord(raw.headers), host: url.host };
 }
 
 function toRecord(headers: Headers): Record<string, string | string[]> {

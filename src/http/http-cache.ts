@@ -9,7 +9,17 @@ import { formatCacheStatus } from "./cache-status.js";
 import { ifNoneMatchHits, notModifiedSince, strongEtag } from "./conditional.js";
 import type { HeaderValue } from "./headers.js";
 import { deltaSeconds, hasCookie, headerString, parseCacheControl, parseVary } from "./headers.js";
-import { pathTag, requestKey, shorten, splitUrl, varyKey } from "./key.js";
+import {
+  cacheableTarget,
+  keyHost,
+  pathTag,
+  requestKey,
+  selectingValue,
+  shorten,
+  splitUrl,
+  varyKey,
+  varyMatches,
+} from "./key.js";
 import type {
   Coding,
   CompressionOptions,
@@ -29,8 +39,17 @@ import {
 /** A request as the HTTP cache sees it; adapters translate their framework's request. */
 export interface HttpRequest {
   readonly method: string;
-  /** The request target as received: path and query, percent-encoding untouched. */
+  /**
+   * The request target as received (raw: path and query, percent-encoding untouched, and
+   * anything else the client sent, such as a fragment, which makes the request uncacheable).
+   */
   readonly url: string;
+  /**
+   * The host the framework reports to the handler (Fastify `request.host`, Express
+   * `req.host`, Hono's URL host: `X-Forwarded-Host` when the app trusts a proxy). Part of the
+   * key unless `keyHost: false`.
+   */
+  readonly host?: string | undefined;
   /** Lower-case header names. */
   readonly headers: Readonly<Record<string, HeaderValue>>;
 }
@@ -44,6 +63,11 @@ export interface HttpResponse {
   readonly body: Uint8Array | string | undefined;
   /** Set when the adapter stopped buffering because the body outgrew `maxEntrySize`. */
   readonly tooLarge?: boolean;
+  /**
+   * The body is still being written (the head goes out first): {@link HttpCache.prepare}
+   * judges the head alone and sets no `ETag`; {@link HttpCache.commit} comes with the body.
+   */
+  readonly pending?: boolean;
 }
 
 /**
@@ -165,6 +189,14 @@ export interface HttpCacheOptions {
    * @default []
    */
   sessionCookies?: readonly string[];
+  /**
+   * Key responses on the host the framework reports to the handler, as Varnish does, so that a
+   * response built for one host (links, redirects) is never served for another — including a
+   * host taken from `X-Forwarded-Host` when the app trusts a proxy. Turn off only when the app
+   * answers one host and builds nothing from it.
+   * @default true
+   */
+  keyHost?: boolean;
   /** The cache name in `Cache-Status` (RFC 9211), or `false` to omit the header. @default "cachet" */
   cacheStatus?: string | false;
   /** Add `key=` to `Cache-Status` (exposes cache keys to clients: off by default). @default false */
@@ -195,8 +227,6 @@ export interface CompiledRoute {
   readonly policy: Policy;
   readonly vary: readonly string[];
   readonly key: ((request: HttpRequest) => string) | undefined;
-  /** The key separates users, so authenticated requests may be cached. */
-  readonly perUser: boolean;
   readonly public: boolean;
   readonly statuses: ReadonlySet<number>;
   readonly tags: readonly string[] | ((request: HttpRequest) => readonly string[]);
@@ -248,8 +278,8 @@ interface ExchangeState {
   reject(error: NotStorable): void;
   context: FactoryContext<StoredRecord>;
   fwd: "uri-miss" | "vary-miss" | "request";
-  /** The response varies on these headers, found in a marker: this key is a secondary one. */
-  secondary: readonly string[] | undefined;
+  /** The request's primary key (where a vary marker would be): `key` itself unless secondary. */
+  primary: string;
   ifNoneMatch: HeaderValue;
   ifModifiedSince: HeaderValue;
 }
@@ -289,7 +319,8 @@ const NEVER_STORED = new Set([
   "cache-tag",
 ]);
 
-const UNSAFE_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+/** Methods known to be safe (RFC 9110 §9.2.1); every other one invalidates (RFC 9111 §4.4). */
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
 
 /** Why a response was not stored; the reason goes to `Cache-Status` as `detail`. */
 export class NotStorable extends CachetError {
@@ -320,6 +351,8 @@ interface LookupOptions {
   secondary?: readonly string[];
   /** The client asked for a fresh response (`no-cache`, honoured). */
   force?: boolean;
+  /** The request's primary key. */
+  primary: string;
 }
 
 /**
@@ -333,6 +366,7 @@ export class HttpCache {
   readonly #maxEntrySize: number;
   readonly #allowed: ReadonlySet<string>;
   readonly #sessionCookies: readonly string[];
+  readonly #keyHost: boolean;
   readonly #statusName: string | false;
   /** `Cache-Status` of a plain hit up to its ttl, built once. */
   readonly #hitPrefix: string | undefined;
@@ -367,6 +401,10 @@ export class HttpCache {
     }
     this.#allowed = new Set([...DEFAULT_HEADERS, ...extra]);
     this.#sessionCookies = [...(options.sessionCookies ?? [])];
+    if (options.keyHost !== undefined && typeof options.keyHost !== "boolean") {
+      throw new InvalidOptionError("keyHost", `expected true or false, got ${options.keyHost}`);
+    }
+    this.#keyHost = options.keyHost !== false;
     const name = options.cacheStatus ?? "cachet";
     if (name !== false && (typeof name !== "string" || !/^[A-Za-z0-9_.-]+$/.test(name))) {
       throw new InvalidOptionError(
@@ -423,7 +461,6 @@ export class HttpCache {
       policy,
       vary,
       key: o.key,
-      perUser: o.key !== undefined || vary.includes("authorization"),
       public: o.public === true,
       statuses: o.statuses ? statusSet(o.statuses, `${where}.statuses`) : this.#statuses,
       tags: tags ?? [],
@@ -449,17 +486,26 @@ export class HttpCache {
     if (method !== "GET" && method !== "HEAD") {
       return this.#forward("method", undefined, undefined, route, request);
     }
-    if (!route.perUser && !route.public && this.#isPersonal(request)) {
+    if (!cacheableTarget(request.url)) {
+      return this.#forward("bypass", "invalid-target", undefined, route, request);
+    }
+    if (this.#isPersonal(request, route)) {
       return this.#forward("bypass", "personal-request", undefined, route, request);
     }
     const key = this.#key(request, route);
+    if (key === undefined)
+      return this.#forward("bypass", "invalid-host", undefined, route, request);
     let directives: Map<string, string | true> | undefined;
     if (route.requestDirectives && request.headers["cache-control"] !== undefined) {
       directives = parseCacheControl(request.headers["cache-control"]);
       if (directives.has("only-if-cached")) return this.#onlyIfCached(request, route, key);
       if (directives.has("no-cache") || deltaSeconds(directives, "max-age") === 0) {
         if (method === "HEAD") return this.#forward("request", "no-cache", key, route, request);
-        return this.#lookup(request, route, key, dispatch, { mayRetry: false, force: true });
+        return this.#lookup(request, route, key, dispatch, {
+          mayRetry: false,
+          force: true,
+          primary: key,
+        });
       }
       if (directives.has("no-store")) return this.#noStore(request, route, key);
     }
@@ -467,14 +513,18 @@ export class HttpCache {
     if (fresh !== undefined) {
       const value = fresh.value;
       if (value.kind === "response") {
-        return {
-          kind: "respond",
-          reply: this.#serve(fresh as Entry<StoredResponse>, request, route, key, "hit"),
-        };
+        if (usable(value, request)) {
+          return {
+            kind: "respond",
+            reply: this.#serve(fresh as Entry<StoredResponse>, request, route, key, "hit"),
+          };
+        }
+        // Stored under this key, produced for other selecting header values (RFC 9111 §4.1).
+        return this.#forward("vary-miss", "vary-mismatch", key, route, request);
       }
       const secondary = varyKey(key, value.vary, request.headers);
       const variant = this.cache.peek<StoredRecord>(secondary);
-      if (variant?.value.kind === "response") {
+      if (variant?.value.kind === "response" && usable(variant.value, request)) {
         return {
           kind: "respond",
           reply: this.#serve(variant as Entry<StoredResponse>, request, route, secondary, "hit"),
@@ -484,11 +534,12 @@ export class HttpCache {
       return this.#lookup(request, route, secondary, dispatch, {
         mayRetry: true,
         secondary: value.vary,
+        primary: key,
       });
     }
     if (method === "HEAD") return this.#headMiss(request, route, key, undefined);
     if (this.cache.hasRemote) return this.#remoteFirst(request, route, key, dispatch);
-    return this.#lookup(request, route, key, dispatch, { mayRetry: true });
+    return this.#lookup(request, route, key, dispatch, { mayRetry: true, primary: key });
   }
 
   /**
@@ -502,69 +553,49 @@ export class HttpCache {
     dispatch: Dispatch | undefined,
   ): Promise<Decision> {
     const entry = await this.cache.lookupEntry<StoredRecord>(key, { quiet: true });
-    if (entry?.value.kind === "response") {
+    if (entry?.value.kind === "response" && usable(entry.value, request)) {
       return {
         kind: "respond",
         reply: this.#serve(entry as Entry<StoredResponse>, request, route, key, "hit"),
       };
     }
-    return this.#lookup(request, route, key, dispatch, { mayRetry: true });
+    return this.#lookup(request, route, key, dispatch, { mayRetry: true, primary: key });
   }
 
   /**
    * The handler's response for a request that led its key: store it when it may be stored,
-   * hand it to the waiting requests, and say what to change on it.
+   * hand it to the waiting requests, and say what to change on it. The same as
+   * {@link prepare} then {@link commit} on the same response.
    */
   complete(exchange: Exchange, response: HttpResponse): Completion {
+    const completion = this.prepare(exchange, response);
+    this.commit(exchange, response);
+    return completion;
+  }
+
+  /**
+   * What to change on the handler's response before its head goes out (`ETag`,
+   * `Cache-Status`, a 304 for the client's own conditional), without storing anything. For
+   * adapters whose framework can still add headers while the head is written (Express with
+   * `on-headers`): they call it again when a header changes, and {@link commit} once the head
+   * is final, so that the decision to store sees every header the client got.
+   */
+  prepare(exchange: Exchange, response: HttpResponse): Completion {
     const { route, request, state } = exchange;
-    const outcome = this.#record(route, request, response, exchange.key);
+    const outcome = this.#outcome(exchange, response);
     if (outcome instanceof NotStorable) {
-      this.#settle(state, outcome);
       return {
         headers: this.#statusHeader(
           { fwd: state.fwd, detail: outcome.reason, key: exchange.key },
           route,
           request.method,
+          false,
         ),
         notModified: false,
       };
     }
-    const freshness = route.fromResponse
-      ? responseFreshness(response.headers, route.policy)
-      : undefined;
-    if (freshness === null) {
-      const notStored = new NotStorable("max-age-0");
-      this.#settle(state, notStored);
-      return {
-        headers: this.#statusHeader(
-          { fwd: state.fwd, detail: notStored.reason, key: exchange.key },
-          route,
-          request.method,
-        ),
-        notModified: false,
-      };
-    }
-    if (freshness) state.context.setOptions(freshness);
-    const varied =
-      state.secondary === undefined && !route.key ? undeclaredVary(response.headers, route) : [];
-    if (varied.length > 0) {
-      // The response varies on headers the route does not key on (RFC 9111 §4.1): store it
-      // under a secondary key made of them, and a marker under the primary key.
-      const secondary = varyKey(exchange.key, varied, exchange.request.headers);
-      const policy = {
-        ...this.#policyFor(request, route),
-        ...(freshness ? toPolicyPart(freshness) : {}),
-      };
-      void this.cache
-        .store(secondary, outcome, policy)
-        .then(() => this.cache.lookupEntry<StoredRecord>(secondary))
-        .then((entry) => entry && this.#upgrade(secondary, entry))
-        .catch(() => {});
-      this.#settle(state, { kind: "vary", vary: varied } satisfies VaryMarker);
-    } else {
-      this.#settle(state, outcome);
-    }
-    const headers: Record<string, string> = { etag: outcome.etag };
+    const { record, freshness } = outcome;
+    const headers: Record<string, string> = response.pending ? {} : { etag: record.etag };
     const ttl = Math.floor((freshness ? toPolicyPart(freshness).ttl : route.policy.ttl) / 1000);
     if (route.downstream) headers["cache-control"] = `public, max-age=${ttl}`;
     const surrogate = this.#surrogateHeader(request, route);
@@ -575,12 +606,110 @@ export class HttpCache {
         { fwd: state.fwd, stored: true, key: exchange.key },
         route,
         request.method,
+        false,
       ),
     );
     const notModified =
-      ifNoneMatchHits(state.ifNoneMatch, outcome.etag) ||
-      notModifiedSince(state.ifModifiedSince, state.ifNoneMatch, outcome.lastModified);
+      !response.pending &&
+      (ifNoneMatchHits(state.ifNoneMatch, record.etag) ||
+        notModifiedSince(state.ifModifiedSince, state.ifNoneMatch, record.lastModified));
     return { headers, notModified };
+  }
+
+  /**
+   * Store the handler's final response when it may be stored and release the requests waiting
+   * on this one (with it, or to run their own handler when it may not be shared). Once per
+   * exchange; later calls do nothing.
+   */
+  commit(exchange: Exchange, response: HttpResponse): void {
+    const { route, request, state } = exchange;
+    if (state.settled) return;
+    const outcome = this.#outcome(exchange, response);
+    if (outcome instanceof NotStorable) {
+      this.#observe(route, request.method, {
+        fwd: state.fwd,
+        detail: outcome.reason,
+        key: exchange.key,
+      });
+      this.#settle(state, outcome);
+      return;
+    }
+    this.#observe(route, request.method, { fwd: state.fwd, stored: true, key: exchange.key });
+    const { record, freshness } = outcome;
+    if (freshness) state.context.setOptions(freshness);
+    const policy = {
+      ...this.#policyFor(request, route),
+      ...(freshness ? toPolicyPart(freshness) : {}),
+    };
+    this.#settle(state, this.#place(state.primary, exchange.key, request, record, policy));
+  }
+
+  /** The stored record for a leader's response and its freshness, or why it is not stored. */
+  #outcome(
+    exchange: Exchange,
+    response: HttpResponse,
+  ):
+    | NotStorable
+    | {
+        record: StoredResponse;
+        freshness: ReturnType<typeof responseFreshness>;
+      } {
+    const { route, request } = exchange;
+    const record = this.#record(route, request, response, exchange.key);
+    if (record instanceof NotStorable) return record;
+    const freshness = route.fromResponse
+      ? responseFreshness(response.headers, route.policy)
+      : undefined;
+    if (freshness === null) return new NotStorable("max-age-0");
+    return { record, freshness };
+  }
+
+  /**
+   * Where a new response goes (RFC 9111 §4.1), whatever produced it — a leader's handler, an
+   * out-of-band refresh, a revalidation: returns what to store under `key` (the key being
+   * produced) and writes the rest itself. A response that varies on headers the route does not
+   * key on lives under a secondary key made of their values, with a vary marker naming them
+   * under the primary key; when the response's `Vary` changed since the marker was written
+   * (it grew, or shrank), the marker is rewritten. Whatever lands where, a stored response is
+   * only served to requests whose values match its own (see `usable`).
+   */
+  #place(
+    primary: string,
+    key: string,
+    request: HttpRequest,
+    record: StoredResponse,
+    policy: Policy,
+  ): StoredRecord {
+    const names = record.varyOn;
+    if (names.length === 0) {
+      // No (more) variance: the primary key serves everyone.
+      if (key !== primary) this.#sideStore(primary, record, policy);
+      return record;
+    }
+    const marker: VaryMarker = { kind: "vary", vary: names };
+    const target = varyKey(primary, names, request.headers);
+    if (key === primary) {
+      this.#sideStore(target, record, policy);
+      return marker;
+    }
+    if (target !== key) {
+      this.#sideStore(target, record, policy);
+      this.#sideStore(primary, marker, policy);
+    }
+    return record;
+  }
+
+  /** Store a record under another key than the flight's (then compress it, off the path). */
+  #sideStore(key: string, record: StoredRecord, policy: Policy): void {
+    const stored = this.cache.store(key, record, policy);
+    if (record.kind !== "response") {
+      stored.catch(() => {});
+      return;
+    }
+    stored
+      .then(() => this.cache.lookupEntry<StoredRecord>(key))
+      .then((entry) => entry && this.#upgrade(key, entry))
+      .catch(() => {});
   }
 
   /** The request ended without a response (client gone, handler crashed): release waiters. */
@@ -604,9 +733,9 @@ export class HttpCache {
     request: HttpRequest,
     response: Pick<HttpResponse, "status" | "headers">,
   ): Promise<void> {
-    if (!UNSAFE_METHODS.has(request.method) || response.status < 200 || response.status >= 400)
-      return;
-    const { path } = splitUrl(request.url);
+    if (SAFE_METHODS.has(request.method) || response.status < 200 || response.status >= 400) return;
+    const path = targetPath(request.url);
+    if (path === undefined) return;
     const paths = new Set([path]);
     for (const name of ["location", "content-location"]) {
       const target = sameOriginPath(
@@ -631,19 +760,30 @@ export class HttpCache {
 
   /** Whether `method` is one after which {@link invalidateAfter} may expire responses. */
   static isUnsafe(method: string): boolean {
-    return UNSAFE_METHODS.has(method);
+    return !SAFE_METHODS.has(method.toUpperCase());
   }
 
   // ---- internals ---------------------------------------------------------------------------
 
-  #isPersonal(request: HttpRequest): boolean {
+  /**
+   * A request that identifies a user (RFC 9111 §3.5): `Authorization`, unless the route keys on
+   * it; a configured session cookie, unless the route keys on `Cookie`. A route with its own
+   * `key` function, or declared `public`, takes that responsibility itself.
+   */
+  #isPersonal(request: HttpRequest, route: CompiledRoute): boolean {
+    if (route.public || route.key) return false;
+    if (request.headers.authorization !== undefined && !route.vary.includes("authorization")) {
+      return true;
+    }
     return (
-      request.headers.authorization !== undefined ||
+      this.#sessionCookies.length > 0 &&
+      !route.vary.includes("cookie") &&
       hasCookie(request.headers.cookie, this.#sessionCookies)
     );
   }
 
-  #key(request: HttpRequest, route: CompiledRoute): string {
+  /** The request's primary key; `undefined` when its host cannot be keyed. */
+  #key(request: HttpRequest, route: CompiledRoute): string | undefined {
     if (route.key) {
       const custom = route.key(request);
       if (typeof custom !== "string" || custom === "") {
@@ -654,8 +794,13 @@ export class HttpCache {
       }
       return shorten(custom);
     }
+    let host: string | undefined;
+    if (this.#keyHost) {
+      host = keyHost(request.host ?? headerString(request.headers.host));
+      if (host === undefined) return undefined;
+    }
     const { path, query } = splitUrl(request.url);
-    return requestKey(path, query, route.vary, request.headers);
+    return requestKey(host, path, query, route.vary, request.headers);
   }
 
   /** The stored response for a request, following a vary marker; no handler runs. */
@@ -665,10 +810,14 @@ export class HttpCache {
   ): Promise<{ entry: Entry<StoredResponse>; key: string } | undefined> {
     const entry = await this.cache.lookupEntry<StoredRecord>(key);
     if (entry === undefined) return undefined;
-    if (entry.value.kind === "response") return { entry: entry as Entry<StoredResponse>, key };
+    if (entry.value.kind === "response") {
+      return usable(entry.value, request)
+        ? { entry: entry as Entry<StoredResponse>, key }
+        : undefined;
+    }
     const secondary = varyKey(key, entry.value.vary, request.headers);
     const variant = await this.cache.lookupEntry<StoredRecord>(secondary);
-    return variant?.value.kind === "response"
+    return variant?.value.kind === "response" && usable(variant.value, request)
       ? { entry: variant as Entry<StoredResponse>, key: secondary }
       : undefined;
   }
@@ -681,7 +830,7 @@ export class HttpCache {
     secondary: readonly string[] | undefined,
   ): Promise<Decision> {
     const entry = await this.cache.lookupEntry<StoredRecord>(key);
-    if (entry?.value.kind === "response") {
+    if (entry?.value.kind === "response" && usable(entry.value, request)) {
       return {
         kind: "respond",
         reply: this.#serve(entry as Entry<StoredResponse>, request, route, key, "hit"),
@@ -743,7 +892,7 @@ export class HttpCache {
       // handler run: produce it out of band so that timeouts and grace can apply.
       if ((context.background || context.stale !== undefined) && dispatch) {
         dispatched = !context.background;
-        const produced = this.#dispatch(request, route, dispatch, self, key);
+        const produced = this.#dispatch(request, route, dispatch, self, key, options, context);
         if (context.background) {
           // Nobody awaits a background refresh: compress once its entry has been written.
           produced.then(
@@ -764,7 +913,7 @@ export class HttpCache {
             reject,
             context,
             fwd,
-            secondary: options.secondary,
+            primary: options.primary,
             ifNoneMatch: request.headers["if-none-match"],
             ifModifiedSince: request.headers["if-modified-since"],
           },
@@ -787,6 +936,10 @@ export class HttpCache {
     if (first === LEAD) return { kind: "forward", exchange, cacheStatus: undefined };
     if (first.ok) {
       const value = first.value.entry.value;
+      if (value.kind === "response" && !usable(value, request)) {
+        // The response produced for this key varies on headers this request does not share.
+        return this.#forward("vary-miss", "vary-mismatch", key, route, request);
+      }
       if (value.kind === "vary") {
         if (options.secondary) {
           return this.#forward("vary-miss", "vary-changed", key, route, request);
@@ -869,17 +1022,38 @@ export class HttpCache {
     }
   }
 
+  /**
+   * Produce a response out of band (a refresh with a stale copy at hand) and place it like a
+   * leader's: the same storability rules, the same freshness from the response, the same
+   * handling of its `Vary`.
+   */
   async #dispatch(
     request: HttpRequest,
     route: CompiledRoute,
     dispatch: Dispatch,
     owner: object,
     key: string,
+    options: LookupOptions,
+    context: FactoryContext<StoredRecord>,
   ): Promise<StoredRecord> {
-    const response = await dispatch({ method: "GET", url: request.url, headers: request.headers });
+    const response = await dispatch({
+      method: "GET",
+      url: request.url,
+      headers: request.headers,
+      host: request.host,
+    });
     const record = this.#record(route, request, response, key);
     if (record instanceof NotStorable) throw new NotStorable(record.reason, response, owner);
-    return record;
+    const freshness = route.fromResponse
+      ? responseFreshness(response.headers, route.policy)
+      : undefined;
+    if (freshness === null) throw new NotStorable("max-age-0", response, owner);
+    if (freshness) context.setOptions(freshness);
+    const policy = {
+      ...this.#policyFor(request, route),
+      ...(freshness ? toPolicyPart(freshness) : {}),
+    };
+    return this.#place(options.primary, key, request, record, policy);
   }
 
   /** Compress the response stored under `key` if it is still `record` (by ETag). */
@@ -947,10 +1121,16 @@ export class HttpCache {
     if (cc.has("private")) return new NotStorable("private");
     if (cc.has("no-cache")) return new NotStorable("no-cache");
     // RFC 9111 §4.1: `Vary: *` always fails to match.
-    if (parseVary(headers.vary)[0] === "*") return new NotStorable("vary-star");
+    const vary = parseVary(headers.vary);
+    if (vary[0] === "*") return new NotStorable("vary-star");
     if (response.tooLarge) return this.#oversize(key, undefined);
-    if (body === undefined) return new NotStorable("stream");
-    const bytes = typeof body === "string" ? Buffer.from(body, "utf8") : toBuffer(body);
+    if (body === undefined && !response.pending) return new NotStorable("stream");
+    const bytes =
+      body === undefined
+        ? Buffer.alloc(0)
+        : typeof body === "string"
+          ? Buffer.from(body, "utf8")
+          : toBuffer(body);
     if (bytes.length > this.#maxEntrySize) return this.#oversize(key, bytes.length);
     const kept: Record<string, string | readonly string[]> = {};
     for (const [name, value] of Object.entries(headers)) {
@@ -958,16 +1138,18 @@ export class HttpCache {
       if (value === undefined || NEVER_STORED.has(lower) || !this.#allowed.has(lower)) continue;
       kept[lower] = Array.isArray(value) ? value.map(String) : String(value);
     }
-    // A strong validator from the origin is kept (RFC 9110 §8.8.3); a weak or missing one is
-    // replaced by a strong hash of the bytes we store, the same in every process.
-    const origin = typeof kept.etag === "string" ? kept.etag : undefined;
-    const etag = origin && /^"[^"]*"$/.test(origin) ? origin : strongEtag(bytes);
+    // The origin's validator is kept, weak or strong (RFC 9110 §8.8.3): it is what the origin
+    // can validate against later. Only a response without one (or with a malformed one) gets a
+    // strong tag derived from the bytes we store, the same in every process.
+    const origin = typeof kept.etag === "string" ? kept.etag.trim() : undefined;
+    const etag = origin && /^(?:W\/)?"[^"]*"$/.test(origin) ? origin : strongEtag(bytes);
     delete kept.etag;
     const surrogate = this.#surrogateHeader(request, route);
     if (surrogate) kept[surrogate[0]] = surrogate[1];
     if (route.downstream) delete kept["cache-control"];
     const lastModified =
       typeof kept["last-modified"] === "string" ? Date.parse(kept["last-modified"]) : Number.NaN;
+    const varyOn = undeclaredVary(vary, route, headers["content-encoding"] !== undefined);
     return {
       kind: "response",
       status,
@@ -976,6 +1158,8 @@ export class HttpCache {
       etag,
       lastModified: Number.isNaN(lastModified) ? undefined : lastModified,
       encoded: {},
+      varyOn,
+      selecting: varyOn.map((name) => selectingValue(request.headers[name])),
     };
   }
 
@@ -1135,9 +1319,10 @@ export class HttpCache {
     fields: CacheStatusFields,
     route: CompiledRoute,
     method: string,
+    observe = true,
   ): Record<string, string> {
     const headers: Record<string, string> = {};
-    this.#status(headers, fields, route, method);
+    this.#status(headers, fields, route, method, observe);
     return headers;
   }
 
@@ -1151,8 +1336,9 @@ export class HttpCache {
     fields: CacheStatusFields,
     route: CompiledRoute,
     method: string,
+    observe = true,
   ): void {
-    this.#observe(route, method, fields);
+    if (observe) this.#observe(route, method, fields);
     if (this.#statusName === false) return;
     headers["cache-status"] = formatCacheStatus(this.#statusName, {
       ...fields,
@@ -1241,13 +1427,29 @@ function toPolicyPart(f: { ttl: number; staleWhileRevalidate: number; staleIfErr
   return { ttl: f.ttl, swr: f.staleWhileRevalidate, grace: f.staleIfError };
 }
 
-/** Response `Vary` names the route's key does not already cover. */
+/**
+ * Response `Vary` names the route's key does not already cover (all of them when the route
+ * builds its own key). `Accept-Encoding` is left out for an identity body: cachet negotiates
+ * codings itself, and identity is acceptable to every client.
+ */
 function undeclaredVary(
-  headers: Readonly<Record<string, HeaderValue>>,
+  names: readonly string[],
   route: CompiledRoute,
+  encoded: boolean,
 ): string[] {
-  const names = parseVary(headers.vary);
-  return names.filter((name) => !route.vary.includes(name)).sort();
+  return names
+    .filter(
+      (name) =>
+        (route.key || !route.vary.includes(name)) && (encoded || name !== "accept-encoding"),
+    )
+    .sort();
+}
+
+/** Whether a stored response may answer this request: its own `Vary` matches (RFC 9111 §4.1). */
+function usable(record: StoredResponse, request: HttpRequest): boolean {
+  return (
+    record.varyOn.length === 0 || varyMatches(record.varyOn, record.selecting, request.headers)
+  );
 }
 
 /** The path of `target` when it is on the request's origin, else `undefined`. */
@@ -1262,6 +1464,16 @@ function sameOriginPath(
     const url = new URL(target, origin + (base.startsWith("/") ? base : `/${base}`));
     if (url.host !== new URL(origin).host) return undefined;
     return url.pathname;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The path of a request target, origin-form or absolute-form. */
+function targetPath(target: string): string | undefined {
+  if (target.startsWith("/")) return splitUrl(target).path;
+  try {
+    return new URL(target).pathname;
   } catch {
     return undefined;
   }

@@ -26,6 +26,14 @@ export interface StoredResponse {
   readonly lastModified: number | undefined;
   /** The body compressed once at store time, by coding. */
   readonly encoded: Readonly<Partial<Record<Coding, Buffer>>>;
+  /**
+   * Request headers the response varies on beyond what the route's key covers (its own
+   * `Vary`, lower-case, sorted), and the values they had on the request that produced it
+   * (`null` when absent). A stored response is only ever served to a request whose values
+   * match (RFC 9111 §4.1), whatever key it was found under.
+   */
+  readonly varyOn: readonly string[];
+  readonly selecting: readonly (string | null)[];
 }
 
 /**
@@ -183,6 +191,7 @@ export const recordSerializer: Serializer = {
         m: record.lastModified ?? null,
         b: record.body.length,
         c: codings.map((c) => [c, record.encoded[c]!.length]),
+        ...(record.varyOn.length > 0 ? { x: record.varyOn, y: record.selecting } : {}),
       }),
       "utf8",
     );
@@ -207,7 +216,7 @@ export const recordSerializer: Serializer = {
       if (!meta.v.every((v) => typeof v === "string")) throw new Error("malformed vary marker");
       return { kind: "vary", vary: meta.v } satisfies VaryMarker;
     }
-    const { s, h, e, m, b, c } = meta;
+    const { s, h, e, m, b, c, x = [], y = [] } = meta;
     if (
       typeof s !== "number" ||
       !Number.isInteger(s) ||
@@ -217,7 +226,12 @@ export const recordSerializer: Serializer = {
       !isHeaderRecord(h) ||
       !(m === null || typeof m === "number") ||
       typeof b !== "number" ||
-      !Array.isArray(c)
+      !Array.isArray(c) ||
+      !Array.isArray(x) ||
+      !Array.isArray(y) ||
+      x.length !== y.length ||
+      !x.every((v) => typeof v === "string") ||
+      !y.every((v) => v === null || typeof v === "string")
     ) {
       throw new Error("malformed response record");
     }
@@ -250,6 +264,8 @@ export const recordSerializer: Serializer = {
       etag: e,
       lastModified: m ?? undefined,
       encoded,
+      varyOn: x as string[],
+      selecting: y as (string | null)[],
     } satisfies StoredResponse;
   },
 };

@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { canonicalQuery, requestKey, splitUrl } from "../../src/http/key.js";
+import {
+  cacheableTarget,
+  canonicalQuery,
+  keyHost,
+  requestKey,
+  routePath,
+  splitUrl,
+} from "../../src/http/key.js";
 
 /**
  * Property: two requests share a key exactly when they differ only in the order of their
@@ -64,11 +71,14 @@ function url(r: Req): string {
 function keyOf(r: Req): string {
   const { path, query } = splitUrl(url(r));
   const headers: Record<string, string | undefined> = { ...r.undeclared, ...r.declared };
-  return requestKey(path, query, DECLARED, headers);
+  return requestKey(undefined, path, query, DECLARED, headers);
 }
 
 function equivalent(a: Req, b: Req): boolean {
-  const sorted = (r: Req) => [...r.params].sort().join("&");
+  // Sorted by name only, stably: equal names keep their order.
+  const name = (p: string) => (p.includes("=") ? p.slice(0, p.indexOf("=")) : p);
+  const sorted = (r: Req) =>
+    [...r.params].sort((x, y) => (name(x) < name(y) ? -1 : name(x) > name(y) ? 1 : 0)).join("&");
   return (
     a.path === b.path &&
     sorted(a) === sorted(b) &&
@@ -89,8 +99,14 @@ describe("HTTP request keys (property-based)", () => {
   it("reordering query parameters and changing undeclared headers keeps the key", () => {
     fc.assert(
       fc.property(request, fc.func(fc.integer()), headerValue, (a, order, forwarded) => {
+        // Any order that keeps parameters of one name in their relative order.
+        const name = (p: string) => (p.includes("=") ? p.slice(0, p.indexOf("=")) : p);
+        const rank = new Map<string, number>();
+        for (const p of a.params) if (!rank.has(name(p))) rank.set(name(p), order(name(p)));
         const shuffled = [...a.params].sort(
-          (x, y) => order(x) - order(y) || (x < y ? -1 : x > y ? 1 : 0),
+          (x, y) =>
+            rank.get(name(x))! - rank.get(name(y))! ||
+            (name(x) < name(y) ? -1 : name(x) > name(y) ? 1 : 0),
         );
         const b: Req = {
           ...a,
@@ -129,7 +145,7 @@ describe("HTTP request keys (property-based)", () => {
   it("keeps keys bounded whatever the input size", () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 3_000 }), fc.string({ maxLength: 3_000 }), (q, h) => {
-        const key = requestKey("/p", q, ["x-tenant"], { "x-tenant": h });
+        const key = requestKey("a.example", "/p", q, ["x-tenant"], { "x-tenant": h });
         assert.ok(key.length <= 201, `key of ${key.length} characters`);
       }),
       { numRuns: 300 },
@@ -140,6 +156,51 @@ describe("HTTP request keys (property-based)", () => {
     assert.notEqual(canonicalQuery("a=1%26b=2"), canonicalQuery("a=1&b=2"));
     assert.equal(canonicalQuery("b=2&a=1"), canonicalQuery("a=1&b=2"));
     assert.equal(canonicalQuery("&a=1&&"), "?a=1");
-    assert.equal(canonicalQuery("a=2&a=1"), canonicalQuery("a=1&a=2"));
+    assert.notEqual(canonicalQuery("a=2&a=1"), canonicalQuery("a=1&a=2"));
+    assert.equal(canonicalQuery("b=1&a=2&a=1"), "?a=2&a=1&b=1");
+  });
+
+  it("accepts only origin-form targets made of characters a path and query may hold", () => {
+    for (const ok of ["/", "/posts", "/posts?userId=2", "/a/%41?b=%20&c=d?e", "/x:y@z;p=1"]) {
+      assert.equal(cacheableTarget(ok), true, ok);
+    }
+    for (const bad of [
+      "/posts#?userId=2",
+      "/q?a=1#&a=EVIL",
+      "/a b",
+      "http://evil.example/list",
+      "*",
+      "/caf\u00e9",
+      "/%zz",
+      '/a"b',
+      "/a{b}",
+      "/a\\b",
+      "",
+    ]) {
+      assert.equal(cacheableTarget(bad), false, bad);
+    }
+  });
+
+  it("keys hosts case-insensitively and refuses hosts that could forge a key", () => {
+    assert.equal(keyHost("Example.COM:8080"), "example.com:8080");
+    assert.equal(keyHost("[::1]:80"), "[::1]:80");
+    for (const bad of [undefined, "", "evil/x", "a b", "a\nb"])
+      assert.equal(keyHost(bad), undefined);
+  });
+
+  it("normalizes paths for invalidation the way lenient routers match them", () => {
+    const same = [
+      "/items/1",
+      "/items/%31",
+      "/ITEMS/1",
+      "/items/1/",
+      "//items//1",
+      "/items/./1",
+      "/x/../items/1",
+    ];
+    for (const p of same) assert.equal(routePath(p), "/items/1", p);
+    assert.equal(routePath("/a%2Fb"), routePath("/A%2fB"));
+    assert.notEqual(routePath("/a%2Fb"), routePath("/a/b"));
+    assert.equal(routePath("/"), "/");
   });
 });

@@ -67,7 +67,8 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         const first = await app.request({ url: "/posts" });
         assert.equal(first.status, 200);
         assert.equal(first.headers["cache-status"], "cachet; fwd=uri-miss; stored");
-        assert.match(String(first.headers.etag), /^"[A-Za-z0-9_-]{27}"$/);
+        // The framework's own validator when it makes one (Express: weak), else cachet's.
+        assert.match(String(first.headers.etag), /^(W\/)?"[^"]+"$/);
 
         app.clock.advance(5_000);
         const second = await app.request({ url: "/posts" });
@@ -473,7 +474,7 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.ok(key?.startsWith("#"), `hashed key, got ${key}`);
         assert.ok(key !== undefined && key.length < 60);
         const short = await app.request({ url: "/long?b=2&a=1" });
-        assert.match(String(short.headers["cache-status"]), /key="\/long\?a=1&b=2"/);
+        assert.match(String(short.headers["cache-status"]), /key="[^"/]+\/long\?a=1&b=2"/);
       });
 
       it("uses a route's key function", async (t) => {
