@@ -582,7 +582,7 @@ export class HttpCache {
    */
   prepare(exchange: Exchange, response: HttpResponse): Completion {
     const { route, request, state } = exchange;
-    const outcome = this.#outcome(exchange, response);
+    const outcome = this.#outcome(exchange, response, false);
     if (outcome instanceof NotStorable) {
       return {
         headers: this.#statusHeader(
@@ -648,6 +648,7 @@ export class HttpCache {
   #outcome(
     exchange: Exchange,
     response: HttpResponse,
+    report = true,
   ):
     | NotStorable
     | {
@@ -655,7 +656,7 @@ export class HttpCache {
         freshness: ReturnType<typeof responseFreshness>;
       } {
     const { route, request } = exchange;
-    const record = this.#record(route, request, response, exchange.key);
+    const record = this.#record(route, request, response, exchange.key, report);
     if (record instanceof NotStorable) return record;
     const freshness = route.fromResponse
       ? responseFreshness(response.headers, route.policy)
@@ -1110,6 +1111,7 @@ export class HttpCache {
     request: HttpRequest,
     response: HttpResponse,
     key: string,
+    report = true,
   ): StoredResponse | NotStorable {
     const { status, headers, body } = response;
     if (!route.statuses.has(status)) return new NotStorable(`status-${status}`);
@@ -1123,7 +1125,7 @@ export class HttpCache {
     // RFC 9111 §4.1: `Vary: *` always fails to match.
     const vary = parseVary(headers.vary);
     if (vary[0] === "*") return new NotStorable("vary-star");
-    if (response.tooLarge) return this.#oversize(key, undefined);
+    if (response.tooLarge) return this.#oversize(key, undefined, report);
     if (body === undefined && !response.pending) return new NotStorable("stream");
     const bytes =
       body === undefined
@@ -1131,7 +1133,7 @@ export class HttpCache {
         : typeof body === "string"
           ? Buffer.from(body, "utf8")
           : toBuffer(body);
-    if (bytes.length > this.#maxEntrySize) return this.#oversize(key, bytes.length);
+    if (bytes.length > this.#maxEntrySize) return this.#oversize(key, bytes.length, report);
     const kept: Record<string, string | readonly string[]> = {};
     for (const [name, value] of Object.entries(headers)) {
       const lower = name.toLowerCase();
@@ -1164,9 +1166,9 @@ export class HttpCache {
   }
 
   /** A response over `maxEntrySize` is passed through: say so (an `oversize` event). */
-  #oversize(key: string, size: number | undefined): NotStorable {
+  #oversize(key: string, size: number | undefined, report: boolean): NotStorable {
     const events = this.cache.events;
-    if (events.wants("oversize")) {
+    if (report && events.wants("oversize")) {
       events.emit("oversize", { key, size, limit: this.#maxEntrySize, source: "http" });
     }
     return new NotStorable("too-large");
