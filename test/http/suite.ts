@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { createCache } from "../../src/cache.js";
+import { HttpCache } from "../../src/http/http-cache.js";
 import { waitFor } from "../helpers/ports.js";
 import type { AdapterFactory, Harness, TestRequest, TestResponse, TestRoute } from "./harness.js";
 
@@ -437,6 +438,171 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         const stored = await app.request({ url: "/flaky" });
         assert.equal(stored.status, 200);
         assert.equal(stored.headers["cache-status"], "cachet; hit; ttl=60");
+      });
+    });
+
+    describe("leaks and poisoning (each found by trying the adapter as an attacker would)", () => {
+      const perUser = (req: TestRequest): TestResponse => {
+        const cookie = String(req.headers.cookie ?? "");
+        return {
+          status: 200,
+          headers: { vary: "Cookie", "content-type": "text/plain" },
+          body: cookie ? `page of ${cookie}` : "anonymous page",
+        };
+      };
+
+      it("a background refresh stores a Vary: Cookie response for its own user only", async (t) => {
+        const h = counted(perUser);
+        const app = await setup(
+          [{ path: "/me", cache: { ttl: "10s", staleWhileRevalidate: "1m" }, handler: h.handler }],
+          { http: { compress: false } },
+        );
+        t.after(() => app.close());
+        const as = (cookie?: string) =>
+          app.request({ url: "/me", headers: cookie ? { cookie } : {} });
+        assert.equal((await as("u=a")).body, "page of u=a");
+        app.clock.advance(11_000);
+        // User B after the ttl: the refresh runs with B's headers.
+        assert.equal((await as("u=b")).body, "page of u=b");
+        await waitFor(() => h.runs >= 3, "the background refresh");
+        await new Promise((r) => setTimeout(r, 20));
+        for (const [cookie, body] of [
+          ["u=c", "page of u=c"],
+          [undefined, "anonymous page"],
+          ["u=a", "page of u=a"],
+          ["u=b", "page of u=b"],
+        ] as const) {
+          const res = await as(cookie);
+          assert.equal(res.body, body, `${cookie ?? "anonymous"} got ${res.body}`);
+        }
+      });
+
+      it("a Vary that grows under a secondary key never serves one user's page to others", async (t) => {
+        const h = counted((req) => {
+          const lang = String(req.headers["accept-language"] ?? "en");
+          const cookie = req.headers.cookie;
+          return cookie
+            ? {
+                status: 200,
+                headers: { vary: "Accept-Language, Cookie", "content-type": "text/plain" },
+                body: `${lang}: private page of ${cookie}`,
+              }
+            : {
+                status: 200,
+                headers: { vary: "Accept-Language", "content-type": "text/plain" },
+                body: `${lang}: public page`,
+              };
+        });
+        const app = await setup([{ path: "/home", cache: true, handler: h.handler }], {
+          http: { compress: false },
+        });
+        t.after(() => app.close());
+        const get = (lang: string, cookie?: string) =>
+          app.request({
+            url: "/home",
+            headers: { "accept-language": lang, ...(cookie ? { cookie } : {}) },
+          });
+        assert.equal((await get("en")).body, "en: public page");
+        assert.equal((await get("fr", "u=a")).body, "fr: private page of u=a");
+        assert.equal((await get("fr")).body, "fr: public page");
+        // The last stored fr response says it varies on the language only, so RFC 9111 §4.1 lets
+        // it answer B too; what must never happen is B getting A's page.
+        const b = (await get("fr", "u=b")).body;
+        assert.ok(["fr: public page", "fr: private page of u=b"].includes(b), b);
+        const a = (await get("fr", "u=a")).body;
+        assert.ok(["fr: public page", "fr: private page of u=a"].includes(a), a);
+        assert.equal((await get("en")).body, "en: public page");
+        const again = await get("fr");
+        assert.equal(again.body, "fr: public page");
+      });
+
+      it("a configured session cookie is personal on a route that keys on Authorization", async (t) => {
+        const h = counted((req) => ({
+          status: 200,
+          headers: { "content-type": "text/plain" },
+          body: `page for ${req.headers.cookie ?? "nobody"}`,
+        }));
+        const app = await setup(
+          [{ path: "/acct", cache: { vary: ["authorization"] }, handler: h.handler }],
+          { http: { sessionCookies: ["sid"] } },
+        );
+        t.after(() => app.close());
+        const a = await app.request({ url: "/acct", headers: { cookie: "sid=a1" } });
+        assert.equal(a.body, "page for sid=a1");
+        assert.equal(a.headers["cache-status"], "cachet; fwd=bypass; detail=personal-request");
+        const b = await app.request({ url: "/acct", headers: { cookie: "sid=b2" } });
+        assert.equal(b.body, "page for sid=b2");
+        const anonymous = await app.request({ url: "/acct" });
+        assert.equal(anonymous.body, "page for nobody");
+        assert.equal(h.runs, 3);
+      });
+
+      it("repeated query parameters keep their order in the key", async (t) => {
+        const h = counted((req) => ({
+          status: 200,
+          headers: { "content-type": "text/plain" },
+          body: `a is ${new URL(req.url, "http://x").searchParams.get("a")}`,
+        }));
+        const app = await setup([{ path: "/q", cache: true, handler: h.handler }]);
+        t.after(() => app.close());
+        assert.equal((await app.request({ url: "/q?a=EVIL&a=1" })).body, "a is EVIL");
+        const honest = await app.request({ url: "/q?a=1&a=EVIL" });
+        assert.equal(honest.body, "a is 1");
+        assert.equal(honest.headers["cache-status"], "cachet; fwd=uri-miss; stored");
+        const sorted = await app.request({ url: "/q?b=2&a=1&a=EVIL" });
+        assert.equal(sorted.body, "a is 1");
+      });
+
+      it("path invalidation reaches every URL the framework routes to the same resource", async (t) => {
+        let version = 1;
+        const h = counted(() => ({
+          status: 200,
+          headers: { "content-type": "text/plain" },
+          body: `item v${version}`,
+        }));
+        const app = await setup([
+          { path: "/items/:id", cache: true, handler: h.handler },
+          {
+            method: "PUT",
+            path: "/items/:id",
+            handler: () => {
+              version++;
+              return { status: 204 };
+            },
+          },
+        ]);
+        t.after(() => app.close());
+        // Each framework routes some of these to the handler (Express all of them).
+        const urls = ["/items/1", "/items/%31", "/ITEMS/1", "/items/1/"];
+        const routed: string[] = [];
+        for (const url of urls) {
+          const res = await app.request({ url });
+          if (res.status === 200 && res.body === "item v1") routed.push(url);
+        }
+        assert.ok(routed.includes("/items/1") && routed.includes("/items/%31"), `${routed}`);
+        for (const url of routed) {
+          assert.equal((await app.request({ url })).headers["cache-status"], "cachet; hit; ttl=60");
+        }
+        const put = await app.request({
+          method: "PUT",
+          url: "/items/1",
+          headers: { "content-type": "text/plain" },
+          body: "x",
+        });
+        assert.equal(put.status, 204);
+        for (const url of routed) {
+          const res = await app.request({ url });
+          assert.equal(res.body, "item v2", `${url} after PUT /items/1`);
+        }
+      });
+
+      it("any method not known to be safe invalidates, not only POST, PUT, PATCH and DELETE", () => {
+        for (const method of ["POST", "PUT", "PATCH", "DELETE", "PROPFIND", "M-SEARCH", "PURGE"]) {
+          assert.equal(HttpCache.isUnsafe(method), true, method);
+        }
+        for (const method of ["GET", "HEAD", "OPTIONS", "TRACE"]) {
+          assert.equal(HttpCache.isUnsafe(method), false, method);
+        }
       });
     });
 
