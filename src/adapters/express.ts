@@ -254,7 +254,8 @@ function capture(http: HttpCache, exchange: Exchange, res: Response): void {
     // Fold `writeHead(status, [message,] headers)` into the response so that it is seen.
     const status = args[0];
     let rest = args.slice(1);
-    if (typeof rest[0] === "string") rest = rest.slice(1);
+    const message = typeof rest[0] === "string" ? rest[0] : undefined;
+    if (message !== undefined) rest = rest.slice(1);
     const given = rest[0];
     if (typeof status === "number" && !decided) res.statusCode = status;
     if (Array.isArray(given)) {
@@ -269,7 +270,9 @@ function capture(http: HttpCache, exchange: Exchange, res: Response): void {
     decideHead();
     writingHead = true;
     try {
-      return original.writeHead.call(res, res.statusCode);
+      return message === undefined || notModified
+        ? original.writeHead.call(res, res.statusCode)
+        : original.writeHead.call(res, res.statusCode, message);
     } finally {
       writingHead = false;
     }

@@ -177,9 +177,10 @@ export interface HttpCacheOptions {
   /** Largest body stored, in bytes; larger responses pass through unstored. @default 5 MiB */
   maxEntrySize?: number;
   /**
-   * Response headers replayed on a hit, besides the defaults (content-type, content-language,
-   * content-encoding, content-disposition, cache-control, expires, last-modified, etag, link,
-   * location, vary, x-content-type-options). Never `set-cookie`.
+   * @deprecated Every end-to-end response header is stored and replayed now (RFC 9111 §3.1),
+   * except hop-by-hop ones, those listed in `Connection`, and the per-response ones cachet
+   * sets itself. Listing a header here changes nothing; listing one that is never stored
+   * (`set-cookie`, `connection`, …) still fails.
    */
   headers?: readonly string[];
   /**
@@ -286,25 +287,18 @@ interface ExchangeState {
 
 const DEFAULT_STATUSES = [200, 203, 204, 300, 301, 308, 404, 410];
 
-const DEFAULT_HEADERS = [
-  "content-type",
-  "content-language",
-  "content-encoding",
-  "content-disposition",
-  "cache-control",
-  "expires",
-  "last-modified",
-  "etag",
-  "link",
-  "location",
-  "vary",
-  "x-content-type-options",
-];
-
-/** Never stored or replayed, whatever the allow-list says. */
+/**
+ * Never stored or replayed: hop-by-hop fields (RFC 9110 §7.6.1), proxy authentication
+ * (RFC 9111 §3.1), fields cachet sets per response (`age`, `cache-status`, the body's
+ * length), and `set-cookie` (a response with it is not stored at all; a field name in
+ * `private=`/`no-cache=` can still name other fields to drop). `Date` is stored (RFC 9110
+ * §6.6.1: a hit replays the origin's).
+ */
 const NEVER_STORED = new Set([
   "set-cookie",
-  "date",
+  "proxy-authenticate",
+  "proxy-authentication-info",
+  "proxy-authorization",
   "age",
   "connection",
   "keep-alive",
@@ -364,7 +358,6 @@ export class HttpCache {
   readonly cache: Cache;
   readonly #statuses: ReadonlySet<number>;
   readonly #maxEntrySize: number;
-  readonly #allowed: ReadonlySet<string>;
   readonly #sessionCookies: readonly string[];
   readonly #keyHost: boolean;
   readonly #statusName: string | false;
@@ -399,7 +392,6 @@ export class HttpCache {
         );
       }
     }
-    this.#allowed = new Set([...DEFAULT_HEADERS, ...extra]);
     this.#sessionCookies = [...(options.sessionCookies ?? [])];
     if (options.keyHost !== undefined && typeof options.keyHost !== "boolean") {
       throw new InvalidOptionError("keyHost", `expected true or false, got ${options.keyHost}`);
@@ -1134,10 +1126,13 @@ export class HttpCache {
           ? Buffer.from(body, "utf8")
           : toBuffer(body);
     if (bytes.length > this.#maxEntrySize) return this.#oversize(key, bytes.length, report);
+    // Every end-to-end field is stored (RFC 9111 §3.1), less the hop-by-hop ones and those the
+    // `Connection` field lists (RFC 9110 §7.6.1).
+    const dropped = connectionListed(headers.connection);
     const kept: Record<string, string | readonly string[]> = {};
     for (const [name, value] of Object.entries(headers)) {
       const lower = name.toLowerCase();
-      if (value === undefined || NEVER_STORED.has(lower) || !this.#allowed.has(lower)) continue;
+      if (value === undefined || NEVER_STORED.has(lower) || dropped?.has(lower)) continue;
       kept[lower] = Array.isArray(value) ? value.map(String) : String(value);
     }
     // The origin's validator is kept, weak or strong (RFC 9110 §8.8.3): it is what the origin
@@ -1146,6 +1141,9 @@ export class HttpCache {
     const origin = typeof kept.etag === "string" ? kept.etag.trim() : undefined;
     const etag = origin && /^(?:W\/)?"[^"]*"$/.test(origin) ? origin : strongEtag(bytes);
     delete kept.etag;
+    // A hit replays the origin's Date; a response without one gets the time it was received
+    // (RFC 9110 §6.6.1), so that hits never carry a newer Date than the response they are.
+    if (kept.date === undefined) kept.date = new Date(this.cache.clock.now()).toUTCString();
     const surrogate = this.#surrogateHeader(request, route);
     if (surrogate) kept[surrogate[0]] = surrogate[1];
     if (route.downstream) delete kept["cache-control"];
@@ -1469,6 +1467,13 @@ function sameOriginPath(
   } catch {
     return undefined;
   }
+}
+
+/** Field names listed in a `Connection` header (lower-case), or `undefined` when none. */
+function connectionListed(value: HeaderValue): Set<string> | undefined {
+  const text = headerString(value);
+  if (!text) return undefined;
+  return new Set(text.split(",").map((name) => name.trim().toLowerCase()));
 }
 
 /** The path of a request target, origin-form or absolute-form. */
