@@ -1,4 +1,6 @@
 import type { Cache, FactoryContext, Resolution } from "../cache.js";
+import type { Duration } from "../duration.js";
+import { toMs } from "../duration.js";
 import type { Entry } from "../entry.js";
 import { CachetError, InvalidOptionError } from "../errors.js";
 import type { HttpOutcome } from "../events.js";
@@ -7,6 +9,7 @@ import { validateTags } from "../options.js";
 import type { CacheStatusFields } from "./cache-status.js";
 import { formatCacheStatus } from "./cache-status.js";
 import { ifNoneMatchHits, notModifiedSince, strongEtag } from "./conditional.js";
+import { governingDirectives, httpDate, originFreshness, qualifiedFields } from "./freshness.js";
 import type { HeaderValue } from "./headers.js";
 import { deltaSeconds, hasCookie, headerString, parseCacheControl, parseVary } from "./headers.js";
 import {
@@ -86,9 +89,9 @@ export interface ReplyPlan {
 export const DISPATCH_HEADER = "x-cachet-dispatch";
 
 /**
- * The headers of an out-of-band refresh of `request`: the client's, without the body framing
- * and the conditionals (the cache needs the full response), plus the adapter's secret marker
- * so that its own middleware lets the request through to the handler.
+ * The headers of an out-of-band refresh of `request` (built by the HTTP cache: the client's,
+ * without its conditionals, with the stored response's validators), without the body framing,
+ * plus the adapter's secret marker so that its own middleware lets the request through.
  */
 export function dispatchHeaders(request: HttpRequest, secret: string): Record<string, string> {
   const headers: Record<string, string> = {};
@@ -100,12 +103,7 @@ export function dispatchHeaders(request: HttpRequest, secret: string): Record<st
   return headers;
 }
 
-const DISPATCH_DROPPED = new Set([
-  "content-length",
-  "transfer-encoding",
-  "if-none-match",
-  "if-modified-since",
-]);
+const DISPATCH_DROPPED = new Set(["content-length", "transfer-encoding"]);
 
 /**
  * Runs a request through the application again, out of band, and captures the response.
@@ -152,6 +150,21 @@ export interface RouteCacheOptions extends Omit<EntryOptions, "tags"> {
    * @default false
    */
   requestDirectives?: boolean;
+  /**
+   * With `fromResponse`: heuristic freshness (RFC 9111 §4.2.2) for a response without explicit
+   * freshness but with `Last-Modified`: `true` for 10% of the time since it was modified, or
+   * the fraction to use; at most a day. Off by default: only explicit freshness is trusted.
+   * @default false
+   */
+  heuristic?: boolean | number;
+  /**
+   * With `fromResponse`: how long a stale response with validators (`ETag`, `Last-Modified`)
+   * is kept so that it can be revalidated with a conditional request instead of fetched
+   * again whole (RFC 9111 §4.3). It is never served stale for that (unless a stale window
+   * allows it). `0` for not at all.
+   * @default "10m"
+   */
+  keepStale?: Duration;
   /** Override the cache-wide `downstreamCacheControl` for this route. */
   downstreamCacheControl?: boolean;
   /**
@@ -232,6 +245,11 @@ export interface CompiledRoute {
   readonly statuses: ReadonlySet<number>;
   readonly tags: readonly string[] | ((request: HttpRequest) => readonly string[]);
   readonly fromResponse: boolean;
+  /** Heuristic freshness fraction (0 for none) and its cap in ms. */
+  readonly heuristic: number;
+  readonly heuristicMax: number;
+  /** How long a stale response with validators is kept to be revalidated, in ms. */
+  readonly keepStale: number;
   readonly requestDirectives: boolean;
   readonly downstream: boolean;
   /** Whether the adapter must be able to dispatch out of band (stale windows, timeouts). */
@@ -283,6 +301,8 @@ interface ExchangeState {
   primary: string;
   ifNoneMatch: HeaderValue;
   ifModifiedSince: HeaderValue;
+  /** When the handler was asked for the response (the request time of RFC 9111 §4.2.3). */
+  startedAt: number;
 }
 
 const DEFAULT_STATUSES = [200, 203, 204, 300, 301, 308, 404, 410];
@@ -441,7 +461,7 @@ export class HttpCache {
     }
     const name = o.name ?? fallbackName;
     const where = `${name} cache`;
-    const { tags, name: _name, ...entryOptions } = o;
+    const { tags, name: _name, heuristic, keepStale, ...entryOptions } = o;
     const policy = this.cache.policy({ ...entryOptions, tags: [] }, where);
     const vary = [...new Set((o.vary ?? []).map((h) => String(h).toLowerCase()))].sort();
     if (o.key !== undefined && typeof o.key !== "function") {
@@ -457,6 +477,14 @@ export class HttpCache {
       statuses: o.statuses ? statusSet(o.statuses, `${where}.statuses`) : this.#statuses,
       tags: tags ?? [],
       fromResponse: o.fromResponse === true,
+      heuristic: heuristicFraction(heuristic, `${where}.heuristic`),
+      heuristicMax: 86_400_000,
+      keepStale:
+        keepStale === undefined
+          ? o.fromResponse === true
+            ? 600_000
+            : 0
+          : toMs(keepStale, `${where}.keepStale`, true),
       requestDirectives: o.requestDirectives === true,
       downstream: o.downstreamCacheControl ?? this.#downstream,
       needsDispatch:
@@ -588,7 +616,7 @@ export class HttpCache {
     }
     const { record, freshness } = outcome;
     const headers: Record<string, string> = response.pending ? {} : { etag: record.etag };
-    const ttl = Math.floor((freshness ? toPolicyPart(freshness).ttl : route.policy.ttl) / 1000);
+    const ttl = Math.floor((freshness ? freshness.ttl : route.policy.ttl) / 1000);
     if (route.downstream) headers["cache-control"] = `public, max-age=${ttl}`;
     const surrogate = this.#surrogateHeader(request, route);
     if (surrogate) headers[surrogate[0]] = surrogate[1];
@@ -641,20 +669,10 @@ export class HttpCache {
     exchange: Exchange,
     response: HttpResponse,
     report = true,
-  ):
-    | NotStorable
-    | {
-        record: StoredResponse;
-        freshness: ReturnType<typeof responseFreshness>;
-      } {
-    const { route, request } = exchange;
-    const record = this.#record(route, request, response, exchange.key, report);
-    if (record instanceof NotStorable) return record;
-    const freshness = route.fromResponse
-      ? responseFreshness(response.headers, route.policy)
-      : undefined;
-    if (freshness === null) return new NotStorable("max-age-0");
-    return { record, freshness };
+  ): { record: StoredResponse; freshness: Freshness | undefined } | NotStorable {
+    const { route, request, state } = exchange;
+    const times = { requestTime: state.startedAt, responseTime: this.cache.clock.now() };
+    return this.#record(route, request, response, exchange.key, times, report);
   }
 
   /**
@@ -909,6 +927,7 @@ export class HttpCache {
             primary: options.primary,
             ifNoneMatch: request.headers["if-none-match"],
             ifModifiedSince: request.headers["if-modified-since"],
+            startedAt: this.cache.clock.now(),
           },
         };
         becameLeader();
@@ -944,16 +963,14 @@ export class HttpCache {
           force: false,
         });
       }
+      const resolution = first.value as Resolution<StoredResponse>;
+      if (resolution.outcome === "stale" && resolution.reason !== "revalidating") {
+        const refused = this.#staleRefused(resolution, request, route, key, self, fwd);
+        if (refused) return refused;
+      }
       return {
         kind: "respond",
-        reply: this.#resolved(
-          first.value as Resolution<StoredResponse>,
-          request,
-          route,
-          key,
-          dispatched,
-          fwd,
-        ),
+        reply: this.#resolved(resolution, request, route, key, dispatched, fwd),
       };
     }
     const error = first.error;
@@ -973,6 +990,52 @@ export class HttpCache {
     }
     // The leader's response may not be shared (personal, too large, …): run our own handler.
     return this.#forward(fwd, reason, key, route, request);
+  }
+
+  /**
+   * When producing a new response failed (or was slow) and the stored one may not be served
+   * stale (`must-revalidate`, `no-cache`, `s-maxage`, or past its `stale-if-error`, RFC 9111
+   * §4.2.4): the failure itself, or a 504 when there is none to show.
+   */
+  #staleRefused(
+    resolution: Resolution<StoredResponse>,
+    request: HttpRequest,
+    route: CompiledRoute,
+    key: string,
+    self: object,
+    fwd: "uri-miss" | "vary-miss" | "request",
+  ): Decision | undefined {
+    const { entry } = resolution;
+    const window = entry.value.staleIfError;
+    if (window === undefined || this.cache.clock.now() < entry.freshUntil + window)
+      return undefined;
+    const error = resolution.error;
+    if (error instanceof NotStorable && error.response && error.owner === self) {
+      return {
+        kind: "respond",
+        reply: this.#passThrough(error.response, key, "stale-refused", fwd, route, request),
+      };
+    }
+    const status = errorStatus(error) ?? 504;
+    const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
+    Object.assign(
+      headers,
+      this.#statusHeader(
+        { fwd: "stale", fwdStatus: status, detail: "stale-refused", key },
+        route,
+        request.method,
+      ),
+    );
+    return {
+      kind: "respond",
+      reply: {
+        status: status >= 500 ? status : 504,
+        headers,
+        body: Buffer.from(
+          "The stored response may not be served stale, and no fresh one could be had.\n",
+        ),
+      },
+    };
   }
 
   #resolved(
@@ -1029,18 +1092,28 @@ export class HttpCache {
     options: LookupOptions,
     context: FactoryContext<StoredRecord>,
   ): Promise<StoredRecord> {
-    const response = await dispatch({
-      method: "GET",
-      url: request.url,
-      headers: request.headers,
-      host: request.host,
-    });
-    const record = this.#record(route, request, response, key);
-    if (record instanceof NotStorable) throw new NotStorable(record.reason, response, owner);
-    const freshness = route.fromResponse
-      ? responseFreshness(response.headers, route.policy)
-      : undefined;
-    if (freshness === null) throw new NotStorable("max-age-0", response, owner);
+    const previous = context.stale?.value.kind === "response" ? context.stale.value : undefined;
+    // The client's conditionals are not ours to forward: the cache needs a full response, or a
+    // 304 for the one it holds (RFC 9111 §4.3.1: validate with its validators).
+    const headers: Record<string, HeaderValue> = {};
+    for (const [name, value] of Object.entries(request.headers)) {
+      if (name !== "if-none-match" && name !== "if-modified-since") headers[name] = value;
+    }
+    if (previous?.originEtag) headers["if-none-match"] = previous.etag;
+    const lastModified = previous?.headers["last-modified"];
+    if (typeof lastModified === "string") headers["if-modified-since"] = lastModified;
+    const requestTime = this.cache.clock.now();
+    let response = await dispatch({ method: "GET", url: request.url, headers, host: request.host });
+    const validated =
+      previous !== undefined && response.status === 304 && sameValidator(previous, response);
+    // RFC 9111 §4.3.4: a 304 freshens the stored response with its header fields.
+    if (validated) response = freshened(previous, response);
+    const times = { requestTime, responseTime: this.cache.clock.now() };
+    const outcome = this.#record(route, request, response, key, times);
+    if (outcome instanceof NotStorable) throw new NotStorable(outcome.reason, response, owner);
+    const { freshness } = outcome;
+    // The body did not change: neither do its compressed copies.
+    const record = validated ? { ...outcome.record, encoded: previous.encoded } : outcome.record;
     if (freshness) context.setOptions(freshness);
     const policy = {
       ...this.#policyFor(request, route),
@@ -1103,17 +1176,62 @@ export class HttpCache {
     request: HttpRequest,
     response: HttpResponse,
     key: string,
+    times: { requestTime: number; responseTime: number },
     report = true,
-  ): StoredResponse | NotStorable {
+  ): { record: StoredResponse; freshness: Freshness | undefined } | NotStorable {
     const { status, headers, body } = response;
-    if (!route.statuses.has(status)) return new NotStorable(`status-${status}`);
-    if (headers["set-cookie"] !== undefined) return new NotStorable("set-cookie");
-    // RFC 9111 §5.2.2.5 (no-store), §5.2.2.7 (private); no-cache (§5.2.2.4) would need a
-    // revalidation on every hit, which a server-side cache of its own app gains nothing from.
-    const cc = parseCacheControl(headers["cache-control"]);
-    if (cc.has("no-store")) return new NotStorable("no-store");
-    if (cc.has("private")) return new NotStorable("private");
-    if (cc.has("no-cache")) return new NotStorable("no-cache");
+    if (status < 200 || status === 206 || status === 304 || status > 599) {
+      return new NotStorable(`status-${status}`);
+    }
+    // The origin's directives: a targeted field (RFC 9213) over Cache-Control when the origin
+    // decides; on a route with its own ttl, the strictest of both.
+    const { directives, targeted } = governingDirectives(headers);
+    const cc = route.fromResponse ? directives : parseCacheControl(headers["cache-control"]);
+    const strict = (name: string) => cc.has(name) || (!route.fromResponse && directives.has(name));
+    // RFC 9111 §5.2.2.3: must-understand lifts no-store for the statuses cachet understands.
+    const understood = cc.has("must-understand") && UNDERSTOOD_STATUSES.has(status);
+    if (cc.has("must-understand") && !UNDERSTOOD_STATUSES.has(status)) {
+      return new NotStorable("must-understand");
+    }
+    if (strict("no-store") && !understood) return new NotStorable("no-store");
+    if (strict("private") && cc.get("private") === true) return new NotStorable("private");
+    if (!route.fromResponse && cc.get("no-cache") === true) return new NotStorable("no-cache");
+    // Fields named by private="…" or no-cache="…" may not be stored; the rest may.
+    const unstored = qualifiedFields(cc);
+    if (headers["set-cookie"] !== undefined && !unstored.has("set-cookie")) {
+      return new NotStorable("set-cookie");
+    }
+    let freshness: Freshness | undefined;
+    let age0 = 0;
+    let staleIfError: number | undefined;
+    if (route.fromResponse) {
+      const origin = originFreshness(status, headers, directives, targeted !== undefined, {
+        ...times,
+        heuristic: route.heuristic,
+        heuristicMax: route.heuristicMax,
+      });
+      // RFC 9111 §3: explicit freshness makes any final status storable; without it only the
+      // heuristically cacheable ones (the route's statuses) are kept, to be validated.
+      if (!origin.explicit && !route.statuses.has(status))
+        return new NotStorable(`status-${status}`);
+      age0 = origin.age0;
+      const remaining = origin.lifetime - origin.age0;
+      const swr = origin.mayServeStale ? (origin.staleWhileRevalidate ?? route.policy.swr) : 0;
+      staleIfError = origin.mayServeStale ? (origin.staleIfError ?? route.policy.grace) : 0;
+      const validatable =
+        typeof headers.etag === "string" || headers["last-modified"] !== undefined;
+      const keep = validatable ? route.keepStale : 0;
+      if (remaining <= 0 && swr <= 0 && staleIfError <= 0 && keep <= 0) {
+        return new NotStorable(origin.noCache ? "no-cache" : "no-freshness");
+      }
+      freshness = {
+        ttl: Math.max(1, remaining),
+        staleWhileRevalidate: swr,
+        staleIfError: Math.max(staleIfError, keep),
+      };
+    } else if (!route.statuses.has(status)) {
+      return new NotStorable(`status-${status}`);
+    }
     // RFC 9111 §4.1: `Vary: *` always fails to match.
     const vary = parseVary(headers.vary);
     if (vary[0] === "*") return new NotStorable("vary-star");
@@ -1127,39 +1245,48 @@ export class HttpCache {
           : toBuffer(body);
     if (bytes.length > this.#maxEntrySize) return this.#oversize(key, bytes.length, report);
     // Every end-to-end field is stored (RFC 9111 §3.1), less the hop-by-hop ones and those the
-    // `Connection` field lists (RFC 9110 §7.6.1).
+    // `Connection` field lists (RFC 9110 §7.6.1), and those private="…"/no-cache="…" name.
     const dropped = connectionListed(headers.connection);
     const kept: Record<string, string | readonly string[]> = {};
     for (const [name, value] of Object.entries(headers)) {
       const lower = name.toLowerCase();
       if (value === undefined || NEVER_STORED.has(lower) || dropped?.has(lower)) continue;
+      if (unstored.has(lower)) continue;
       kept[lower] = Array.isArray(value) ? value.map(String) : String(value);
     }
+    // cachet's own targeted field is for cachet alone (RFC 9213 §2.1).
+    delete kept["cachet-cache-control"];
     // The origin's validator is kept, weak or strong (RFC 9110 §8.8.3): it is what the origin
     // can validate against later. Only a response without one (or with a malformed one) gets a
     // strong tag derived from the bytes we store, the same in every process.
     const origin = typeof kept.etag === "string" ? kept.etag.trim() : undefined;
-    const etag = origin && /^(?:W\/)?"[^"]*"$/.test(origin) ? origin : strongEtag(bytes);
+    const originEtag = origin !== undefined && /^(?:W\/)?"[^"]*"$/.test(origin);
+    const etag = originEtag ? origin! : strongEtag(bytes);
     delete kept.etag;
     // A hit replays the origin's Date; a response without one gets the time it was received
     // (RFC 9110 §6.6.1), so that hits never carry a newer Date than the response they are.
-    if (kept.date === undefined) kept.date = new Date(this.cache.clock.now()).toUTCString();
+    if (kept.date === undefined) kept.date = new Date(times.responseTime).toUTCString();
     const surrogate = this.#surrogateHeader(request, route);
     if (surrogate) kept[surrogate[0]] = surrogate[1];
     if (route.downstream) delete kept["cache-control"];
-    const lastModified =
-      typeof kept["last-modified"] === "string" ? Date.parse(kept["last-modified"]) : Number.NaN;
+    const lastModified = httpDate(kept["last-modified"] as HeaderValue, times.responseTime);
     const varyOn = undeclaredVary(vary, route, headers["content-encoding"] !== undefined);
     return {
-      kind: "response",
-      status,
-      headers: kept,
-      body: bytes,
-      etag,
-      lastModified: Number.isNaN(lastModified) ? undefined : lastModified,
-      encoded: {},
-      varyOn,
-      selecting: varyOn.map((name) => selectingValue(request.headers[name])),
+      record: {
+        kind: "response",
+        status,
+        headers: kept,
+        body: bytes,
+        etag,
+        originEtag,
+        lastModified,
+        encoded: {},
+        varyOn,
+        selecting: varyOn.map((name) => selectingValue(request.headers[name])),
+        age0,
+        staleIfError,
+      },
+      freshness,
     };
   }
 
@@ -1191,7 +1318,7 @@ export class HttpCache {
   ): ReplyPlan {
     const record = entry.value;
     const now = this.cache.clock.now();
-    const age = Math.max(0, Math.floor((now - entry.createdAt) / 1000));
+    const age = Math.max(0, Math.floor((record.age0 + now - entry.createdAt) / 1000));
     const ttl = Math.floor((entry.freshUntil - now) / 1000);
     const coding = negotiate(headerString(request.headers["accept-encoding"]), record.encoded);
     const body = coding === undefined ? record.body : record.encoded[coding]!;
@@ -1399,31 +1526,21 @@ function notModifiedHeaders(
   return out;
 }
 
-/**
- * Freshness from a response's `Cache-Control` (RFC 9111 §4.2.1: `s-maxage` first for a shared
- * cache, then `max-age`; RFC 5861 stale directives), on top of the route's. `null` when the
- * response says it is already stale with no stale window (nothing worth storing).
- */
-function responseFreshness(
-  headers: Readonly<Record<string, HeaderValue>>,
-  route: Policy,
-): { ttl: number; staleWhileRevalidate: number; staleIfError: number } | null | undefined {
-  const cc = parseCacheControl(headers["cache-control"]);
-  const maxAge = deltaSeconds(cc, "s-maxage") ?? deltaSeconds(cc, "max-age");
-  const swr = deltaSeconds(cc, "stale-while-revalidate");
-  const sie = deltaSeconds(cc, "stale-if-error");
-  if (maxAge === undefined && swr === undefined && sie === undefined) return undefined;
-  const out = {
-    ttl: maxAge === undefined ? route.ttl : maxAge * 1000,
-    staleWhileRevalidate: swr === undefined ? route.swr : swr * 1000,
-    staleIfError: sie === undefined ? route.grace : sie * 1000,
-  };
-  if (out.ttl <= 0)
-    return out.staleWhileRevalidate > 0 || out.staleIfError > 0 ? { ...out, ttl: 1 } : null;
-  return out;
+/** Freshness of a response the origin decides on, as entry options. */
+interface Freshness {
+  ttl: number;
+  staleWhileRevalidate: number;
+  staleIfError: number;
 }
 
-function toPolicyPart(f: { ttl: number; staleWhileRevalidate: number; staleIfError: number }) {
+/** Statuses cachet understands (RFC 9111 §5.2.2.3 must-understand): those RFC 9110 defines. */
+const UNDERSTOOD_STATUSES = new Set([
+  200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 305, 307, 308, 400, 401, 402, 403,
+  404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 500, 501,
+  502, 503, 504, 505,
+]);
+
+function toPolicyPart(f: Freshness) {
   return { ttl: f.ttl, swr: f.staleWhileRevalidate, grace: f.staleIfError };
 }
 
@@ -1476,6 +1593,28 @@ function connectionListed(value: HeaderValue): Set<string> | undefined {
   return new Set(text.split(",").map((name) => name.trim().toLowerCase()));
 }
 
+/** Header fields a 304 does not update in the stored response (RFC 9111 §3.2). */
+const NOT_UPDATED = new Set(["content-length", "content-encoding", "content-range", "etag"]);
+
+/** Whether a 304 validates the stored response (RFC 9111 §4.3.4: its ETag, when it has one). */
+function sameValidator(stored: StoredResponse, response: HttpResponse): boolean {
+  const etag = headerString(response.headers.etag);
+  if (etag === undefined) return true;
+  const strip = (tag: string) => (tag.startsWith("W/") ? tag.slice(2) : tag);
+  return stored.originEtag && strip(etag.trim()) === strip(stored.etag);
+}
+
+/** The stored response freshened with a 304's fields: the same body, the new metadata. */
+function freshened(stored: StoredResponse, notModified: HttpResponse): HttpResponse {
+  const headers: Record<string, HeaderValue> = { ...stored.headers } as Record<string, HeaderValue>;
+  if (stored.originEtag) headers.etag = stored.etag;
+  for (const [name, value] of Object.entries(notModified.headers)) {
+    const lower = name.toLowerCase();
+    if (value !== undefined && !NOT_UPDATED.has(lower)) headers[lower] = value;
+  }
+  return { status: stored.status, headers, body: stored.body };
+}
+
 /** The path of a request target, origin-form or absolute-form. */
 function targetPath(target: string): string | undefined {
   if (target.startsWith("/")) return splitUrl(target).path;
@@ -1495,6 +1634,18 @@ function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes)
     ? bytes
     : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function heuristicFraction(value: boolean | number | undefined, option: string): number {
+  if (value === undefined || value === false) return 0;
+  if (value === true) return 0.1;
+  if (typeof value !== "number" || !(value > 0 && value <= 1)) {
+    throw new InvalidOptionError(
+      option,
+      `expected true, false or a fraction in (0, 1], got ${value}`,
+    );
+  }
+  return value;
 }
 
 function statusSet(statuses: readonly number[], option: string): ReadonlySet<number> {

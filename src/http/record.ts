@@ -20,8 +20,21 @@ export interface StoredResponse {
   readonly headers: Readonly<Record<string, string | readonly string[]>>;
   /** The identity body. */
   readonly body: Buffer;
-  /** The identity body's strong entity tag. */
+  /** The identity body's entity tag: the origin's (weak or strong), else a strong digest. */
   readonly etag: string;
+  /** `etag` is the origin's, so it can be sent back to validate (`If-None-Match`). */
+  readonly originEtag: boolean;
+  /**
+   * The response's age, in ms, when the request that produced it was sent (RFC 9111 §4.2.3):
+   * a hit's `Age` is this plus the time since the entry was created.
+   */
+  readonly age0: number;
+  /**
+   * How long after it turns stale the response may be served because producing a new one
+   * failed (`stale-if-error`, RFC 5861 §4), in ms; `undefined` for as long as the entry lives.
+   * An entry may live longer than that, kept only to be validated.
+   */
+  readonly staleIfError: number | undefined;
   /** `Last-Modified` in ms since the epoch, when the origin sent one. */
   readonly lastModified: number | undefined;
   /** The body compressed once at store time, by coding. */
@@ -189,6 +202,9 @@ export const recordSerializer: Serializer = {
         h: record.headers,
         e: record.etag,
         m: record.lastModified ?? null,
+        o: record.originEtag,
+        a: record.age0,
+        ...(record.staleIfError === undefined ? {} : { g: record.staleIfError }),
         b: record.body.length,
         c: codings.map((c) => [c, record.encoded[c]!.length]),
         ...(record.varyOn.length > 0 ? { x: record.varyOn, y: record.selecting } : {}),
@@ -216,7 +232,7 @@ export const recordSerializer: Serializer = {
       if (!meta.v.every((v) => typeof v === "string")) throw new Error("malformed vary marker");
       return { kind: "vary", vary: meta.v } satisfies VaryMarker;
     }
-    const { s, h, e, m, b, c, x = [], y = [] } = meta;
+    const { s, h, e, m, b, c, x = [], y = [], o = false, a = 0, g } = meta;
     if (
       typeof s !== "number" ||
       !Number.isInteger(s) ||
@@ -231,7 +247,10 @@ export const recordSerializer: Serializer = {
       !Array.isArray(y) ||
       x.length !== y.length ||
       !x.every((v) => typeof v === "string") ||
-      !y.every((v) => v === null || typeof v === "string")
+      !y.every((v) => v === null || typeof v === "string") ||
+      typeof o !== "boolean" ||
+      typeof a !== "number" ||
+      !(g === undefined || typeof g === "number")
     ) {
       throw new Error("malformed response record");
     }
@@ -264,6 +283,9 @@ export const recordSerializer: Serializer = {
       etag: e,
       lastModified: m ?? undefined,
       encoded,
+      originEtag: o,
+      age0: a,
+      staleIfError: g as number | undefined,
       varyOn: x as string[],
       selecting: y as (string | null)[],
     } satisfies StoredResponse;

@@ -147,7 +147,8 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         const app = await setup([{ path: "/c", cache: true, handler: () => json({ c: 1 }) }]);
         t.after(() => app.close());
         const etag = String((await app.request({ url: "/c" })).headers.etag);
-        for (const inm of [etag, `"nope", ${etag}`, `W/${etag}`, "*"]) {
+        const opaque = etag.replace(/^W\//, "");
+        for (const inm of [etag, `"nope", ${etag}`, `W/${opaque}`, opaque, "*"]) {
           const res = await app.request({ url: "/c", headers: { "if-none-match": inm } });
           assert.equal(res.status, 304, `If-None-Match: ${inm}`);
           assert.equal(res.body, "");
@@ -701,7 +702,7 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
     });
 
     describe("freshness from the response", () => {
-      it("takes ttl from s-maxage, then max-age, when the route asks for it", async (t) => {
+      it("takes freshness from s-maxage, max-age, Expires − Date (and a heuristic only when asked) when the route asks for it", async (t) => {
         const app = await setup([
           {
             path: "/smax",
@@ -719,13 +720,54 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
             handler: () => json({ c: 1 }, { "cache-control": "max-age=0" }),
           },
           {
+            // Explicit freshness only: the route's ttl is not a fallback for the origin's silence.
             path: "/none",
             cache: { fromResponse: true, ttl: "5s" },
             handler: () => json({ d: 1 }),
           },
+          {
+            // Heuristic freshness when asked: 10% of the 100 s since Last-Modified.
+            path: "/heuristic",
+            cache: { fromResponse: true, heuristic: true },
+            handler: () =>
+              json(
+                { e: 1 },
+                {
+                  date: new Date(app.clock.now()).toUTCString(),
+                  "last-modified": new Date(app.clock.now() - 100_000).toUTCString(),
+                },
+              ),
+          },
+          {
+            path: "/expires",
+            cache: { fromResponse: true },
+            handler: () =>
+              json(
+                { f: 1 },
+                {
+                  date: new Date(app.clock.now()).toUTCString(),
+                  expires: new Date(app.clock.now() + 20_000).toUTCString(),
+                },
+              ),
+          },
+          {
+            path: "/expired",
+            cache: { fromResponse: true },
+            handler: () => json({ g: 1 }, { expires: "0" }),
+          },
         ]);
         t.after(() => app.close());
-        for (const url of ["/smax", "/max", "/zero", "/none"]) await app.request({ url });
+        for (const url of [
+          "/smax",
+          "/max",
+          "/zero",
+          "/none",
+          "/heuristic",
+          "/expires",
+          "/expired",
+        ]) {
+          await app.request({ url });
+        }
         assert.equal(
           (await app.request({ url: "/smax" })).headers["cache-status"],
           "cachet; hit; ttl=10",
@@ -734,13 +776,20 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
           (await app.request({ url: "/max" })).headers["cache-status"],
           "cachet; hit; ttl=30",
         );
+        for (const url of ["/zero", "/none", "/expired"]) {
+          assert.equal(
+            (await app.request({ url })).headers["cache-status"],
+            "cachet; fwd=uri-miss; detail=no-freshness",
+            url,
+          );
+        }
         assert.equal(
-          (await app.request({ url: "/zero" })).headers["cache-status"],
-          "cachet; fwd=uri-miss; detail=max-age-0",
+          (await app.request({ url: "/heuristic" })).headers["cache-status"],
+          "cachet; hit; ttl=10",
         );
         assert.equal(
-          (await app.request({ url: "/none" })).headers["cache-status"],
-          "cachet; hit; ttl=5",
+          (await app.request({ url: "/expires" })).headers["cache-status"],
+          "cachet; hit; ttl=20",
         );
         app.clock.advance(11_000);
         assert.equal(
