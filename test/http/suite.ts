@@ -823,6 +823,189 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
       });
     });
 
+    describe("the origin decides (RFC 9111 shared cache)", () => {
+      it("revalidates a stale response with its validators; a 304 freshens it, headers and all", async (t) => {
+        const seen: (string | undefined)[] = [];
+        const h = counted((req) => {
+          const inm = req.headers["if-none-match"];
+          seen.push(typeof inm === "string" ? inm : undefined);
+          if (inm === '"v1"') {
+            return {
+              status: 304,
+              headers: { etag: '"v1"', "cache-control": "max-age=10", "x-rev": "2" },
+            };
+          }
+          return json({ v: 1 }, { etag: '"v1"', "cache-control": "max-age=10", "x-rev": "1" });
+        });
+        const app = await setup([
+          { path: "/v", cache: { fromResponse: true }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        const first = await app.request({ url: "/v" });
+        assert.equal(first.headers["x-rev"], "1");
+        app.clock.advance(11_000);
+        const revalidated = await app.request({ url: "/v" });
+        assert.equal(revalidated.status, 200);
+        assert.equal(revalidated.body, first.body, "the stored body, not an empty 304");
+        assert.equal(revalidated.headers["x-rev"], "2", "headers updated from the 304");
+        assert.deepEqual(seen, [undefined, '"v1"'], "the refresh carried the stored validator");
+        const hit = await app.request({ url: "/v" });
+        assert.match(String(hit.headers["cache-status"]), /^cachet; hit; ttl=(9|10)$/);
+        assert.equal(hit.headers["x-rev"], "2");
+        assert.equal(hit.body, first.body);
+        assert.equal(h.runs, 2);
+      });
+
+      it("honours the origin's Age and Date, and replays the stored Date on hits", async (t) => {
+        const date = new Date(1_700_000_000_000 - 30_000).toUTCString();
+        const app = await setup([
+          {
+            path: "/aged",
+            cache: { fromResponse: true },
+            handler: () => json({ a: 1 }, { "cache-control": "max-age=100", age: "30", date }),
+          },
+          {
+            path: "/too-old",
+            cache: { fromResponse: true },
+            handler: () => json({ b: 1 }, { "cache-control": "max-age=100", age: "200" }),
+          },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/aged" });
+        app.clock.advance(5_000);
+        const hit = await app.request({ url: "/aged" });
+        assert.equal(hit.headers.age, "35");
+        assert.equal(hit.headers["cache-status"], "cachet; hit; ttl=65");
+        assert.equal(hit.headers.date, date, "the origin's Date, not a new one");
+        await app.request({ url: "/too-old" });
+        const again = await app.request({ url: "/too-old" });
+        assert.doesNotMatch(String(again.headers["cache-status"]), /hit/);
+      });
+
+      it("never serves stale what must-revalidate, no-cache or s-maxage forbid, even when the origin fails", async (t) => {
+        let failing = false;
+        const answer = (cc: string) => () =>
+          failing ? { status: 503, body: "down" } : json({ ok: true }, { "cache-control": cc });
+        const app = await setup([
+          {
+            path: "/mr",
+            cache: { fromResponse: true, staleIfError: "1h" },
+            handler: answer("max-age=10, must-revalidate"),
+          },
+          {
+            path: "/sm",
+            cache: { fromResponse: true, staleIfError: "1h" },
+            handler: answer("s-maxage=10"),
+          },
+          {
+            path: "/ok",
+            cache: { fromResponse: true, staleIfError: "1h" },
+            handler: answer("max-age=10"),
+          },
+        ]);
+        t.after(() => app.close());
+        for (const url of ["/mr", "/sm", "/ok"]) await app.request({ url });
+        failing = true;
+        app.clock.advance(11_000);
+        assert.equal((await app.request({ url: "/mr" })).status, 503);
+        assert.equal((await app.request({ url: "/sm" })).status, 503);
+        const stale = await app.request({ url: "/ok" });
+        assert.equal(stale.status, 200, "stale-if-error where nothing forbids it");
+        assert.match(String(stale.headers["cache-status"]), /detail=stale-if-error/);
+      });
+
+      it("obeys CDN-Cache-Control and Cachet-Cache-Control over Cache-Control (RFC 9213)", async (t) => {
+        const h = counted((req) => {
+          if (req.url === "/cdn-fresh")
+            return json(
+              { a: 1 },
+              { "cache-control": "no-store", "cdn-cache-control": "max-age=60" },
+            );
+          if (req.url === "/cdn-no-store")
+            return json(
+              { b: 1 },
+              { "cache-control": "max-age=60", "cdn-cache-control": "no-store" },
+            );
+          if (req.url === "/ours")
+            return json(
+              { c: 1 },
+              {
+                "cache-control": "max-age=5",
+                "cdn-cache-control": "max-age=10",
+                "cachet-cache-control": "max-age=30",
+              },
+            );
+          // Not a valid structured field: ignored, Cache-Control governs.
+          return json(
+            { d: 1 },
+            { "cache-control": "no-store", "cdn-cache-control": "max-age=60, &&&" },
+          );
+        });
+        const app = await setup(
+          ["/cdn-fresh", "/cdn-no-store", "/ours", "/invalid"].map((path) => ({
+            path,
+            cache: { fromResponse: true },
+            handler: h.handler,
+          })),
+        );
+        t.after(() => app.close());
+        for (const url of ["/cdn-fresh", "/cdn-no-store", "/ours", "/invalid"]) {
+          await app.request({ url });
+        }
+        assert.equal(
+          (await app.request({ url: "/cdn-fresh" })).headers["cache-status"],
+          "cachet; hit; ttl=60",
+        );
+        assert.doesNotMatch(
+          String((await app.request({ url: "/cdn-no-store" })).headers["cache-status"]),
+          /hit/,
+        );
+        const ours = await app.request({ url: "/ours" });
+        assert.equal(ours.headers["cache-status"], "cachet; hit; ttl=30");
+        assert.equal(
+          ours.headers["cachet-cache-control"],
+          undefined,
+          "cachet's own field is not passed on",
+        );
+        assert.equal(ours.headers["cdn-cache-control"], "max-age=10", "a CDN's field is");
+        assert.doesNotMatch(
+          String((await app.request({ url: "/invalid" })).headers["cache-status"]),
+          /hit/,
+        );
+      });
+
+      it("stores every header but hop-by-hop ones, and drops those private= names", async (t) => {
+        const app = await setup([
+          {
+            path: "/h",
+            cache: { fromResponse: true },
+            handler: () =>
+              json(
+                { h: 1 },
+                {
+                  "cache-control": 'max-age=60, private="x-user"',
+                  "content-security-policy": "default-src 'self'",
+                  "x-frame-options": "DENY",
+                  "x-custom": "kept",
+                  "x-user": "alice",
+                  "x-hop": "dropped",
+                  connection: "x-hop",
+                },
+              ),
+          },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/h" });
+        const hit = await app.request({ url: "/h" });
+        assert.equal(hit.headers["cache-status"], "cachet; hit; ttl=60");
+        assert.equal(hit.headers["content-security-policy"], "default-src 'self'");
+        assert.equal(hit.headers["x-frame-options"], "DENY");
+        assert.equal(hit.headers["x-custom"], "kept");
+        assert.equal(hit.headers["x-user"], undefined);
+        assert.equal(hit.headers["x-hop"], undefined);
+      });
+    });
+
     describe("stale serving", () => {
       it("serves stale while one background refresh runs (route staleWhileRevalidate)", async (t) => {
         const h = counted((_req, run) => json({ run }));
