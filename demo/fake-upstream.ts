@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 /**
  * A jsonplaceholder-shaped fake of the article's slow upstream, so that the demo, its tests and
  * the before/after comparison run offline: 100 deterministic posts, a configurable latency, a
@@ -264,11 +265,23 @@ function route(posts: Posts, method: string, url: URL): { status: number; body: 
   return post ? { status: 200, body: encode(post) } : { status: 404, body: encode({}) };
 }
 
+/**
+ * Answer like jsonplaceholder (Express): a weak ETag on 200s, and 304 without a body when the
+ * request's `If-None-Match` names it, so that a client revalidating unchanged data moves no body.
+ */
 function send(res: ServerResponse, status: number, body: Buffer): void {
   if (res.destroyed) return;
+  const etag = `W/"${body.length.toString(16)}-${createHash("sha1").update(body).digest("base64").slice(0, 27)}"`;
+  const inm = res.req.headers["if-none-match"];
+  if (status === 200 && typeof inm === "string" && inm.split(",").some((t) => t.trim() === etag)) {
+    res.writeHead(304, { etag });
+    res.end();
+    return;
+  }
   res.writeHead(status, {
     "content-type": "application/json; charset=utf-8",
     "content-length": body.length,
+    ...(status === 200 ? { etag } : {}),
   });
   res.end(res.req.method === "HEAD" ? undefined : body);
 }

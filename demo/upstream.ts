@@ -79,11 +79,13 @@ export interface UpstreamOptions {
   readonly timeoutMs: number;
 }
 
-/** A validated JSON answer: the upstream's own bytes, so that nothing is re-serialized. */
-export interface UpstreamJson {
-  readonly body: Buffer;
-  readonly status: number;
-}
+/**
+ * A validated JSON answer: the upstream's own bytes, so that nothing is re-serialized, and its
+ * ETag; or, for a conditional request whose validator still matches, 304 without a body.
+ */
+export type UpstreamJson =
+  | { readonly status: 200; readonly body: Buffer; readonly etag: string | undefined }
+  | { readonly status: 304; readonly body: undefined; readonly etag: string | undefined };
 
 export interface Upstream {
   readonly baseUrl: string;
@@ -91,7 +93,7 @@ export interface Upstream {
    * GET `path` (starting with `/`, query string included) and check that the answer is JSON.
    * Rejects with an {@link UpstreamError}.
    */
-  getJson(path: string): Promise<UpstreamJson>;
+  getJson(path: string, options?: { ifNoneMatch?: string | undefined }): Promise<UpstreamJson>;
 }
 
 /** The upstream client, on the global `fetch`. */
@@ -99,15 +101,24 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   const { baseUrl, timeoutMs } = options;
   return {
     baseUrl,
-    async getJson(path) {
+    async getJson(path, options) {
       const url = `${baseUrl}${path}`;
       const signal = AbortSignal.timeout(timeoutMs);
+      const ifNoneMatch = options?.ifNoneMatch;
       try {
         const response = await fetch(url, {
           signal,
-          headers: { accept: "application/json" },
+          headers: {
+            accept: "application/json",
+            ...(ifNoneMatch ? { "if-none-match": ifNoneMatch } : {}),
+          },
           redirect: "follow",
         });
+        const etag = response.headers.get("etag") ?? undefined;
+        if (response.status === 304 && ifNoneMatch) {
+          await response.body?.cancel();
+          return { status: 304, body: undefined, etag };
+        }
         if (response.status === 404) {
           await response.body?.cancel();
           throw new UpstreamNotFoundError(url);
@@ -123,7 +134,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
         } catch (error) {
           throw new UpstreamInvalidJsonError(url, error);
         }
-        return { body, status: response.status };
+        return { status: 200, body, etag };
       } catch (error) {
         if (error instanceof UpstreamError) throw error;
         if (signal.aborted) throw new UpstreamTimeoutError(url, timeoutMs);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { request as httpRequest } from "node:http";
 import { after, before, describe, it } from "node:test";
 import type { Child } from "../../demo/child.js";
 import { type FakeUpstream, startFakeUpstream } from "../../demo/fake-upstream.js";
@@ -16,10 +17,41 @@ import { startService } from "./helpers.js";
 const HIT = /^cachet; hit; ttl=\d+$/;
 const ADMIN_TOKEN = "cluster-test-admin-token-0123456789";
 
-async function get(url: string, init: RequestInit = {}) {
-  const response = await fetch(url, { ...init, signal: AbortSignal.timeout(15_000) });
-  const body = Buffer.from(await response.arrayBuffer());
-  return { status: response.status, headers: response.headers, body };
+/**
+ * A request as it reaches an instance behind a load balancer: with the public host, the same
+ * for every instance (cachet keys on the host). fetch cannot set Host, so node:http does.
+ */
+function get(
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; body?: string } = {},
+) {
+  return new Promise<{ status: number; headers: Headers; body: Buffer }>((resolve, reject) => {
+    const req = httpRequest(
+      url,
+      {
+        method: init.method ?? "GET",
+        headers: { ...init.headers, host: "api.example" },
+        agent: false,
+        timeout: 15_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const headers = new Headers();
+          for (const [name, value] of Object.entries(res.headers)) {
+            if (typeof value === "string") headers.set(name, value);
+            else if (Array.isArray(value)) for (const v of value) headers.append(name, v);
+          }
+          resolve({ status: res.statusCode ?? 0, headers, body: Buffer.concat(chunks) });
+        });
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`timed out: ${url}`)));
+    req.on("error", reject);
+    req.end(init.body);
+  });
 }
 
 describe("demo service on a Redis Cluster", { timeout: 120_000 }, () => {
