@@ -224,6 +224,9 @@ export async function buildApp(config: DemoConfig): Promise<FastifyInstance> {
       cache: demoCache.cache,
       invalidateOnUnsafe: false,
       maxEntrySize: config.cacheMaxEntrySize,
+      // The API builds nothing from the host (no links, no redirects), and a fleet's instances
+      // must share entries whatever name a request reached them by (a load balancer, a pod IP).
+      keyHost: false,
     });
   }
 

@@ -110,7 +110,8 @@ describe("cachet CLI against a real Redis", () => {
     } finally {
       await fastify.close();
     }
-    const http = await cachet(["get", "@http:/posts/7", ...on()]);
+    // HTTP keys start with the host the framework reported (inject: localhost:80).
+    const http = await cachet(["get", "@http:localhost:80/posts/7", ...on()]);
     assert.equal(http.code, 0, http.stderr);
     assert.match(http.stdout, /^tags +@ns:, @ns:http, @path:\/posts\/7$/m);
     assert.match(http.stdout, /^value +HTTP 200, application\/json; charset=utf-8, etag "/m);
