@@ -1,27 +1,23 @@
 import type { Cache, FactoryContext, Resolution } from "../cache.js";
-import type { Duration } from "../duration.js";
-import { toMs } from "../duration.js";
 import type { Entry } from "../entry.js";
-import { CachetError, InvalidOptionError } from "../errors.js";
+import { InvalidOptionError } from "../errors.js";
 import type { HttpOutcome } from "../events.js";
-import type { EntryOptions, Policy } from "../options.js";
+import type { Policy } from "../options.js";
 import { validateTags } from "../options.js";
 import type { CacheStatusFields } from "./cache-status.js";
 import { formatCacheStatus } from "./cache-status.js";
-import { ifNoneMatchHits, notModifiedSince, strongEtag } from "./conditional.js";
-import { governingDirectives, httpDate, originFreshness, qualifiedFields } from "./freshness.js";
+import { ifNoneMatchHits, notModifiedSince } from "./conditional.js";
 import type { HeaderValue } from "./headers.js";
-import { deltaSeconds, hasCookie, headerString, parseCacheControl, parseVary } from "./headers.js";
+import { deltaSeconds, hasCookie, headerString, parseCacheControl } from "./headers.js";
+import { invalidatedPaths, isUnsafe } from "./invalidation.js";
 import {
   cacheableTarget,
   keyHost,
   pathTag,
   requestKey,
-  selectingValue,
   shorten,
   splitUrl,
   varyKey,
-  varyMatches,
 } from "./key.js";
 import type {
   Coding,
@@ -30,60 +26,18 @@ import type {
   StoredResponse,
   VaryMarker,
 } from "./record.js";
-import {
-  CODINGS,
-  codedEtag,
-  compressRecord,
-  NOT_MODIFIED_HEADERS,
-  negotiate,
-  recordSerializer,
-} from "./record.js";
+import { CODINGS, codedEtag, compressRecord, negotiate, recordSerializer } from "./record.js";
+import type { CompiledRoute, HttpCacheOptions, RouteCacheOptions } from "./route.js";
+import { compileRoute, compressionOptions, DEFAULT_STATUSES, statusSet } from "./route.js";
+import { notModifiedHeaders } from "./serve.js";
+import type { Freshness } from "./storable.js";
+import { NEVER_STORED, NotStorable, storedResponse, toBuffer, usable } from "./storable.js";
+import type { Dispatch, HttpRequest, HttpResponse, ReplyPlan } from "./types.js";
+import { freshened, sameValidator, validationHeaders } from "./validation.js";
 
-/** A request as the HTTP cache sees it; adapters translate their framework's request. */
-export interface HttpRequest {
-  readonly method: string;
-  /**
-   * The request target as received (raw: path and query, percent-encoding untouched, and
-   * anything else the client sent, such as a fragment, which makes the request uncacheable).
-   */
-  readonly url: string;
-  /**
-   * The host the framework reports to the handler (Fastify `request.host`, Express
-   * `req.host`, Hono's URL host: `X-Forwarded-Host` when the app trusts a proxy). Part of the
-   * key unless `keyHost: false`.
-   */
-  readonly host?: string | undefined;
-  /** Lower-case header names. */
-  readonly headers: Readonly<Record<string, HeaderValue>>;
-}
-
-/** A response as the handler produced it. */
-export interface HttpResponse {
-  readonly status: number;
-  /** Lower-case header names. */
-  readonly headers: Readonly<Record<string, HeaderValue>>;
-  /** The body, or `undefined` when it is a stream the adapter did not buffer. */
-  readonly body: Uint8Array | string | undefined;
-  /** Set when the adapter stopped buffering because the body outgrew `maxEntrySize`. */
-  readonly tooLarge?: boolean;
-  /**
-   * The body is still being written (the head goes out first): {@link HttpCache.prepare}
-   * judges the head alone and sets no `ETag`; {@link HttpCache.commit} comes with the body.
-   */
-  readonly pending?: boolean;
-}
-
-/**
- * What an adapter must send. `body` is `undefined` for 304; for HEAD it is the GET body, which
- * the server drops while keeping its length (Node's HTTP server does so for HEAD). The
- * headers carry no `content-length`: it is `body.length`, which the adapter (or the server)
- * sets.
- */
-export interface ReplyPlan {
-  readonly status: number;
-  readonly headers: Record<string, string | readonly string[]>;
-  readonly body: Buffer | undefined;
-}
+export type { CompiledRoute, HttpCacheOptions, RouteCacheOptions } from "./route.js";
+export { NotStorable } from "./storable.js";
+export type { Dispatch, HttpRequest, HttpResponse, ReplyPlan } from "./types.js";
 
 /** Marks the requests an adapter sends through the app again to refresh an entry out of band. */
 export const DISPATCH_HEADER = "x-cachet-dispatch";
@@ -104,157 +58,6 @@ export function dispatchHeaders(request: HttpRequest, secret: string): Record<st
 }
 
 const DISPATCH_DROPPED = new Set(["content-length", "transfer-encoding"]);
-
-/**
- * Runs a request through the application again, out of band, and captures the response.
- * Adapters provide it (Fastify `inject`, …) so that stale-while-revalidate and
- * stale-if-error can refresh an entry when no client is waiting for the handler.
- */
-export type Dispatch = (request: HttpRequest) => Promise<HttpResponse>;
-
-/** Per-route options: `config: { cache: { ... } }` on a Fastify route, and so on. */
-export interface RouteCacheOptions extends Omit<EntryOptions, "tags"> {
-  /**
-   * Request headers that select a different response (`["accept-language"]`). They become
-   * part of the key. Listing `authorization` (or giving a `key` function) makes the route
-   * per-user, which allows caching responses to authenticated requests.
-   * @default []
-   */
-  vary?: readonly string[];
-  /**
-   * Build the key yourself from the request (then you are responsible for keying on
-   * everything that changes the response). Long keys are hashed.
-   */
-  key?: (request: HttpRequest) => string;
-  /**
-   * Declare the response the same for every user, so that responses to requests with
-   * `Authorization` or a session cookie may be stored and shared.
-   * @default false
-   */
-  public?: boolean;
-  /** Statuses that may be stored for this route. @default the cache's `statuses` */
-  statuses?: readonly number[];
-  /** Tags for the stored responses (for `invalidateTags`), or a function of the request. */
-  tags?: readonly string[] | ((request: HttpRequest) => readonly string[]);
-  /**
-   * Take freshness from the handler's own `Cache-Control`: `s-maxage`, else `max-age`, for
-   * `ttl`; `stale-while-revalidate` and `stale-if-error` (RFC 5861) for the stale windows. The
-   * route's values apply when the response has none.
-   * @default false
-   */
-  fromResponse?: boolean;
-  /**
-   * Honour the client's request `Cache-Control`: `no-cache` fetches a fresh response,
-   * `no-store` stores nothing, `only-if-cached` answers 504 on a miss (RFC 9111 §5.2.1). Off
-   * by default so that clients cannot push load onto the origin.
-   * @default false
-   */
-  requestDirectives?: boolean;
-  /**
-   * With `fromResponse`: heuristic freshness (RFC 9111 §4.2.2) for a response without explicit
-   * freshness but with `Last-Modified`: `true` for 10% of the time since it was modified, or
-   * the fraction to use; at most a day. Off by default: only explicit freshness is trusted.
-   * @default false
-   */
-  heuristic?: boolean | number;
-  /**
-   * With `fromResponse`: how long a stale response with validators (`ETag`, `Last-Modified`)
-   * is kept so that it can be revalidated with a conditional request instead of fetched
-   * again whole (RFC 9111 §4.3). It is never served stale for that (unless a stale window
-   * allows it). `0` for not at all.
-   * @default "10m"
-   */
-  keepStale?: Duration;
-  /** Override the cache-wide `downstreamCacheControl` for this route. */
-  downstreamCacheControl?: boolean;
-  /**
-   * The route's name in errors and in the `http` event (the `route` label of metrics): its
-   * pattern, such as `"GET /posts/:id"`, never anything taken from a request. The Fastify
-   * plugin names routes by their pattern itself; on Express and Hono, routes are
-   * `express route #1`, … unless named here.
-   */
-  name?: string;
-}
-
-/** Options of {@link HttpCache}. */
-export interface HttpCacheOptions {
-  /** The cache to store responses in (they go to its `http` namespace). */
-  cache: Cache;
-  /** Namespace for response entries, so `clear()` on it drops only responses. @default "http" */
-  namespace?: string;
-  /**
-   * Statuses that may be stored (RFC 9110 §15.1 heuristically cacheable ones).
-   * @default [200, 203, 204, 300, 301, 308, 404, 410]
-   */
-  statuses?: readonly number[];
-  /** Largest body stored, in bytes; larger responses pass through unstored. @default 5 MiB */
-  maxEntrySize?: number;
-  /**
-   * @deprecated Every end-to-end response header is stored and replayed now (RFC 9111 §3.1),
-   * except hop-by-hop ones, those listed in `Connection`, and the per-response ones cachet
-   * sets itself. Listing a header here changes nothing; listing one that is never stored
-   * (`set-cookie`, `connection`, …) still fails.
-   */
-  headers?: readonly string[];
-  /**
-   * Cookie names that identify a user session: requests carrying one are treated like requests
-   * with `Authorization` (not served from or stored to the shared cache unless the route keys
-   * on the user or is public).
-   * @default []
-   */
-  sessionCookies?: readonly string[];
-  /**
-   * Key responses on the host the framework reports to the handler, as Varnish does, so that a
-   * response built for one host (links, redirects) is never served for another — including a
-   * host taken from `X-Forwarded-Host` when the app trusts a proxy. Turn off only when the app
-   * answers one host and builds nothing from it.
-   * @default true
-   */
-  keyHost?: boolean;
-  /** The cache name in `Cache-Status` (RFC 9211), or `false` to omit the header. @default "cachet" */
-  cacheStatus?: string | false;
-  /** Add `key=` to `Cache-Status` (exposes cache keys to clients: off by default). @default false */
-  exposeKey?: boolean;
-  /**
-   * Store bodies compressed once (br and gzip) and serve them to clients that accept them,
-   * with `Vary: Accept-Encoding`; others get identity. `false` to store identity only.
-   * @default { threshold: 1024, codings: ["br", "gzip"] }
-   */
-  compress?: boolean | Partial<CompressionOptions>;
-  /**
-   * Send `Cache-Control: public, max-age=<remaining freshness>` downstream (browsers, CDNs)
-   * on stored and cached responses, replacing the handler's.
-   * @default false
-   */
-  downstreamCacheControl?: boolean;
-  /**
-   * Send the route's tags in a `Surrogate-Key` (Fastly, space-separated) or `Cache-Tag`
-   * (Cloudflare, comma-separated) header, for purging a CDN by the same tags.
-   * @default false
-   */
-  surrogateKeys?: false | "surrogate-key" | "cache-tag";
-}
-
-/** A route's options, validated and resolved once at registration. */
-export interface CompiledRoute {
-  readonly name: string;
-  readonly policy: Policy;
-  readonly vary: readonly string[];
-  readonly key: ((request: HttpRequest) => string) | undefined;
-  readonly public: boolean;
-  readonly statuses: ReadonlySet<number>;
-  readonly tags: readonly string[] | ((request: HttpRequest) => readonly string[]);
-  readonly fromResponse: boolean;
-  /** Heuristic freshness fraction (0 for none) and its cap in ms. */
-  readonly heuristic: number;
-  readonly heuristicMax: number;
-  /** How long a stale response with validators is kept to be revalidated, in ms. */
-  readonly keepStale: number;
-  readonly requestDirectives: boolean;
-  readonly downstream: boolean;
-  /** Whether the adapter must be able to dispatch out of band (stale windows, timeouts). */
-  readonly needsDispatch: boolean;
-}
 
 /** A request that leads the production of a response for its key. */
 export interface Exchange {
@@ -303,55 +106,6 @@ interface ExchangeState {
   ifModifiedSince: HeaderValue;
   /** When the handler was asked for the response (the request time of RFC 9111 §4.2.3). */
   startedAt: number;
-}
-
-const DEFAULT_STATUSES = [200, 203, 204, 300, 301, 308, 404, 410];
-
-/**
- * Never stored or replayed: hop-by-hop fields (RFC 9110 §7.6.1), proxy authentication
- * (RFC 9111 §3.1), fields cachet sets per response (`age`, `cache-status`, the body's
- * length), and `set-cookie` (a response with it is not stored at all; a field name in
- * `private=`/`no-cache=` can still name other fields to drop). `Date` is stored (RFC 9110
- * §6.6.1: a hit replays the origin's).
- */
-const NEVER_STORED = new Set([
-  "set-cookie",
-  "proxy-authenticate",
-  "proxy-authentication-info",
-  "proxy-authorization",
-  "age",
-  "connection",
-  "keep-alive",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-connection",
-  "trailer",
-  "te",
-  "content-length",
-  "cache-status",
-  "surrogate-key",
-  "cache-tag",
-]);
-
-/** Methods known to be safe (RFC 9110 §9.2.1); every other one invalidates (RFC 9111 §4.4). */
-const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
-
-/** Why a response was not stored; the reason goes to `Cache-Status` as `detail`. */
-export class NotStorable extends CachetError {
-  readonly reason: string;
-  /**
-   * The response, when it came from an out-of-band dispatch: it may be sent to the request
-   * that dispatched it (`owner`) and to no other, since it may be personal.
-   */
-  readonly response: HttpResponse | undefined;
-  readonly owner: object | undefined;
-
-  constructor(reason: string, response?: HttpResponse, owner?: object) {
-    super("E_FACTORY_ERROR", `cachet: response not stored (${reason})`);
-    this.reason = reason;
-    this.response = response;
-    this.owner = owner;
-  }
 }
 
 const LEAD = Symbol("lead");
@@ -446,50 +200,11 @@ export class HttpCache {
 
   /** Validate a route's options once, at registration. `name` identifies the route in errors. */
   route(options: RouteCacheOptions | true, fallbackName: string): CompiledRoute {
-    const o: RouteCacheOptions = options === true ? {} : options;
-    if (o === null || typeof o !== "object") {
-      throw new InvalidOptionError(`${fallbackName} cache`, "expected true or an options object");
-    }
-    if (
-      o.name !== undefined &&
-      (typeof o.name !== "string" || !/^[\x20-\x7e]{1,200}$/.test(o.name))
-    ) {
-      throw new InvalidOptionError(
-        `${fallbackName} cache.name`,
-        `expected a route pattern such as "GET /posts/:id" (1 to 200 printable characters), got ${JSON.stringify(o.name)}`,
-      );
-    }
-    const name = o.name ?? fallbackName;
-    const where = `${name} cache`;
-    const { tags, name: _name, heuristic, keepStale, ...entryOptions } = o;
-    const policy = this.cache.policy({ ...entryOptions, tags: [] }, where);
-    const vary = [...new Set((o.vary ?? []).map((h) => String(h).toLowerCase()))].sort();
-    if (o.key !== undefined && typeof o.key !== "function") {
-      throw new InvalidOptionError(`${where}.key`, "expected a function (request) => string");
-    }
-    if (tags !== undefined && typeof tags !== "function") validateTags(tags, `${where}.tags`);
-    return {
-      name,
-      policy,
-      vary,
-      key: o.key,
-      public: o.public === true,
-      statuses: o.statuses ? statusSet(o.statuses, `${where}.statuses`) : this.#statuses,
-      tags: tags ?? [],
-      fromResponse: o.fromResponse === true,
-      heuristic: heuristicFraction(heuristic, `${where}.heuristic`),
-      heuristicMax: 86_400_000,
-      keepStale:
-        keepStale === undefined
-          ? o.fromResponse === true
-            ? 600_000
-            : 0
-          : toMs(keepStale, `${where}.keepStale`, true),
-      requestDirectives: o.requestDirectives === true,
-      downstream: o.downstreamCacheControl ?? this.#downstream,
-      needsDispatch:
-        policy.swr > 0 || policy.grace > 0 || policy.timeout > 0 || o.fromResponse === true,
-    };
+    return compileRoute(options, fallbackName, {
+      policy: (o, where) => this.cache.policy(o, where),
+      statuses: this.#statuses,
+      downstream: this.#downstream,
+    });
   }
 
   /**
@@ -744,19 +459,8 @@ export class HttpCache {
     request: HttpRequest,
     response: Pick<HttpResponse, "status" | "headers">,
   ): Promise<void> {
-    if (SAFE_METHODS.has(request.method) || response.status < 200 || response.status >= 400) return;
-    const path = targetPath(request.url);
-    if (path === undefined) return;
-    const paths = new Set([path]);
-    for (const name of ["location", "content-location"]) {
-      const target = sameOriginPath(
-        headerString(response.headers[name]),
-        path,
-        request.headers.host,
-      );
-      if (target !== undefined) paths.add(target);
-    }
-    await this.invalidatePaths([...paths]);
+    const paths = invalidatedPaths(request, response);
+    if (paths.length > 0) await this.invalidatePaths(paths);
   }
 
   /** Expire the stored responses of these paths (every query and variant), one write each. */
@@ -771,7 +475,7 @@ export class HttpCache {
 
   /** Whether `method` is one after which {@link invalidateAfter} may expire responses. */
   static isUnsafe(method: string): boolean {
-    return !SAFE_METHODS.has(method.toUpperCase());
+    return isUnsafe(method);
   }
 
   // ---- internals ---------------------------------------------------------------------------
@@ -1095,13 +799,7 @@ export class HttpCache {
     const previous = context.stale?.value.kind === "response" ? context.stale.value : undefined;
     // The client's conditionals are not ours to forward: the cache needs a full response, or a
     // 304 for the one it holds (RFC 9111 §4.3.1: validate with its validators).
-    const headers: Record<string, HeaderValue> = {};
-    for (const [name, value] of Object.entries(request.headers)) {
-      if (name !== "if-none-match" && name !== "if-modified-since") headers[name] = value;
-    }
-    if (previous?.originEtag) headers["if-none-match"] = previous.etag;
-    const lastModified = previous?.headers["last-modified"];
-    if (typeof lastModified === "string") headers["if-modified-since"] = lastModified;
+    const headers = validationHeaders(request.headers, previous);
     const requestTime = this.cache.clock.now();
     let response = await dispatch({ method: "GET", url: request.url, headers, host: request.host });
     const validated =
@@ -1179,115 +877,11 @@ export class HttpCache {
     times: { requestTime: number; responseTime: number },
     report = true,
   ): { record: StoredResponse; freshness: Freshness | undefined } | NotStorable {
-    const { status, headers, body } = response;
-    if (status < 200 || status === 206 || status === 304 || status > 599) {
-      return new NotStorable(`status-${status}`);
-    }
-    // The origin's directives: a targeted field (RFC 9213) over Cache-Control when the origin
-    // decides; on a route with its own ttl, the strictest of both.
-    const { directives, targeted } = governingDirectives(headers);
-    const cc = route.fromResponse ? directives : parseCacheControl(headers["cache-control"]);
-    const strict = (name: string) => cc.has(name) || (!route.fromResponse && directives.has(name));
-    // RFC 9111 §5.2.2.3: must-understand lifts no-store for the statuses cachet understands.
-    const understood = cc.has("must-understand") && UNDERSTOOD_STATUSES.has(status);
-    if (cc.has("must-understand") && !UNDERSTOOD_STATUSES.has(status)) {
-      return new NotStorable("must-understand");
-    }
-    if (strict("no-store") && !understood) return new NotStorable("no-store");
-    if (strict("private") && cc.get("private") === true) return new NotStorable("private");
-    if (!route.fromResponse && cc.get("no-cache") === true) return new NotStorable("no-cache");
-    // Fields named by private="…" or no-cache="…" may not be stored; the rest may.
-    const unstored = qualifiedFields(cc);
-    if (headers["set-cookie"] !== undefined && !unstored.has("set-cookie")) {
-      return new NotStorable("set-cookie");
-    }
-    let freshness: Freshness | undefined;
-    let age0 = 0;
-    let staleIfError: number | undefined;
-    if (route.fromResponse) {
-      const origin = originFreshness(status, headers, directives, targeted !== undefined, {
-        ...times,
-        heuristic: route.heuristic,
-        heuristicMax: route.heuristicMax,
-      });
-      // RFC 9111 §3: explicit freshness makes any final status storable; without it only the
-      // heuristically cacheable ones (the route's statuses) are kept, to be validated.
-      if (!origin.explicit && !route.statuses.has(status))
-        return new NotStorable(`status-${status}`);
-      age0 = origin.age0;
-      const remaining = origin.lifetime - origin.age0;
-      const swr = origin.mayServeStale ? (origin.staleWhileRevalidate ?? route.policy.swr) : 0;
-      staleIfError = origin.mayServeStale ? (origin.staleIfError ?? route.policy.grace) : 0;
-      const validatable =
-        typeof headers.etag === "string" || headers["last-modified"] !== undefined;
-      const keep = validatable ? route.keepStale : 0;
-      if (remaining <= 0 && swr <= 0 && staleIfError <= 0 && keep <= 0) {
-        return new NotStorable(origin.noCache ? "no-cache" : "no-freshness");
-      }
-      freshness = {
-        ttl: Math.max(1, remaining),
-        staleWhileRevalidate: swr,
-        staleIfError: Math.max(staleIfError, keep),
-      };
-    } else if (!route.statuses.has(status)) {
-      return new NotStorable(`status-${status}`);
-    }
-    // RFC 9111 §4.1: `Vary: *` always fails to match.
-    const vary = parseVary(headers.vary);
-    if (vary[0] === "*") return new NotStorable("vary-star");
-    if (response.tooLarge) return this.#oversize(key, undefined, report);
-    if (body === undefined && !response.pending) return new NotStorable("stream");
-    const bytes =
-      body === undefined
-        ? Buffer.alloc(0)
-        : typeof body === "string"
-          ? Buffer.from(body, "utf8")
-          : toBuffer(body);
-    if (bytes.length > this.#maxEntrySize) return this.#oversize(key, bytes.length, report);
-    // Every end-to-end field is stored (RFC 9111 §3.1), less the hop-by-hop ones and those the
-    // `Connection` field lists (RFC 9110 §7.6.1), and those private="…"/no-cache="…" name.
-    const dropped = connectionListed(headers.connection);
-    const kept: Record<string, string | readonly string[]> = {};
-    for (const [name, value] of Object.entries(headers)) {
-      const lower = name.toLowerCase();
-      if (value === undefined || NEVER_STORED.has(lower) || dropped?.has(lower)) continue;
-      if (unstored.has(lower)) continue;
-      kept[lower] = Array.isArray(value) ? value.map(String) : String(value);
-    }
-    // cachet's own targeted field is for cachet alone (RFC 9213 §2.1).
-    delete kept["cachet-cache-control"];
-    // The origin's validator is kept, weak or strong (RFC 9110 §8.8.3): it is what the origin
-    // can validate against later. Only a response without one (or with a malformed one) gets a
-    // strong tag derived from the bytes we store, the same in every process.
-    const origin = typeof kept.etag === "string" ? kept.etag.trim() : undefined;
-    const originEtag = origin !== undefined && /^(?:W\/)?"[^"]*"$/.test(origin);
-    const etag = originEtag ? origin! : strongEtag(bytes);
-    delete kept.etag;
-    // A hit replays the origin's Date; a response without one gets the time it was received
-    // (RFC 9110 §6.6.1), so that hits never carry a newer Date than the response they are.
-    if (kept.date === undefined) kept.date = new Date(times.responseTime).toUTCString();
-    const surrogate = this.#surrogateHeader(request, route);
-    if (surrogate) kept[surrogate[0]] = surrogate[1];
-    if (route.downstream) delete kept["cache-control"];
-    const lastModified = httpDate(kept["last-modified"] as HeaderValue, times.responseTime);
-    const varyOn = undeclaredVary(vary, route, headers["content-encoding"] !== undefined);
-    return {
-      record: {
-        kind: "response",
-        status,
-        headers: kept,
-        body: bytes,
-        etag,
-        originEtag,
-        lastModified,
-        encoded: {},
-        varyOn,
-        selecting: varyOn.map((name) => selectingValue(request.headers[name])),
-        age0,
-        staleIfError,
-      },
-      freshness,
-    };
+    return storedResponse(route, request, response, times, {
+      maxEntrySize: this.#maxEntrySize,
+      oversize: (size) => this.#oversize(key, size, report),
+      surrogate: this.#surrogateHeader(request, route),
+    });
   }
 
   /** A response over `maxEntrySize` is passed through: say so (an `oversize` event). */
@@ -1515,175 +1109,11 @@ function fail(error: unknown): { ok: false; error: unknown } {
   return { ok: false, error };
 }
 
-function notModifiedHeaders(
-  headers: Record<string, string | readonly string[]>,
-): Record<string, string | readonly string[]> {
-  const out: Record<string, string | readonly string[]> = {};
-  for (const name of [...NOT_MODIFIED_HEADERS, "age", "cache-status"]) {
-    const v = headers[name];
-    if (v !== undefined) out[name] = v;
-  }
-  return out;
-}
-
-/** Freshness of a response the origin decides on, as entry options. */
-interface Freshness {
-  ttl: number;
-  staleWhileRevalidate: number;
-  staleIfError: number;
-}
-
-/** Statuses cachet understands (RFC 9111 §5.2.2.3 must-understand): those RFC 9110 defines. */
-const UNDERSTOOD_STATUSES = new Set([
-  200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 305, 307, 308, 400, 401, 402, 403,
-  404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 500, 501,
-  502, 503, 504, 505,
-]);
-
 function toPolicyPart(f: Freshness) {
   return { ttl: f.ttl, swr: f.staleWhileRevalidate, grace: f.staleIfError };
-}
-
-/**
- * Response `Vary` names the route's key does not already cover (all of them when the route
- * builds its own key). `Accept-Encoding` is left out for an identity body: cachet negotiates
- * codings itself, and identity is acceptable to every client.
- */
-function undeclaredVary(
-  names: readonly string[],
-  route: CompiledRoute,
-  encoded: boolean,
-): string[] {
-  return names
-    .filter(
-      (name) =>
-        (route.key || !route.vary.includes(name)) && (encoded || name !== "accept-encoding"),
-    )
-    .sort();
-}
-
-/** Whether a stored response may answer this request: its own `Vary` matches (RFC 9111 §4.1). */
-function usable(record: StoredResponse, request: HttpRequest): boolean {
-  return (
-    record.varyOn.length === 0 || varyMatches(record.varyOn, record.selecting, request.headers)
-  );
-}
-
-/** The path of `target` when it is on the request's origin, else `undefined`. */
-function sameOriginPath(
-  target: string | undefined,
-  base: string,
-  host: HeaderValue,
-): string | undefined {
-  if (!target) return undefined;
-  try {
-    const origin = `http://${headerString(host) ?? "origin.invalid"}`;
-    const url = new URL(target, origin + (base.startsWith("/") ? base : `/${base}`));
-    if (url.host !== new URL(origin).host) return undefined;
-    return url.pathname;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Field names listed in a `Connection` header (lower-case), or `undefined` when none. */
-function connectionListed(value: HeaderValue): Set<string> | undefined {
-  const text = headerString(value);
-  if (!text) return undefined;
-  return new Set(text.split(",").map((name) => name.trim().toLowerCase()));
-}
-
-/** Header fields a 304 does not update in the stored response (RFC 9111 §3.2). */
-const NOT_UPDATED = new Set(["content-length", "content-encoding", "content-range", "etag"]);
-
-/** Whether a 304 validates the stored response (RFC 9111 §4.3.4: its ETag, when it has one). */
-function sameValidator(stored: StoredResponse, response: HttpResponse): boolean {
-  const etag = headerString(response.headers.etag);
-  if (etag === undefined) return true;
-  const strip = (tag: string) => (tag.startsWith("W/") ? tag.slice(2) : tag);
-  return stored.originEtag && strip(etag.trim()) === strip(stored.etag);
-}
-
-/** The stored response freshened with a 304's fields: the same body, the new metadata. */
-function freshened(stored: StoredResponse, notModified: HttpResponse): HttpResponse {
-  const headers: Record<string, HeaderValue> = { ...stored.headers } as Record<string, HeaderValue>;
-  if (stored.originEtag) headers.etag = stored.etag;
-  for (const [name, value] of Object.entries(notModified.headers)) {
-    const lower = name.toLowerCase();
-    if (value !== undefined && !NOT_UPDATED.has(lower)) headers[lower] = value;
-  }
-  return { status: stored.status, headers, body: stored.body };
-}
-
-/** The path of a request target, origin-form or absolute-form. */
-function targetPath(target: string): string | undefined {
-  if (target.startsWith("/")) return splitUrl(target).path;
-  try {
-    return new URL(target).pathname;
-  } catch {
-    return undefined;
-  }
 }
 
 function errorStatus(error: unknown): number | undefined {
   if (error instanceof NotStorable && error.response) return error.response.status;
   return undefined;
-}
-
-function toBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes)
-    ? bytes
-    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-function heuristicFraction(value: boolean | number | undefined, option: string): number {
-  if (value === undefined || value === false) return 0;
-  if (value === true) return 0.1;
-  if (typeof value !== "number" || !(value > 0 && value <= 1)) {
-    throw new InvalidOptionError(
-      option,
-      `expected true, false or a fraction in (0, 1], got ${value}`,
-    );
-  }
-  return value;
-}
-
-function statusSet(statuses: readonly number[], option: string): ReadonlySet<number> {
-  if (!Array.isArray(statuses) || statuses.length === 0) {
-    throw new InvalidOptionError(option, "expected a non-empty array of HTTP status codes");
-  }
-  for (const s of statuses) {
-    if (!Number.isInteger(s) || s < 200 || s > 599 || s === 206 || s === 304) {
-      throw new InvalidOptionError(
-        option,
-        `expected final status codes between 200 and 599 (not 206 or 304), got ${JSON.stringify(s)}`,
-      );
-    }
-  }
-  return new Set(statuses);
-}
-
-function compressionOptions(
-  value: boolean | Partial<CompressionOptions> | undefined,
-): CompressionOptions | undefined {
-  if (value === false) return undefined;
-  const o = value === undefined || value === true ? {} : value;
-  if (typeof o !== "object" || o === null) {
-    throw new InvalidOptionError("compress", "expected true, false or { threshold, codings }");
-  }
-  const threshold = o.threshold ?? 1024;
-  if (!Number.isSafeInteger(threshold) || threshold < 0) {
-    throw new InvalidOptionError(
-      "compress.threshold",
-      `expected a byte count, got ${JSON.stringify(o.threshold)}`,
-    );
-  }
-  const codings = o.codings ?? CODINGS;
-  if (!Array.isArray(codings) || codings.some((c) => c !== "br" && c !== "gzip")) {
-    throw new InvalidOptionError(
-      "compress.codings",
-      `expected a list of "br" and "gzip", got ${JSON.stringify(o.codings)}`,
-    );
-  }
-  return codings.length === 0 ? undefined : { threshold, codings };
 }
