@@ -157,7 +157,11 @@ export interface FactoryContext<T = unknown> {
    * (stale-while-revalidate) and this call only refreshes the entry.
    */
   readonly background: boolean;
-  /** Override the entry options (ttl, tags, stale windows) for the value being produced. */
+  /**
+   * Override the entry options (ttl, tags, stale windows) for the value being produced. A
+   * `ttl` of 0 stores the value already stale: usable only within its stale windows (the HTTP
+   * cache keeps a response that must be revalidated this way).
+   */
   setOptions(
     options: Pick<EntryOptions, "ttl" | "staleWhileRevalidate" | "staleIfError" | "tags">,
   ): void;
@@ -989,7 +993,7 @@ export class Cache {
       stale,
       background,
       setOptions: (options) => {
-        policy = resolvePolicy(options, policy, "setOptions");
+        policy = resolvePolicy(options, policy, "setOptions", true);
       },
     };
     const l2 = this.#core.l2;

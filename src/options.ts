@@ -121,6 +121,8 @@ export function resolvePolicy(
   options: EntryOptions | undefined,
   base: Policy,
   where = "options",
+  /** A factory's `setOptions` may store a value already stale (ttl 0) for its stale windows. */
+  zeroTtl = false,
 ): Policy {
   if (options === undefined) return base;
   if (options === null || typeof options !== "object") {
@@ -128,7 +130,7 @@ export function resolvePolicy(
   }
   const hardTimeout = optionalMs(options.hardTimeout, `${where}.hardTimeout`, base.hardTimeout);
   return {
-    ttl: options.ttl === undefined ? base.ttl : toMs(options.ttl, `${where}.ttl`, false),
+    ttl: options.ttl === undefined ? base.ttl : toMs(options.ttl, `${where}.ttl`, zeroTtl),
     swr: optionalMs(options.staleWhileRevalidate, `${where}.staleWhileRevalidate`, base.swr),
     grace: optionalMs(options.staleIfError, `${where}.staleIfError`, base.grace),
     graceBackoff: optionalMs(options.graceBackoff, `${where}.graceBackoff`, base.graceBackoff),

@@ -805,7 +805,7 @@ export class HttpCache {
     const validated =
       previous !== undefined && response.status === 304 && sameValidator(previous, response);
     // RFC 9111 §4.3.4: a 304 freshens the stored response with its header fields.
-    if (validated) response = freshened(previous, response);
+    if (validated) response = freshened(previous, response, this.cache.clock.now());
     const times = { requestTime, responseTime: this.cache.clock.now() };
     const outcome = this.#record(route, request, response, key, times);
     if (outcome instanceof NotStorable) throw new NotStorable(outcome.reason, response, owner);

@@ -131,7 +131,7 @@ export function storedResponse(
       return new NotStorable(origin.noCache ? "no-cache" : "no-freshness");
     }
     freshness = {
-      ttl: Math.max(1, remaining),
+      ttl: Math.max(0, remaining),
       staleWhileRevalidate: swr,
       staleIfError: Math.max(staleIfError, keep),
     };

@@ -38,12 +38,19 @@ export function sameValidator(stored: StoredResponse, response: HttpResponse): b
 }
 
 /** The stored response freshened with a 304's fields: the same body, the new metadata. */
-export function freshened(stored: StoredResponse, notModified: HttpResponse): HttpResponse {
+export function freshened(
+  stored: StoredResponse,
+  notModified: HttpResponse,
+  receivedAt: number,
+): HttpResponse {
   const headers: Record<string, HeaderValue> = { ...stored.headers } as Record<string, HeaderValue>;
   if (stored.originEtag) headers.etag = stored.etag;
   for (const [name, value] of Object.entries(notModified.headers)) {
     const lower = name.toLowerCase();
     if (value !== undefined && !NOT_UPDATED.has(lower)) headers[lower] = value;
   }
+  // The 304 is the newest message about the response: its Date, or when it arrived (RFC 9110
+  // §6.6.1), not the stored one's, which would make the freshened response look old.
+  if (notModified.headers.date === undefined) headers.date = new Date(receivedAt).toUTCString();
   return { status: stored.status, headers, body: stored.body };
 }

@@ -6,6 +6,8 @@ export interface TestRequest {
   method: string;
   url: string;
   headers: Record<string, string | string[] | undefined>;
+  /** The host the framework reports to the handler (with `trustProxy`, X-Forwarded-Host). */
+  host: string;
 }
 
 /** What a test handler answers. `body` objects are sent as JSON by the framework. */
@@ -44,6 +46,8 @@ export interface Harness {
   request(options: RequestOptions): Promise<TestReply>;
   /** Like `request`, with the body as raw bytes (compressed bodies stay compressed). */
   requestRaw(options: RequestOptions): Promise<TestReply & { rawBody: Buffer }>;
+  /** A request whose target is written as given, byte for byte (see `sendRaw`). */
+  rawTarget(target: string, headers?: Record<string, string>, method?: string): Promise<TestReply>;
   close(): Promise<void>;
 }
 
@@ -51,4 +55,6 @@ export type AdapterFactory = (options: {
   cache: Cache;
   http?: Omit<HttpCacheOptions, "cache">;
   routes: TestRoute[];
+  /** The framework trusts a proxy in front (`X-Forwarded-Host` is the host). */
+  trustProxy?: boolean;
 }) => Promise<Harness>;

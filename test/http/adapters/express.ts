@@ -1,12 +1,15 @@
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import express from "express";
-import { inject } from "light-my-request";
 import { cachetExpress } from "../../../src/adapters/express.js";
-import type { AdapterFactory, Harness } from "../harness.js";
+import { send, sendRaw } from "../client.js";
+import type { AdapterFactory } from "../harness.js";
 
-/** The shared HTTP suite's Express harness: requests through light-my-request. */
-export const expressAdapter: AdapterFactory = async ({ cache, http, routes }) => {
+/** The shared HTTP suite's Express harness: a listening server, requests over real sockets. */
+export const expressAdapter: AdapterFactory = async ({ cache, http, routes, trustProxy }) => {
   const app = express();
+  if (trustProxy) app.set("trust proxy", true);
   const cached = cachetExpress({ cache, ...http });
   app.use(cached.invalidator());
   app.use(express.text({ type: "*/*" }));
@@ -25,6 +28,7 @@ export const expressAdapter: AdapterFactory = async ({ cache, http, routes }) =>
           method: req.method,
           url: req.originalUrl,
           headers: req.headers,
+          host: req.host,
         });
         if (out.throws) throw new Error("handler failed");
         res.status(out.status ?? 200);
@@ -48,24 +52,17 @@ export const expressAdapter: AdapterFactory = async ({ cache, http, routes }) =>
     });
     app[method](route.path, ...handlers);
   }
-  const requestRaw: Harness["requestRaw"] = async ({ method = "GET", url, headers = {}, body }) => {
-    const res = await inject(app as unknown as Parameters<typeof inject>[0], {
-      method: method as "GET",
-      url,
-      headers,
-      ...(body === undefined ? {} : { payload: body }),
-    });
-    return {
-      status: res.statusCode,
-      headers: res.headers,
-      body: res.payload,
-      rawBody: res.rawPayload,
-    };
-  };
+  const server = app.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const base = { host: "127.0.0.1", port: (server.address() as AddressInfo).port };
   return {
     http: cached.http,
-    request: (options) => requestRaw(options),
-    requestRaw,
-    close: async () => {},
+    request: (options) => send(base, options),
+    requestRaw: (options) => send(base, options),
+    rawTarget: (target, headers, method) => sendRaw(base, target, headers, method),
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
   };
 };

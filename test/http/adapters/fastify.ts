@@ -1,11 +1,13 @@
+import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import Fastify from "fastify";
 import { cachetFastify } from "../../../src/adapters/fastify.js";
+import { send, sendRaw } from "../client.js";
 import type { AdapterFactory, Harness } from "../harness.js";
 
-/** The shared HTTP suite's Fastify harness: requests through `inject()`. */
-export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes }) => {
-  const app = Fastify();
+/** The shared HTTP suite's Fastify harness: a listening server, requests over real sockets. */
+export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes, trustProxy }) => {
+  const app = Fastify({ trustProxy: trustProxy === true });
   await app.register(cachetFastify, { cache, ...http });
   for (const route of routes) {
     app.route({
@@ -17,6 +19,7 @@ export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes }) =>
           method: request.method,
           url: request.url,
           headers: request.headers,
+          host: request.host,
         });
         if (out.throws) throw new Error("handler failed");
         reply.code(out.status ?? 200);
@@ -33,25 +36,16 @@ export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes }) =>
       },
     });
   }
-  await app.ready();
-  const requestRaw: Harness["requestRaw"] = async ({ method = "GET", url, headers = {}, body }) => {
-    const res = await app.inject({
-      method: method as "GET",
-      url,
-      headers,
-      ...(body === undefined ? {} : { payload: body }),
-    });
-    return {
-      status: res.statusCode,
-      headers: res.headers,
-      body: res.body,
-      rawBody: res.rawPayload,
-    };
-  };
+  await app.listen({ port: 0, host: "127.0.0.1" });
+  const base = { host: "127.0.0.1", port: (app.server.address() as AddressInfo).port };
   return {
     http: app.cachet,
-    request: (options) => requestRaw(options),
-    requestRaw,
-    close: () => app.close(),
+    request: (options) => send(base, options),
+    requestRaw: (options) => send(base, options),
+    rawTarget: (target, headers, method) => sendRaw(base, target, headers, method),
+    close: async () => {
+      app.server.closeAllConnections();
+      await app.close();
+    },
   };
 };

@@ -1,9 +1,17 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { serve } from "@hono/node-server";
 import { Hono, type MiddlewareHandler } from "hono";
 import { stream as honoStream } from "hono/streaming";
 import { cachetHono } from "../../../src/adapters/hono.js";
-import type { AdapterFactory, Harness } from "../harness.js";
+import { send, sendRaw } from "../client.js";
+import type { AdapterFactory } from "../harness.js";
 
-/** The shared HTTP suite's Hono harness: requests through `app.request()`. */
+/**
+ * The shared HTTP suite's Hono harness: `@hono/node-server` listening, requests over real
+ * sockets. Hono has no trust-proxy setting: its host is the URL's (`Host`, or an absolute-form
+ * target's).
+ */
 export const honoAdapter: AdapterFactory = async ({ cache, http, routes }) => {
   const app = new Hono();
   const cached = cachetHono({ cache, app, ...http });
@@ -28,6 +36,7 @@ export const honoAdapter: AdapterFactory = async ({ cache, http, routes }) => {
         method: c.req.method,
         url: url.pathname + url.search,
         headers,
+        host: url.host,
       });
       if (out.throws) throw new Error("handler failed");
       const body = out.body ?? "";
@@ -56,32 +65,27 @@ export const honoAdapter: AdapterFactory = async ({ cache, http, routes }) => {
         });
       }
       const status = out.status ?? 200;
-      return new Response(status === 204 ? null : new Uint8Array(bytes), {
+      return new Response(status === 204 || status === 304 ? null : new Uint8Array(bytes), {
         status,
         headers: responseHeaders,
       });
     });
   }
   app.onError((_err, c) => c.text("Internal Server Error", 500));
-  const requestRaw: Harness["requestRaw"] = async ({ method = "GET", url, headers = {}, body }) => {
-    const res = await app.request(url, {
-      method,
-      headers,
-      ...(body === undefined ? {} : { body }),
-    });
-    const out: Record<string, string | string[]> = {};
-    res.headers.forEach((v, k) => {
-      out[k] = v;
-    });
-    const cookies = res.headers.getSetCookie();
-    if (cookies.length > 0) out["set-cookie"] = cookies.length === 1 ? cookies[0]! : cookies;
-    const rawBody = method === "HEAD" ? Buffer.alloc(0) : Buffer.from(await res.arrayBuffer());
-    return { status: res.status, headers: out, body: rawBody.toString("utf8"), rawBody };
-  };
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () =>
+      resolve(s as Server),
+    );
+  });
+  const base = { host: "127.0.0.1", port: (server.address() as AddressInfo).port };
   return {
     http: cached.http,
-    request: (options) => requestRaw(options),
-    requestRaw,
-    close: async () => {},
+    request: (options) => send(base, options),
+    requestRaw: (options) => send(base, options),
+    rawTarget: (target, headers, method) => sendRaw(base, target, headers, method),
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
   };
 };
