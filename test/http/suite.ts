@@ -40,7 +40,7 @@ const tick = () => new Promise((r) => setTimeout(r, 5));
 export function httpSuite(name: string, adapter: AdapterFactory): void {
   async function setup(
     routes: TestRoute[],
-    options: { http?: Parameters<AdapterFactory>[0]["http"] } = {},
+    options: { http?: Parameters<AdapterFactory>[0]["http"]; trustProxy?: boolean } = {},
   ): Promise<Harness & { clock: ReturnType<typeof manualClock> }> {
     const clock = manualClock();
     const cache = createCache({ clock });
@@ -48,6 +48,7 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
       cache,
       routes,
       ...(options.http ? { http: options.http } : {}),
+      ...(options.trustProxy ? { trustProxy: true } : {}),
     });
     return Object.assign(harness, { clock });
   }
@@ -538,6 +539,59 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         const anonymous = await app.request({ url: "/acct" });
         assert.equal(anonymous.body, "page for nobody");
         assert.equal(h.runs, 3);
+      });
+
+      it("a target with a fragment is never stored under the URL without it", async (t) => {
+        const h = counted((req) => ({
+          status: 200,
+          headers: { "content-type": "text/plain" },
+          body: `handler saw ${req.url}`,
+        }));
+        const app = await setup([
+          { path: "/posts", cache: true, handler: h.handler },
+          { path: "/q", cache: true, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        const poison = await app.rawTarget("/posts#?userId=2");
+        assert.doesNotMatch(String(poison.headers["cache-status"] ?? ""), /stored|hit/);
+        const plain = await app.request({ url: "/posts" });
+        assert.equal(plain.body, "handler saw /posts");
+        await app.rawTarget("/q?a=1#&a=EVIL");
+        const honest = await app.request({ url: "/q?a=1" });
+        assert.equal(honest.body, "handler saw /q?a=1");
+        assert.doesNotMatch(String(honest.headers["cache-status"]), /hit/);
+        for (const raw of ["/posts?x=a b", '/posts?x="q"', "/posts?x={y}"]) {
+          const res = await app.rawTarget(raw);
+          assert.doesNotMatch(String(res.headers["cache-status"] ?? ""), /stored|hit/, raw);
+        }
+      });
+
+      it("a host from X-Forwarded-Host (trusted proxy) or an absolute-form target keys its own entry", async (t) => {
+        const h = counted((req) => ({
+          status: 200,
+          headers: { "content-type": "text/html" },
+          body: `<a href="https://${req.host}/next">next</a>`,
+        }));
+        const app = await setup(
+          [
+            { path: "/list", cache: true, handler: h.handler },
+            { path: "/other", cache: true, handler: h.handler },
+          ],
+          { trustProxy: true },
+        );
+        t.after(() => app.close());
+        const planted = await app.request({
+          url: "/list",
+          headers: { "x-forwarded-host": "evil.example" },
+        });
+        // Fastify and Express trust the proxy here; Hono has no such setting and sees Host.
+        if (name !== "Hono") assert.match(planted.body, /evil\.example/, "the handler saw it");
+        const victim = await app.request({ url: "/list" });
+        assert.doesNotMatch(victim.body, /evil/, victim.body);
+        // Absolute-form first: the host is the target's for frameworks that read it (Hono).
+        await app.rawTarget("http://evil.example/other");
+        const other = await app.request({ url: "/other" });
+        assert.doesNotMatch(other.body, /evil/, other.body);
       });
 
       it("repeated query parameters keep their order in the key", async (t) => {
