@@ -8,6 +8,7 @@
  *   cachet del KEY [--namespace N]           delete one entry (other instances drop their copy)
  *   cachet invalidate --tag T [--path P]     expire every entry carrying a tag (or an HTTP path)
  *   cachet clear --namespace N | --all       expire a namespace (or everything)
+ *   cachet proxy --upstream URL [--port N]   a caching reverse proxy in front of any upstream
  *
  * Every Redis command takes `--redis-url` (default `$REDIS_URL`, else redis://127.0.0.1:6379)
  * and `--prefix` (the store's key prefix, default `cachet:`). The actions go through the same
@@ -219,6 +220,80 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
       await withSession(options, io, (session) => clear(io, session, options.namespace));
     }),
   );
+
+  program
+    .command("proxy")
+    .description(
+      "run a caching reverse proxy in front of an upstream: the upstream's headers decide what is cached (RFC 9111)",
+    )
+    .requiredOption("--upstream <url>", "the origin, e.g. http://127.0.0.1:3000")
+    .option("--port <port>", "port to listen on", parsePort, 8080)
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .addOption(
+      new Option("--redis <url>", "share the cache over Redis (memory in front)").env("REDIS_URL"),
+    )
+    .option("--timeout <duration>", "longest wait for the upstream's answer", "30s")
+    .option(
+      "--stale-if-error <duration>",
+      "serve stale this long when the upstream fails (0: never)",
+      "1h",
+    )
+    .option(
+      "--keep-stale <duration>",
+      "keep stale responses with validators this long, to revalidate them",
+      "10m",
+    )
+    .option(
+      "--heuristic",
+      "heuristic freshness for responses with Last-Modified and no explicit freshness",
+    )
+    .option("--max-entry-size <bytes>", "largest body stored", parseMs)
+    .option("--log", "log requests (JSON lines)")
+    .action(
+      act(
+        async (options: {
+          upstream: string;
+          port: number;
+          host: string;
+          redis?: string;
+          timeout: string;
+          staleIfError: string;
+          keepStale: string;
+          heuristic?: boolean;
+          maxEntrySize?: number;
+          log?: boolean;
+        }) => {
+          const { startProxy } = await import("../proxy/index.js");
+          const proxy = await startProxy({
+            upstream: options.upstream,
+            port: options.port,
+            host: options.host,
+            redis: options.redis,
+            timeout: durationOption(options.timeout),
+            staleIfError: durationOption(options.staleIfError),
+            route: {
+              keepStale: durationOption(options.keepStale),
+              ...(options.heuristic ? { heuristic: true } : {}),
+            },
+            http: options.maxEntrySize === undefined ? {} : { maxEntrySize: options.maxEntrySize },
+            logger: options.log === true,
+          });
+          io.err(
+            `cachet proxy: ${proxy.url} -> ${options.upstream}${options.redis ? ` (Redis ${options.redis})` : ""}\n`,
+          );
+          await new Promise<void>((resolve) => {
+            const stop = () => {
+              process.off("SIGINT", stop);
+              process.off("SIGTERM", stop);
+              resolve();
+            };
+            process.once("SIGINT", stop);
+            process.once("SIGTERM", stop);
+          });
+          await proxy.close();
+        },
+      ),
+    );
 
   try {
     await program.parseAsync([...argv], { from: "user" });
@@ -876,6 +951,19 @@ function escapeGlob(text: string): string {
 
 function progress(io: CliIo, text: string): void {
   io.err(io.errIsTty ? `\r${text}` : `${text}\n`);
+}
+
+function parsePort(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new InvalidArgumentError(`expected a port number, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+/** A duration option: a bare number is milliseconds, else a string such as "30s". */
+function durationOption(value: string): number | string {
+  return /^\d+$/.test(value) ? Number(value) : value;
 }
 
 function parseMs(value: string): number {
