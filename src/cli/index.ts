@@ -268,7 +268,7 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
             upstream: options.upstream,
             port: options.port,
             host: options.host,
-            redis: options.redis,
+            redis: options.redis || undefined,
             timeout: durationOption(options.timeout),
             staleIfError: durationOption(options.staleIfError),
             route: {

@@ -120,7 +120,7 @@ export function httpDate(value: HeaderValue, now = Date.now()): number | undefin
     return utc(year, m[2]!, m[1]!, m[4]!, m[5]!, m[6]!);
   }
   m = ASCTIME_DATE.exec(text);
-  if (m) return utc(Number(m[7]), m[1]!, m[2]!.trim(), m[3]!, m[4]!, m[5]!);
+  if (m) return utc(Number(m[6]), m[1]!, m[2]!.trim(), m[3]!, m[4]!, m[5]!);
   return undefined;
 }
 
