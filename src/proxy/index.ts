@@ -3,8 +3,8 @@
  * The origin's headers decide everything (`fromResponse`): freshness, validation, `Vary`,
  * what may be stored. What is not stored streams through.
  */
-import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
-import { request as httpRequest } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import { request as httpRequest, METHODS } from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import Fastify from "fastify";
@@ -14,6 +14,7 @@ import { createCache } from "../cache.js";
 import type { Duration } from "../duration.js";
 import { toMs } from "../duration.js";
 import { InvalidOptionError } from "../errors.js";
+import { DISPATCH_HEADER } from "../http/http-cache.js";
 import type { HttpCacheOptions, RouteCacheOptions } from "../http/route.js";
 
 /** Options of {@link createProxy}. */
@@ -46,7 +47,7 @@ export interface ProxyOptions {
   bodyLimit?: number | undefined;
 }
 
-/** Request fields a proxy does not forward (RFC 9110 §7.6.1): hop-by-hop, and `Host`. */
+/** Hop-by-hop fields, never forwarded either way (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set([
   "connection",
   "keep-alive",
@@ -57,25 +58,13 @@ const HOP_BY_HOP = new Set([
   "upgrade",
   "proxy-authorization",
   "proxy-authenticate",
-  "host",
 ]);
 
-/** Methods Node parses that Fastify does not route by default (WebDAV, UPnP, purge, …). */
-const EXTRA_METHODS = [
-  "M-SEARCH",
-  "PURGE",
-  "PROPFIND",
-  "PROPPATCH",
-  "MKCOL",
-  "COPY",
-  "MOVE",
-  "LOCK",
-  "UNLOCK",
-  "REPORT",
-  "SEARCH",
-  "LINK",
-  "UNLINK",
-];
+/**
+ * Request fields that are not forwarded besides those: `Host` (the upstream's own), `Expect`
+ * (the body has been read already) and the HTTP cache's marker for its own refreshes.
+ */
+const REQUEST_DROPPED = new Set([...HOP_BY_HOP, "host", "expect", DISPATCH_HEADER]);
 
 /**
  * A Fastify app that forwards every request to `upstream` and caches what the upstream's
@@ -93,26 +82,64 @@ export async function createProxy(options: ProxyOptions): Promise<FastifyInstanc
   const timeout = toMs(options.timeout ?? "30s", "proxy.timeout", false);
   const staleIfError = options.staleIfError ?? "1h";
   const cache = options.cache ?? (await defaultCache(options.redis));
+  const bodyLimit = options.bodyLimit ?? 100 * 1024 * 1024;
   const app = Fastify({
     logger: options.logger === true,
-    bodyLimit: options.bodyLimit ?? 100 * 1024 * 1024,
+    bodyLimit,
     // The upstream decides what a path means: Fastify must not rewrite or reject it.
     routerOptions: { ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
-  });
-  for (const method of EXTRA_METHODS) app.addHttpMethod(method, { hasBody: true });
-  // Bodies are forwarded as bytes, whatever their type.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
-  await app.register(cachetFastify, { cache, ...options.http });
-  if (options.cache === undefined) app.addHook("onClose", () => cache.close());
-  app.route({
-    method: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", ...EXTRA_METHODS],
-    url: "*",
-    config: {
-      cache: { ...options.route, fromResponse: true, staleIfError, name: "proxy" },
+    // A path Fastify cannot decode (`/%zz`) is still the upstream's to judge: forwarded as it
+    // came, past the cache (which keys only targets it can read).
+    frameworkErrors: (error, request, rawReply) => {
+      const reply = rawReply as FastifyReply;
+      if (error.code !== "FST_ERR_BAD_URL") {
+        reply.send(error);
+        return;
+      }
+      readBody(request.raw, bodyLimit).then(
+        (body) => forward(upstream, timeout, request, reply, body),
+        (readError: Error) =>
+          reply
+            .code(413)
+            .type("text/plain; charset=utf-8")
+            .send(`cachet proxy: ${readError.message}\n`),
+      );
     },
-    handler: (request, reply) => forward(upstream, timeout, request, reply),
   });
+  try {
+    // Every method node parses (WebDAV, UPnP's M-SEARCH, PURGE, …), bodies allowed; CONNECT
+    // is a tunnel, not a request to forward.
+    for (const method of METHODS) {
+      if (method !== "CONNECT" && !app.supportedMethods.includes(method)) {
+        app.addHttpMethod(method, { hasBody: true });
+      }
+    }
+    // Bodies are forwarded as bytes, whatever their type (or none).
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) =>
+      done(null, body),
+    );
+    await app.register(cachetFastify, { cache, ...options.http });
+    if (options.cache === undefined) app.addHook("onClose", () => cache.close());
+    app.route({
+      method: app.supportedMethods.filter((method) => method !== "CONNECT"),
+      url: "*",
+      config: {
+        cache: { ...options.route, fromResponse: true, staleIfError, name: "proxy" },
+      },
+      handler: (request, reply) =>
+        forward(
+          upstream,
+          timeout,
+          request,
+          reply,
+          Buffer.isBuffer(request.body) ? request.body : undefined,
+        ),
+    });
+  } catch (error) {
+    if (options.cache === undefined) await cache.close();
+    throw error;
+  }
   return app;
 }
 
@@ -157,23 +184,22 @@ async function defaultCache(redis: string | undefined): Promise<Cache> {
 }
 
 /**
- * Send `request` to the upstream and the upstream's answer to the client: status, end-to-end
- * headers and the body as a stream (the cache buffers what it stores).
+ * Send `request` to the upstream and the upstream's answer to the client: interim responses
+ * (102, 103), then the status, end-to-end headers and the body as a stream (the cache buffers
+ * what it stores; the rest passes through).
  */
 function forward(
   upstream: URL,
   timeout: number,
   request: FastifyRequest,
   reply: FastifyReply,
+  body: Buffer | undefined,
 ): Promise<FastifyReply> {
-  const headers = forwardedHeaders(request.headers);
-  headers["x-forwarded-host"] = request.headers.host ?? "";
-  headers["x-forwarded-proto"] = request.protocol;
-  const forwardedFor = request.headers["x-forwarded-for"];
-  headers["x-forwarded-for"] = forwardedFor ? `${forwardedFor}, ${request.ip}` : request.ip;
+  const headers = forwardedHeaders(request, body);
   const base = upstream.pathname.replace(/\/$/, "");
   const send = upstream.protocol === "https:" ? httpsRequest : httpRequest;
-  const body = Buffer.isBuffer(request.body) ? request.body : undefined;
+  // A refresh the cache runs out of band has no client connection to relay anything to.
+  const client = request.headers[DISPATCH_HEADER] === undefined ? reply.raw : undefined;
   return new Promise((resolve) => {
     let settled = false;
     const fail = (status: number, message: string) => {
@@ -187,7 +213,7 @@ function forward(
         hostname: upstream.hostname,
         port: upstream.port,
         method: request.method,
-        path: base + request.url,
+        path: base + request.raw.url,
         headers,
         agent: false,
       },
@@ -231,6 +257,14 @@ function forward(
         resolve(reply.send(incoming));
       },
     );
+    if (client) {
+      // RFC 9110 §15.2: a proxy forwards interim responses. Node answers 100-continue itself.
+      outgoing.on("information", (info) => relayInterim(client, info.statusCode, info.headers));
+      // A client gone before the answer: stop asking the upstream.
+      client.once("close", () => {
+        if (!client.writableFinished) outgoing.destroy();
+      });
+    }
     outgoing.setTimeout(timeout, () => {
       outgoing.destroy();
       fail(504, `cachet proxy: the upstream did not answer within ${timeout} ms`);
@@ -245,26 +279,71 @@ function forward(
   });
 }
 
-/** The request's end-to-end headers: hop-by-hop ones and those `Connection` lists dropped. */
-function forwardedHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
-  const listed = connectionListed(headers.connection);
-  const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name)) continue;
-    out[name] = value;
-  }
+/**
+ * The headers sent upstream: the request's end-to-end fields (hop-by-hop ones, those listed in
+ * `Connection`, `Host` and `Expect` dropped), the body framed by its length, `Via` (RFC 9110
+ * §7.6.3) and `X-Forwarded-*`.
+ */
+function forwardedHeaders(
+  request: FastifyRequest,
+  body: Buffer | undefined,
+): Record<string, string | string[]> {
+  const out = endToEnd(request.headers, REQUEST_DROPPED);
+  // The body was read whole: frame it by its length, whatever framing the client used (node
+  // sends no framing at all for a DELETE or OPTIONS body without a Content-Length).
+  delete out["content-length"];
+  if (body !== undefined) out["content-length"] = String(body.length);
+  out.via = appendList(request.headers.via, `${request.raw.httpVersion} cachet`);
+  out["x-forwarded-host"] = request.headers.host ?? "";
+  out["x-forwarded-proto"] = request.protocol;
+  out["x-forwarded-for"] = appendList(request.headers["x-forwarded-for"], request.ip);
   return out;
 }
 
 /** The response's end-to-end headers, for the client. */
 function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  return endToEnd(headers, HOP_BY_HOP);
+}
+
+function endToEnd(
+  headers: IncomingHttpHeaders,
+  dropped: ReadonlySet<string>,
+): Record<string, string | string[]> {
   const listed = connectionListed(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name)) continue;
+    if (value === undefined || dropped.has(name) || listed.has(name)) continue;
     out[name] = value;
   }
   return out;
+}
+
+/** The raw request's body, up to `limit` bytes; `undefined` when it has none. */
+async function readBody(raw: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of raw) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new Error(`request body larger than ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return size === 0 ? undefined : Buffer.concat(chunks);
+}
+
+/** Relay a 102 or 103 to the client while its request waits for the final response. */
+function relayInterim(client: ServerResponse, status: number, headers: IncomingHttpHeaders): void {
+  if (client.headersSent || client.destroyed) return;
+  try {
+    if (status === 102) client.writeProcessing();
+    else if (status === 103) client.writeEarlyHints(endToEnd(headers, HOP_BY_HOP));
+  } catch {
+    // An Early Hints field node refuses to write is not worth failing the request for.
+  }
+}
+
+function appendList(existing: string | string[] | undefined, value: string): string {
+  const prior = Array.isArray(existing) ? existing.join(", ") : existing;
+  return prior ? `${prior}, ${value}` : value;
 }
 
 function connectionListed(value: string | string[] | undefined): Set<string> {
