@@ -29,7 +29,7 @@ import type {
 import { CODINGS, codedEtag, compressRecord, negotiate, recordSerializer } from "./record.js";
 import type { CompiledRoute, HttpCacheOptions, RouteCacheOptions } from "./route.js";
 import { compileRoute, compressionOptions, DEFAULT_STATUSES, statusSet } from "./route.js";
-import { notModifiedHeaders } from "./serve.js";
+import { byteRange, notModifiedHeaders } from "./serve.js";
 import type { Freshness } from "./storable.js";
 import { NEVER_STORED, NotStorable, storedResponse, toBuffer, usable } from "./storable.js";
 import type { Dispatch, HttpRequest, HttpResponse, ReplyPlan } from "./types.js";
@@ -376,7 +376,9 @@ export class HttpCache {
       ...this.#policyFor(request, route),
       ...(freshness ? toPolicyPart(freshness) : {}),
     };
-    this.#settle(state, this.#place(state.primary, exchange.key, request, record, policy));
+    const placed = this.#place(state.primary, exchange.key, request, record, policy);
+    if (placed.kind === "vary") state.context.setOptions(markerLife(policy));
+    this.#settle(state, placed);
   }
 
   /** The stored record for a leader's response and its freshness, or why it is not stored. */
@@ -420,7 +422,7 @@ export class HttpCache {
     }
     if (target !== key) {
       this.#sideStore(target, record, policy);
-      this.#sideStore(primary, marker, policy);
+      this.#sideStore(primary, marker, { ...policy, ...toPolicyPart(markerLife(policy)) });
     }
     return record;
   }
@@ -817,7 +819,9 @@ export class HttpCache {
       ...this.#policyFor(request, route),
       ...(freshness ? toPolicyPart(freshness) : {}),
     };
-    return this.#place(options.primary, key, request, record, policy);
+    const placed = this.#place(options.primary, key, request, record, policy);
+    if (placed.kind === "vary") context.setOptions(markerLife(policy));
+    return placed;
   }
 
   /** Compress the response stored under `key` if it is still `record` (by ETag). */
@@ -914,7 +918,11 @@ export class HttpCache {
     const now = this.cache.clock.now();
     const age = Math.max(0, Math.floor((record.age0 + now - entry.createdAt) / 1000));
     const ttl = Math.floor((entry.freshUntil - now) / 1000);
-    const coding = negotiate(headerString(request.headers["accept-encoding"]), record.encoded);
+    // A range is of the identity body (RFC 9110 §14.1.2: ranges of the selected representation).
+    const ranged = request.headers.range !== undefined && request.method === "GET";
+    const coding = ranged
+      ? undefined
+      : negotiate(headerString(request.headers["accept-encoding"]), record.encoded);
     const body = coding === undefined ? record.body : record.encoded[coding]!;
     const etag = codedEtag(record.etag, coding);
     // No content-length: it is the body's length, which every server sets from the body
@@ -967,6 +975,33 @@ export class HttpCache {
       notModifiedSince(request.headers["if-modified-since"], ifNoneMatch, record.lastModified)
     ) {
       return { status: 304, headers: notModifiedHeaders(headers), body: undefined };
+    }
+    if (ranged && record.status === 200) {
+      const range = byteRange(
+        headerString(request.headers.range),
+        headerString(request.headers["if-range"]),
+        body.length,
+        record.etag,
+        record.lastModified,
+      );
+      if (range === "unsatisfiable") {
+        return {
+          status: 416,
+          headers: { ...headers, "content-range": `bytes */${body.length}` },
+          body: Buffer.alloc(0),
+        };
+      }
+      if (range !== undefined) {
+        // A part of the stored response (RFC 9110 §15.3.7), served from its bytes.
+        return {
+          status: 206,
+          headers: {
+            ...headers,
+            "content-range": `bytes ${range.start}-${range.end}/${body.length}`,
+          },
+          body: body.subarray(range.start, range.end + 1),
+        };
+      }
     }
     return { status: record.status, headers, body };
   }
@@ -1107,6 +1142,19 @@ function ok<T>(value: T): { ok: true; value: T } {
 
 function fail(error: unknown): { ok: false; error: unknown } {
   return { ok: false, error };
+}
+
+/**
+ * A vary marker stays fresh as long as a variant it leads to may be used (fresh, stale within
+ * a window, or kept to be revalidated): requests follow it to their variant, and a stale
+ * variant is refreshed (or revalidated) under its own key, by one request to the origin.
+ */
+function markerLife(policy: Policy): Freshness {
+  return {
+    ttl: Math.max(1, policy.ttl + Math.max(policy.swr, policy.grace)),
+    staleWhileRevalidate: 0,
+    staleIfError: 0,
+  };
 }
 
 function toPolicyPart(f: Freshness) {
