@@ -264,6 +264,13 @@ describe("cachet proxy", () => {
     assert.equal(seen.at(-1)?.url, "/echo/%zz?q=%");
   });
 
+  it("forwards a body whose Content-Type Fastify cannot parse, with that Content-Type", async () => {
+    const res = await send(proxyPort, "POST", "/echo?ct", { "content-type": "text;;" }, "raw");
+    assert.equal(res.status, 201);
+    assert.equal(res.body.toString(), "raw");
+    assert.equal(seen.at(-1)?.headers["content-type"], "text;;");
+  });
+
   it("forwards a body without a content type, and a method Fastify does not route by default", async () => {
     const res = await send(proxyPort, "M-SEARCH", "/echo?msearch", {}, "ssdp:discover");
     assert.equal(res.status, 201);

@@ -247,7 +247,7 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
       "--heuristic",
       "heuristic freshness for responses with Last-Modified and no explicit freshness",
     )
-    .option("--max-entry-size <bytes>", "largest body stored", parseMs)
+    .option("--max-entry-size <bytes>", "largest body stored, in bytes (default 5 MiB)", parseBytes)
     .option("--log", "log requests (JSON lines)")
     .action(
       act(
@@ -964,6 +964,16 @@ function parsePort(value: string): number {
 /** A duration option: a bare number is milliseconds, else a string such as "30s". */
 function durationOption(value: string): number | string {
   return /^\d+$/.test(value) ? Number(value) : value;
+}
+
+function parseBytes(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) {
+    throw new InvalidArgumentError(
+      `expected a positive number of bytes, got ${JSON.stringify(value)}`,
+    );
+  }
+  return n;
 }
 
 function parseMs(value: string): number {

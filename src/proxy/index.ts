@@ -6,6 +6,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { request as httpRequest, METHODS } from "node:http";
 import { request as httpsRequest } from "node:https";
+import type { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import Fastify from "fastify";
 import { cachetFastify } from "../adapters/fastify.js";
@@ -127,14 +128,17 @@ export async function createProxy(options: ProxyOptions): Promise<FastifyInstanc
       config: {
         cache: { ...options.route, fromResponse: true, staleIfError, name: "proxy" },
       },
-      handler: (request, reply) =>
-        forward(
+      preParsing: hideContentType,
+      handler: (request, reply) => {
+        restoreContentType(request);
+        return forward(
           upstream,
           timeout,
           request,
           reply,
           Buffer.isBuffer(request.body) ? request.body : undefined,
-        ),
+        );
+      },
     });
   } catch (error) {
     if (options.cache === undefined) await cache.close();
@@ -316,6 +320,34 @@ function endToEnd(
     out[name] = value;
   }
   return out;
+}
+
+/** `Content-Type` values hidden from Fastify's body parsing, by request. */
+const hiddenContentTypes = new WeakMap<IncomingMessage, string>();
+
+/**
+ * Fastify answers 415 to a `Content-Type` it cannot parse (`text`, `a/b;;`) before any handler
+ * runs; the upstream is the one to judge it. Hidden while the body is read as bytes (the cache's
+ * hooks, which run before, see it), restored for forwarding. QUERY keeps it: Fastify refuses a
+ * QUERY without one (RFC 10008 §2).
+ */
+function hideContentType(
+  request: FastifyRequest,
+  _reply: FastifyReply,
+  payload: Readable,
+  done: (error: Error | null, payload?: Readable) => void,
+): void {
+  const value = request.raw.headers["content-type"];
+  if (value !== undefined && request.method !== "QUERY") {
+    hiddenContentTypes.set(request.raw, value);
+    delete request.raw.headers["content-type"];
+  }
+  done(null, payload);
+}
+
+function restoreContentType(request: FastifyRequest): void {
+  const value = hiddenContentTypes.get(request.raw);
+  if (value !== undefined) request.raw.headers["content-type"] = value;
 }
 
 /** The raw request's body, up to `limit` bytes; `undefined` when it has none. */
