@@ -346,6 +346,13 @@ describe("cachet proxy", () => {
     }
   });
 
+  it("fails to start on a port in use, and leaves nothing open", async () => {
+    await assert.rejects(
+      startProxy({ upstream: `http://127.0.0.1:${originPort}`, port: proxyPort }),
+      /EADDRINUSE/,
+    );
+  });
+
   it("refuses an upstream that is not an http(s) URL, naming the option", async () => {
     await assert.rejects(createProxy({ upstream: "ftp://example.com" }), /upstream/);
     await assert.rejects(createProxy({ upstream: "not a url" }), /upstream/);

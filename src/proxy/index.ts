@@ -155,10 +155,14 @@ export async function startProxy(
   options: ProxyOptions & { port?: number | undefined; host?: string | undefined },
 ): Promise<{ app: FastifyInstance; url: string; close(): Promise<void> }> {
   const app = await createProxy(options);
-  const address = await app.listen({
-    port: options.port ?? 8080,
-    host: options.host ?? "127.0.0.1",
-  });
+  let address: string;
+  try {
+    address = await app.listen({ port: options.port ?? 8080, host: options.host ?? "127.0.0.1" });
+  } catch (error) {
+    // A port in use: close the cache (and its Redis connection) so the process can exit.
+    await app.close();
+    throw error;
+  }
   return { app, url: address, close: () => app.close() };
 }
 
