@@ -102,6 +102,8 @@ export interface FakeUpstream {
   readonly port: number;
   /** API calls received since start or the last reset (control endpoints excluded). */
   calls(): number;
+  /** Of those, the ones answered 304 (a conditional request whose ETag still matched). */
+  notModified(): number;
   setMode(mode: FakeMode): void;
   setLatency(ms: number): void;
   /** Change post `id` (1–100) from now on, as an update at the origin would. */
@@ -118,6 +120,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
   let latencyMs = checkLatency(options.latencyMs ?? 100);
   let mode: FakeMode = "ok";
   let calls = 0;
+  let notModified = 0;
   const timers = new Set<NodeJS.Timeout>();
   const posts = new Posts();
 
@@ -146,7 +149,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
       if (current === "invalid-json") {
         return send(res, 200, Buffer.from('[{"userId": 1, "id": 1, "title": "trunc'));
       }
-      send(res, answer.status, answer.body);
+      if (send(res, answer.status, answer.body)) notModified++;
     });
   });
 
@@ -171,6 +174,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
         const edit = body.edit === undefined ? undefined : checkEdit(body.edit);
         if (body.reset === true) {
           calls = 0;
+          notModified = 0;
           mode = "ok";
           posts.reset();
         }
@@ -198,6 +202,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
     url,
     port,
     calls: () => calls,
+    notModified: () => notModified,
     setMode(next) {
       if (!MODES.includes(next)) throw new Error(`mode must be one of ${MODES.join(", ")}`);
       mode = next;
@@ -211,6 +216,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
     },
     reset() {
       calls = 0;
+      notModified = 0;
       mode = "ok";
       posts.reset();
     },
@@ -269,14 +275,14 @@ function route(posts: Posts, method: string, url: URL): { status: number; body: 
  * Answer like jsonplaceholder (Express): a weak ETag on 200s, and 304 without a body when the
  * request's `If-None-Match` names it, so that a client revalidating unchanged data moves no body.
  */
-function send(res: ServerResponse, status: number, body: Buffer): void {
-  if (res.destroyed) return;
+function send(res: ServerResponse, status: number, body: Buffer): boolean {
+  if (res.destroyed) return false;
   const etag = `W/"${body.length.toString(16)}-${createHash("sha1").update(body).digest("base64").slice(0, 27)}"`;
   const inm = res.req.headers["if-none-match"];
   if (status === 200 && typeof inm === "string" && inm.split(",").some((t) => t.trim() === etag)) {
     res.writeHead(304, { etag });
     res.end();
-    return;
+    return true;
   }
   res.writeHead(status, {
     "content-type": "application/json; charset=utf-8",
@@ -284,6 +290,7 @@ function send(res: ServerResponse, status: number, body: Buffer): void {
     ...(status === 200 ? { etag } : {}),
   });
   res.end(res.req.method === "HEAD" ? undefined : body);
+  return false;
 }
 
 function checkEdit(value: unknown): PostEdit & { id: number } {
