@@ -66,6 +66,8 @@ export function cachetExpress(options: HttpCacheOptions): CachetExpress {
     const route = http.route(routeOptions, `express route #${++routes}`);
     return function cachetExpressRoute(req: Request, res: Response, next: NextFunction) {
       if (req.headers[DISPATCH_HEADER] === secret) {
+        // The marker is ours: a handler that forwards headers must not pass the secret on.
+        delete req.headers[DISPATCH_HEADER];
         next();
         return;
       }

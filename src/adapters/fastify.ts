@@ -131,6 +131,8 @@ function onRequestHook(
 ): onRequestHookHandler {
   return function cachetOnRequest(request, reply, done) {
     if (request.headers[DISPATCH_HEADER] === secret) {
+      // The marker is ours: a handler that forwards headers must not pass the secret on.
+      delete request.headers[DISPATCH_HEADER];
       done();
       return;
     }

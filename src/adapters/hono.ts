@@ -71,6 +71,8 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
     }
     return async function cachetHonoRoute(c, next) {
       if (c.req.header(DISPATCH_HEADER) === secret) {
+        // The marker is ours: a handler that forwards headers must not pass the secret on.
+        c.req.raw.headers.delete(DISPATCH_HEADER);
         await next();
         return;
       }

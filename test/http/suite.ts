@@ -1097,6 +1097,23 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.equal(h.runs, 2, "exactly one refresh for 20 stale reads");
       });
 
+      it("never shows the handler its refresh marker (a proxying handler would pass the secret on)", async (t) => {
+        const markers: unknown[] = [];
+        const h = counted((req, run) => {
+          markers.push(req.headers["x-cachet-dispatch"]);
+          return json({ run });
+        });
+        const app = await setup([
+          { path: "/m", cache: { ttl: "10s", staleWhileRevalidate: "1m" }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/m" });
+        app.clock.advance(11_000);
+        await app.request({ url: "/m" });
+        await waitFor(() => h.runs === 2, "the background refresh");
+        assert.deepEqual(markers, [undefined, undefined]);
+      });
+
       it("serves the stale response with 200 when the handler fails within staleIfError, and the error after", async (t) => {
         let failing = false;
         const h = counted((_req, run) =>
