@@ -88,10 +88,17 @@ export class Bus {
       )
       .then(
         (unsubscribe) => {
+          // Closed while subscribing (a CLI command that ended first): leave at once.
+          if (this.#state === "idle") {
+            unsubscribe().catch(() => {});
+            return;
+          }
           this.#unsubscribe = unsubscribe;
           if (this.#state === "connecting") this.#state = "up";
         },
         (error: unknown) => {
+          // A subscription that fails because the bus was closed meanwhile is no failure.
+          if (this.#state === "idle") return;
           if (this.#state === "connecting") this.#state = "down";
           this.#handlers.error("subscribe", error);
         },

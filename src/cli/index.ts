@@ -20,6 +20,7 @@
  * unreachable or failing; 1 anything else.
  */
 import { realpathSync } from "node:fs";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import type { Cache } from "../cache.js";
@@ -110,7 +111,8 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
     .description("Inspect and operate a cachet cache (Redis store, or a service's /metrics).")
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err })
-    .showHelpAfterError("(add --help for usage)");
+    .showHelpAfterError("(add --help for usage)")
+    .version(packageVersion(), "-V, --version", "print cachet's version");
 
   const redisOptions = (command: Command) =>
     command
@@ -385,7 +387,8 @@ async function openSession(options: RedisOptions, io: CliIo): Promise<Session> {
   const cache = createCache({ store, storeTimeout: options.timeout, breakerThreshold: 1_000 });
   let warned = false;
   cache.on("error", ({ operation, error }) => {
-    if (!operation.startsWith("bus.") || warned) return;
+    // Only a publish that failed means the running instances were not told.
+    if (operation !== "bus.publish" || warned) return;
     warned = true;
     io.err(
       `cachet: warning: running instances could not be told (${operation}: ${errorMessage(error)}); ` +
@@ -435,6 +438,16 @@ async function openSession(options: RedisOptions, io: CliIo): Promise<Session> {
       await raw?.close().catch(() => raw?.destroy());
     },
   };
+}
+
+/** The version in cachet's package.json (two levels up from src/cli/ and dist/cli/). */
+function packageVersion(): string {
+  try {
+    const pkg = createRequire(import.meta.url)("../../package.json") as { version?: unknown };
+    return typeof pkg.version === "string" ? pkg.version : "unknown";
+  } catch {
+    return "unknown";
+  }
 }
 
 /** The full key (namespace included), as the cache stores it under the store's prefix. */

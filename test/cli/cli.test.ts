@@ -160,12 +160,19 @@ describe("cachet CLI against a real Redis", () => {
     assert.doesNotMatch(secret.stderr, /hunter2/);
   });
 
+  it("--version prints the package's version", async () => {
+    const run = await cachet(["--version"]);
+    assert.equal(run.code, 0);
+    assert.match(run.stdout, /^\d+\.\d+\.\d+/);
+  });
+
   it("del: removes the entry, and the running instance drops its in-process copy", async () => {
     await app.set("session:9", "token");
     assert.equal(await app.get("session:9"), "token");
     const del = await cachet(["del", "session:9", ...on()]);
     assert.equal(del.code, 0, del.stderr);
     assert.equal(del.stdout, "deleted session:9 (other instances were told to drop their copy)\n");
+    assert.equal(del.stderr, "", "one truthful report: no warning after the success line");
     await waitFor(async () => (await app.get("session:9")) === undefined, "the bus to drop L1");
     const again = await cachet(["del", "session:9", ...on()]);
     assert.equal(again.code, 66);
@@ -180,6 +187,7 @@ describe("cachet CLI against a real Redis", () => {
     const run = await cachet(["invalidate", "--tag", "t1", "--tag", "t2", ...on()]);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout, "expired: every entry tagged t1, t2\n");
+    assert.equal(run.stderr, "");
     await waitFor(async () => (await app.get("a")) === undefined, "the tag to expire a");
     assert.equal(await app.get("b"), undefined);
     assert.equal(await app.get("c"), 3);
