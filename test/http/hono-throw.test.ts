@@ -15,7 +15,6 @@ describe("Hono: a handler that throws a value that is not an Error", () => {
     let runs = 0;
     app.get("/flaky", cached({ ttl: "60s" }), (c) => {
       runs++;
-      // biome-ignore lint/style/useThrowOnlyError: the defect is about non-Error throws
       if (runs === 1) throw "not an Error";
       return c.text(`ok after ${runs}`);
     });

@@ -3,7 +3,7 @@ import { Readable } from "node:stream";
 import Fastify from "fastify";
 import { cachetFastify } from "../../../src/adapters/fastify.js";
 import { send, sendRaw } from "../client.js";
-import type { AdapterFactory, Harness } from "../harness.js";
+import type { AdapterFactory } from "../harness.js";
 
 /** The shared HTTP suite's Fastify harness: a listening server, requests over real sockets. */
 export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes, trustProxy }) => {
