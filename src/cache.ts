@@ -36,6 +36,7 @@ import type { Store } from "./store.js";
 import type { HeldEntry } from "./stores/memory.js";
 import { MemoryStore } from "./stores/memory.js";
 import { TagRegistry } from "./tags.js";
+import { rejectUnknownOptions } from "./validate.js";
 
 /** Options of {@link createCache}. Every duration is milliseconds or a string like `"60s"`. */
 export interface CacheOptions extends EntryOptions {
@@ -236,6 +237,33 @@ const RESERVED_KEY_PREFIX = "__cachet:";
 const NAMESPACE_KEY_MARK = "@";
 const NAMESPACE_NAME = /^[A-Za-z0-9_.-]+$/;
 
+/** Every option `createCache` takes (checked at construction, so that a typo fails loudly). */
+const CACHE_OPTION_NAMES = [
+  "store",
+  "l1",
+  "l1MaxTtl",
+  "serializer",
+  "freeze",
+  "storeTimeout",
+  "breakerThreshold",
+  "breakerCooldown",
+  "tagSyncInterval",
+  "tagTtl",
+  "clock",
+  "bus",
+  "logger",
+  "ttl",
+  "staleWhileRevalidate",
+  "staleIfError",
+  "graceBackoff",
+  "timeout",
+  "hardTimeout",
+  "tags",
+  "lease",
+  "earlyRefresh",
+  "jitter",
+];
+
 /**
  * The cache. Create one with {@link createCache}; scope it with {@link Cache.namespace}.
  *
@@ -394,6 +422,14 @@ export class Cache {
    * const user = await cache.getOrSet(`user:${id}`, () => db.users.find(id), { ttl: "5m" });
    */
   getOrSet<T>(key: string, factory: Factory<T>, options?: EntryOptions): Promise<T> {
+    if (typeof factory !== "function") {
+      return Promise.reject(
+        new InvalidOptionError(
+          "getOrSet(factory)",
+          `expected a function producing the value, got ${factory === null ? "null" : typeof factory}`,
+        ),
+      );
+    }
     const full = this.#key(key);
     const now = this.#core.clock.now();
     const held = this.#core.l1?.getHeld<T>(full, now);
@@ -1284,6 +1320,7 @@ export function createCache(options: CacheOptions = {}): Cache {
   if (options === null || typeof options !== "object") {
     throw new InvalidOptionError("createCache(options)", "expected an object");
   }
+  rejectUnknownOptions(options, CACHE_OPTION_NAMES, "createCache");
   const clock = options.clock ?? systemClock;
   const store = options.store ?? new MemoryStore({ clock });
   if (

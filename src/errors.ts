@@ -12,7 +12,8 @@ export type CachetErrorCode =
   | "E_STORE_TIMEOUT"
   | "E_STORE_CIRCUIT_OPEN"
   | "E_CORRUPT_ENTRY"
-  | "E_SERIALIZE";
+  | "E_SERIALIZE"
+  | "E_PEER_MISSING";
 
 export class CachetError extends Error {
   readonly code: CachetErrorCode;
@@ -87,5 +88,22 @@ export class CorruptEntryError extends CachetError {
 export class SerializeError extends CachetError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("E_SERIALIZE", `cachet: cannot serialize value: ${message}`, options);
+  }
+}
+
+/**
+ * An optional peer dependency the feature needs is not installed: the message names the
+ * package to install (`npm install redis`).
+ */
+export class MissingPeerError extends CachetError {
+  readonly peer: string;
+
+  constructor(peer: string, feature: string, options?: { cause?: unknown; alternative?: string }) {
+    super(
+      "E_PEER_MISSING",
+      `cachet: ${feature} needs the \`${peer}\` package: npm install ${peer}${options?.alternative ? ` (${options.alternative})` : ""}`,
+      options,
+    );
+    this.peer = peer;
   }
 }

@@ -22,6 +22,7 @@ export {
   FactoryHardTimeoutError,
   InvalidOptionError,
   KeyNotSerializableError,
+  MissingPeerError,
   SerializeError,
   StoreError,
 } from "./errors.js";

@@ -145,6 +145,11 @@ describe("invalid options fail naming the option", () => {
     ["ttl negative", { ttl: -1 }, "createCache.ttl"],
     ["ttl NaN", { ttl: Number.NaN }, "createCache.ttl"],
     ["ttl empty string", { ttl: "" }, "createCache.ttl"],
+    // A bare number in a string: seconds to one reader, milliseconds to another.
+    ["ttl bare numeric string", { ttl: "60" }, "createCache.ttl"],
+    ["ttl Infinity", { ttl: Number.POSITIVE_INFINITY }, "createCache.ttl"],
+    // Past what stores accept (Redis refuses an expiry past 2^63 ms, on a write nobody awaits).
+    ["ttl 1e20", { ttl: 1e20 }, "createCache.ttl"],
     ["staleWhileRevalidate", { staleWhileRevalidate: "x" }, "createCache.staleWhileRevalidate"],
     ["staleIfError", { staleIfError: -1 }, "createCache.staleIfError"],
     ["graceBackoff", { graceBackoff: "never" }, "createCache.graceBackoff"],

@@ -5,6 +5,7 @@ import { toMs } from "../duration.js";
 import { InvalidOptionError } from "../errors.js";
 import type { EntryOptions, Policy } from "../options.js";
 import { validateTags } from "../options.js";
+import { rejectUnknownOptions } from "../validate.js";
 import type { CompressionOptions } from "./record.js";
 import { CODINGS } from "./record.js";
 import type { HttpRequest } from "./types.js";
@@ -153,6 +154,30 @@ export interface CompiledRoute {
   readonly needsDispatch: boolean;
 }
 
+/** Every route option (checked at registration, so that a typo fails loudly). */
+const ROUTE_OPTION_NAMES = [
+  "ttl",
+  "staleWhileRevalidate",
+  "staleIfError",
+  "graceBackoff",
+  "timeout",
+  "hardTimeout",
+  "tags",
+  "lease",
+  "earlyRefresh",
+  "jitter",
+  "vary",
+  "key",
+  "public",
+  "statuses",
+  "fromResponse",
+  "heuristic",
+  "keepStale",
+  "requestDirectives",
+  "downstreamCacheControl",
+  "name",
+];
+
 export const DEFAULT_STATUSES = [200, 203, 204, 300, 301, 308, 404, 410];
 
 /** Validate a route's options once, at registration. `fallbackName` names it in errors. */
@@ -180,9 +205,20 @@ export function compileRoute(
   }
   const name = o.name ?? fallbackName;
   const where = `${name} cache`;
+  rejectUnknownOptions(o, ROUTE_OPTION_NAMES, where);
   const { tags, name: _name, heuristic, keepStale, ...entryOptions } = o;
   const policy = defaults.policy({ ...entryOptions, tags: [] }, where);
-  const vary = [...new Set((o.vary ?? []).map((h) => String(h).toLowerCase()))].sort();
+  if (
+    o.vary !== undefined &&
+    (!Array.isArray(o.vary) ||
+      o.vary.some((h) => typeof h !== "string" || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(h)))
+  ) {
+    throw new InvalidOptionError(
+      `${where}.vary`,
+      `expected an array of request header names such as ["accept-language"], got ${JSON.stringify(o.vary)}`,
+    );
+  }
+  const vary = [...new Set((o.vary ?? []).map((h) => h.toLowerCase()))].sort();
   if (o.key !== undefined && typeof o.key !== "function") {
     throw new InvalidOptionError(`${where}.key`, "expected a function (request) => string");
   }

@@ -10,8 +10,9 @@ import type {
 } from "redis";
 import type { Duration } from "../duration.js";
 import { optionalMs } from "../duration.js";
-import { CachetError, InvalidOptionError, StoreError } from "../errors.js";
+import { CachetError, InvalidOptionError, MissingPeerError, StoreError } from "../errors.js";
 import type { Store } from "../store.js";
+import { rejectUnknownOptions } from "../validate.js";
 import {
   BUFFER_REPLIES,
   type BufferReplies,
@@ -38,7 +39,16 @@ export type { IoRedisLike, RedisClusterLike, RedisNodeAddress, RedisSentinelLike
  */
 let nodeRedisModule: typeof import("redis") | undefined;
 function nodeRedis(): typeof import("redis") {
-  nodeRedisModule ??= createRequire(import.meta.url)("redis") as typeof import("redis");
+  if (nodeRedisModule) return nodeRedisModule;
+  try {
+    nodeRedisModule = createRequire(import.meta.url)("redis") as typeof import("redis");
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code !== "MODULE_NOT_FOUND") throw cause;
+    throw new MissingPeerError("redis", "redisStore", {
+      cause,
+      alternative: "or pass your own ioredis client as `client`",
+    });
+  }
   return nodeRedisModule;
 }
 
@@ -325,6 +335,24 @@ export class RedisStore implements Store {
         `expected an object, got ${JSON.stringify(options)}`,
       );
     }
+    const hostHint =
+      'redisStore takes a URL (`url: "redis://host:port"`), or your own client (`client`)';
+    rejectUnknownOptions(
+      options,
+      [
+        "url",
+        "client",
+        "cluster",
+        "sentinel",
+        "prefix",
+        "connectTimeout",
+        "commandTimeout",
+        "maxReconnectDelay",
+        "clientOptions",
+      ],
+      "redisStore",
+      { host: hostHint, port: hostHint, password: "put it in the URL, or in `clientOptions`" },
+    );
     const { url, client, cluster, sentinel, clientOptions } = options;
     const given = (["url", "client", "cluster", "sentinel"] as const).filter(
       (name) => options[name] !== undefined,
@@ -404,6 +432,7 @@ export class RedisStore implements Store {
     try {
       this.#createClient().destroy();
     } catch (cause) {
+      if (cause instanceof MissingPeerError) throw cause;
       const option = this.#kind === "standalone" ? "clientOptions" : this.#kind;
       throw new InvalidOptionError(
         `redisStore.${option}`,
