@@ -4,10 +4,15 @@ import { Bus } from "./bus.js";
 import type { Clock } from "./clock.js";
 import { systemClock } from "./clock.js";
 import type { Duration } from "./duration.js";
-import { optionalMs } from "./duration.js";
+import { optionalMs, toMs } from "./duration.js";
 import type { Entry } from "./entry.js";
 import { decodeEntry, deepFreeze, encodeEntry } from "./entry.js";
-import { FactoryHardTimeoutError, InvalidOptionError, SerializeError } from "./errors.js";
+import {
+  FactoryHardTimeoutError,
+  InvalidOptionError,
+  SerializeError,
+  StoreError,
+} from "./errors.js";
 import type {
   CacheEventListener,
   CacheEventName,
@@ -225,6 +230,8 @@ interface Core {
   readonly log: { logger: Logger | undefined; detach: (() => void) | undefined };
   /** Listeners the cache put on its stores, removed by `close()`. */
   readonly disposers: Array<() => void>;
+  /** Set by the first `close()`: later calls wait for the same one. */
+  closing: Promise<void> | undefined;
 }
 
 const TIMED_OUT = Symbol("timed-out");
@@ -263,6 +270,19 @@ const CACHE_OPTION_NAMES = [
   "earlyRefresh",
   "jitter",
 ];
+
+/** The most specific text in an error chain (`WRONGPASS …`, `ECONNREFUSED`). */
+function describeCause(error: unknown): string {
+  let current: unknown = error;
+  let text = String(error);
+  for (let depth = 0; current instanceof Error && depth < 5; depth++) {
+    const code = (current as NodeJS.ErrnoException).code;
+    text =
+      code && !current.message.includes(code) ? `${code}: ${current.message}` : current.message;
+    current = current.cause;
+  }
+  return text;
+}
 
 /**
  * The cache. Create one with {@link createCache}; scope it with {@link Cache.namespace}.
@@ -705,8 +725,55 @@ export class Cache {
     };
   }
 
-  /** Release the stores' connections. The cache must not be used afterwards. */
-  async close(): Promise<void> {
+  /**
+   * Resolves once the remote store answered a command, so that a service can fail fast at
+   * start-up on a wrong URL or password, an unreachable host or a frozen server. Rejects with a
+   * {@link StoreError} (`E_STORE`, or `E_STORE_TIMEOUT` after `timeout`) whose message says
+   * what the store said. Resolves at once without a remote store. Never needed for the cache
+   * to work: without it, the first requests are misses until the store answers.
+   * @example await cache.ready(); await app.listen({ port: 8000 });
+   */
+  async ready(options: { timeout?: Duration | undefined } = {}): Promise<void> {
+    const l2 = this.#core.l2;
+    if (!l2) return;
+    const timeout = toMs(options.timeout ?? "5s", "ready(options).timeout", false);
+    const store = l2.store;
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new StoreError(store.name, "ready", `no answer within ${timeout} ms`, {
+              code: "E_STORE_TIMEOUT",
+            }),
+          ),
+        timeout,
+      );
+      timer.unref?.();
+    });
+    try {
+      await Promise.race([store.get(`${RESERVED_KEY_PREFIX}ready`), expired]);
+    } catch (cause) {
+      if (cause instanceof StoreError) throw cause;
+      throw new StoreError(store.name, "ready", `not reachable: ${describeCause(cause)}`, {
+        cause,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Release the stores' connections (the process can then exit). Safe to call more than once
+   * (and from every namespace: they share one core). The cache must not be used afterwards.
+   * The framework plugins call it when the app closes (see each guide).
+   */
+  close(): Promise<void> {
+    this.#core.closing ??= this.#closeCore();
+    return this.#core.closing;
+  }
+
+  async #closeCore(): Promise<void> {
     const { l1, l2, bus, disposers } = this.#core;
     for (const dispose of disposers.splice(0)) dispose();
     await bus?.close();
@@ -1472,6 +1539,7 @@ export function createCache(options: CacheOptions = {}): Cache {
     bus,
     log: { logger: undefined, detach: undefined },
     disposers,
+    closing: undefined,
   };
   const cache = new Cache(core, "", [NAMESPACE_TAG_PREFIX], core.serializer);
   if (options.logger) cache.useLogger(options.logger);

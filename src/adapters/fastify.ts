@@ -35,6 +35,13 @@ export interface CachetFastifyOptions extends HttpCacheOptions {
    */
   invalidateOnUnsafe?: boolean;
   /**
+   * Close the cache (its Redis connections) when the app closes, so that the process can exit
+   * after `app.close()`. Turn off when the cache outlives the app (shared with other code that
+   * closes it).
+   * @default true
+   */
+  closeCache?: boolean | undefined;
+  /**
    * Where the cache logs its changes of state (store down and back, breaker, corrupt entries),
    * when it was created without a `logger`: `fastify.log` by default, `false` for nowhere.
    * @default fastify.log
@@ -83,7 +90,7 @@ const CONTENT_HEADERS = [
 const plugin: FastifyPluginCallback<CachetFastifyOptions> = (fastify, options, done) => {
   let http: HttpCache;
   try {
-    const { invalidateOnUnsafe: _, logger, ...httpOptions } = options;
+    const { invalidateOnUnsafe: _, logger, closeCache: __, ...httpOptions } = options;
     http = new HttpCache(httpOptions);
     if (logger !== false) http.cache.useLogger(logger ?? fastify.log);
   } catch (error) {
@@ -95,6 +102,11 @@ const plugin: FastifyPluginCallback<CachetFastifyOptions> = (fastify, options, d
   const dispatch = dispatcher(fastify, secret);
 
   fastify.decorate("cachet", http);
+  if (options.closeCache !== false) {
+    fastify.addHook("onClose", function cachetClose(_instance, done) {
+      http.cache.close().then(() => done(), done);
+    });
+  }
   fastify.decorateRequest("cachetState", null);
 
   fastify.addHook("onRoute", function cachetOnRoute(routeOptions: RouteOptions) {

@@ -354,6 +354,14 @@ export class RedisStore implements Store {
       { host: hostHint, port: hostHint, password: "put it in the URL, or in `clientOptions`" },
     );
     const { url, client, cluster, sentinel, clientOptions } = options;
+    if ("url" in options && url === undefined && !client && !cluster && !sentinel) {
+      // `redisStore({ url: process.env.REDIS_URL })` with the variable unset: fail now rather
+      // than run on a local Redis nobody configured.
+      throw new InvalidOptionError(
+        "redisStore.url",
+        "is undefined (an unset environment variable?): give a redis:// URL, or leave `url` out to mean redis://127.0.0.1:6379",
+      );
+    }
     const given = (["url", "client", "cluster", "sentinel"] as const).filter(
       (name) => options[name] !== undefined,
     );

@@ -103,7 +103,7 @@ describe("cachet CLI against a real Redis", () => {
     assert.match(stale.stdout, /^state +stale since .* \(soft-invalidated by a tag\)/m);
 
     const fastify = Fastify();
-    await fastify.register(cachetFastify, { cache: app, logger: false });
+    await fastify.register(cachetFastify, { cache: app, logger: false, closeCache: false });
     fastify.get("/posts/:id", { config: { cache: true } }, async () => ({ id: 7, title: "t" }));
     try {
       assert.equal((await fastify.inject({ url: "/posts/7" })).statusCode, 200);
