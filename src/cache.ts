@@ -198,6 +198,78 @@ export interface WrapOptions<A extends unknown[]> extends EntryOptions {
   key?: (...args: A) => unknown;
 }
 
+/** Options of {@link Cache.cached} (and of the standalone `@cached`). */
+export interface CachedMethodOptions<This = unknown, A extends unknown[] = unknown[]>
+  extends WrapOptions<A> {
+  /**
+   * What of the instance goes into the key, so that two instances whose results can differ
+   * never share an entry:
+   * - `"instance"` (default): the instance's own enumerable data fields — strings, numbers,
+   *   booleans, and plain objects and arrays of them (`this.tenant`, `this.options`). Objects
+   *   of a class (database clients, pools, loggers) and functions are left out, so a service
+   *   that holds only clients shares its entries across instances and processes. Fields that
+   *   change on every call (a counter) make every call a miss; `#private` fields are invisible:
+   *   in either case say what matters with a function.
+   * - `"shared"`: nothing — every instance shares the entries (results depend on the arguments
+   *   alone).
+   * - a function of the instance: its result goes into the key (`(repo) => repo.tenant`).
+   * @default "instance"
+   */
+  scope?: "instance" | "shared" | ((self: This) => unknown);
+}
+
+/** What `cached(...)` returns: a TC39 method decorator that also works as a legacy one. */
+export interface CachedMethodDecorator<This, A extends unknown[], R> {
+  (
+    method: (this: This, ...args: A) => Promise<R>,
+    context: ClassMethodDecoratorContext<This, (this: This, ...args: A) => Promise<R>>,
+  ): (this: This, ...args: A) => Promise<R>;
+  (
+    target: object,
+    propertyKey: string | symbol,
+    descriptor: TypedPropertyDescriptor<(this: This, ...args: A) => Promise<R>>,
+  ): TypedPropertyDescriptor<(this: This, ...args: A) => Promise<R>>;
+}
+
+/** The scope of a method whose results do not depend on its instance. */
+const SHARED = Symbol("shared");
+
+/** The default scope: the instance's data, or {@link SHARED} when it holds none. */
+function instanceScope(self: unknown): unknown {
+  const state = instanceState(self);
+  return state !== null && typeof state === "object" && Object.keys(state).length === 0
+    ? SHARED
+    : state;
+}
+
+/**
+ * An instance's own data, as a key part: primitives, and plain objects and arrays of them
+ * (recursively, to a small depth); objects of a class stand for a dependency (a client), not
+ * for state that selects results, and are left out, as are functions. `undefined` for a
+ * receiver that is not an object (a static method's class gives its static data).
+ */
+function instanceState(self: unknown, depth = 0): unknown {
+  if (self === null || (typeof self !== "object" && typeof self !== "function")) return self;
+  if (depth > 4) return "…";
+  if (Array.isArray(self)) return self.map((v) => instanceState(v, depth + 1));
+  if (self instanceof Date) return self.toISOString();
+  const proto = Object.getPrototypeOf(self);
+  const plain = proto === Object.prototype || proto === null;
+  if (depth > 0 && !plain) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const name of Object.keys(self)) {
+    const v = (self as Record<string, unknown>)[name];
+    if (v === undefined || typeof v === "function" || typeof v === "symbol") continue;
+    if (v !== null && typeof v === "object") {
+      const state = instanceState(v, depth + 1);
+      if (state !== undefined) out[name] = state;
+    } else {
+      out[name] = typeof v === "bigint" ? `${v}n` : v;
+    }
+  }
+  return out;
+}
+
 /** An entry read from L2, with its encoded size (what it costs to hold in L1). */
 interface Decoded<T = unknown> {
   readonly entry: Entry<T>;
@@ -693,36 +765,92 @@ export class Cache {
   }
 
   /**
-   * A TC39 method decorator backed by this cache: `@cache.cached({ ttl: "60s" })`. The key is
-   * `ClassName.method:args`; `this` is not part of it unless your `key` uses it.
+   * A method decorator backed by this cache: `@cache.cached({ ttl: "60s" })`, as a TC39
+   * (standard) decorator or a legacy one (`experimentalDecorators`, NestJS's default). The key
+   * is `ClassName.method:args`, plus what `scope` takes from the instance: by default its own
+   * data fields (so `new Repo("tenant-a")` and `new Repo("tenant-b")` never share an entry,
+   * while a service holding only clients shares its entries across instances and processes).
+   * See {@link CachedMethodOptions.scope}.
    */
   cached<This, A extends unknown[], R>(
-    options: WrapOptions<A> = {},
-  ): (
-    method: (this: This, ...args: A) => Promise<R>,
-    context: ClassMethodDecoratorContext<This, (this: This, ...args: A) => Promise<R>>,
-  ) => (this: This, ...args: A) => Promise<R> {
-    this.policy(options, "cached");
-    return (method, context) => {
-      if (context.kind !== "method") {
-        throw new InvalidOptionError("@cached", "applies to class methods only");
-      }
-      const methodName = String(context.name);
-      let wrapped: ((...args: A) => Promise<R>) | undefined;
-      const cache = this;
+    options: CachedMethodOptions<This, A> = {},
+  ): CachedMethodDecorator<This, A, R> {
+    const { scope = "instance", ...wrapOptions } = options;
+    if (scope !== "instance" && scope !== "shared" && typeof scope !== "function") {
+      throw new InvalidOptionError(
+        "cached.scope",
+        `expected "instance", "shared" or a function of the instance, got ${JSON.stringify(scope)}`,
+      );
+    }
+    this.policy(wrapOptions, "cached");
+    const cache = this;
+    const userKey = wrapOptions.key;
+    const install = (
+      method: (this: This, ...args: A) => Promise<R>,
+      site: { readonly static: boolean; readonly name: string | symbol },
+      ownerOf: (self: unknown) => string | undefined,
+    ) => {
+      const methodName = String(site.name);
+      let wrapped: ((scoped: unknown, ...args: A) => Promise<R>) | undefined;
       const cachedMethod = function cachedMethod(this: This, ...args: A): Promise<R> {
         if (!wrapped) {
-          const owner = declaringClassName(this, context);
-          const name = options.name ?? `${owner || "anonymous"}.${methodName}`;
-          wrapped = cache.wrap(method as (...args: A) => Promise<R>, { ...options, name }) as (
-            ...args: A
-          ) => Promise<R>;
+          const name = wrapOptions.name ?? `${ownerOf(this) || "anonymous"}.${methodName}`;
+          wrapped = cache.wrap(
+            function call(this: This, _scoped: unknown, ...rest: A) {
+              return method.apply(this, rest);
+            },
+            {
+              ...wrapOptions,
+              name,
+              key: (scoped: unknown, ...rest: A) => {
+                const part = userKey ? userKey(...rest) : undefined;
+                const base = userKey
+                  ? typeof part === "string"
+                    ? part
+                    : argsKey([part])
+                  : argsKey(rest);
+                return scoped === SHARED ? base : [scoped, base];
+              },
+            } as WrapOptions<[unknown, ...A]>,
+          ) as (scoped: unknown, ...args: A) => Promise<R>;
         }
-        return wrapped.apply(this, args);
+        const scoped =
+          scope === "shared"
+            ? SHARED
+            : scope === "instance"
+              ? instanceScope(this)
+              : (scope as (self: This) => unknown)(this);
+        return wrapped.call(this, scoped, ...args);
       };
-      registerDecoratedMethod(cachedMethod, context);
+      registerDecoratedMethod(cachedMethod, site);
       return cachedMethod;
     };
+    function decorator(value: unknown, context: unknown, descriptor?: PropertyDescriptor): unknown {
+      if (
+        descriptor !== undefined &&
+        (typeof context === "string" || typeof context === "symbol")
+      ) {
+        // Legacy (experimentalDecorators): (prototype or constructor, name, descriptor).
+        if (typeof descriptor.value !== "function") {
+          throw new InvalidOptionError("@cached", "applies to class methods only");
+        }
+        const isStatic = typeof value === "function";
+        const site = { static: isStatic, name: context };
+        const installed = install(descriptor.value, site, (self) => declaringClassName(self, site));
+        return { ...descriptor, value: installed };
+      }
+      const ctx = context as ClassMethodDecoratorContext<
+        This,
+        (this: This, ...args: A) => Promise<R>
+      >;
+      if (typeof ctx !== "object" || ctx === null || ctx.kind !== "method") {
+        throw new InvalidOptionError("@cached", "applies to class methods only");
+      }
+      return install(value as (this: This, ...args: A) => Promise<R>, ctx, (self) =>
+        declaringClassName(self, ctx),
+      );
+    }
+    return decorator as CachedMethodDecorator<This, A, R>;
   }
 
   /**

@@ -1,9 +1,10 @@
-import type { Cache, WrapOptions } from "./cache.js";
+import type { Cache, CachedMethodDecorator, CachedMethodOptions } from "./cache.js";
 import { registerDecoratedMethod } from "./cache.js";
 import { InvalidOptionError } from "./errors.js";
 
 /** Options of the standalone {@link cached} decorator. */
-export interface CachedOptions<A extends unknown[]> extends WrapOptions<A> {
+export interface CachedOptions<This = unknown, A extends unknown[] = unknown[]>
+  extends CachedMethodOptions<This, A> {
   /**
    * The cache to use, or a function returning it. A function is called at the first call of
    * the method, so the decorator can be applied before the cache is created (as the seed
@@ -13,9 +14,11 @@ export interface CachedOptions<A extends unknown[]> extends WrapOptions<A> {
 }
 
 /**
- * A TC39 (standard) method decorator: the TypeScript form of the article's
- * `@cache(expire=60)`. The method must return a promise; results are cached under
- * `ClassName.method:args`.
+ * A method decorator, TC39 (standard) or legacy (`experimentalDecorators`, NestJS's
+ * default): the TypeScript form of the article's `@cache(expire=60)`. The method must return
+ * a promise; results are cached under `ClassName.method:args`, plus what `scope` takes from
+ * the instance (by default its own data fields, so that instances holding different state
+ * never share an entry).
  *
  * @example
  * class PostsService {
@@ -24,11 +27,8 @@ export interface CachedOptions<A extends unknown[]> extends WrapOptions<A> {
  * }
  */
 export function cached<This, A extends unknown[], R>(
-  options: CachedOptions<A>,
-): (
-  method: (this: This, ...args: A) => Promise<R>,
-  context: ClassMethodDecoratorContext<This, (this: This, ...args: A) => Promise<R>>,
-) => (this: This, ...args: A) => Promise<R> {
+  options: CachedOptions<This, A>,
+): CachedMethodDecorator<This, A, R> {
   if (
     !options ||
     options.cache === null ||
@@ -36,18 +36,40 @@ export function cached<This, A extends unknown[], R>(
   ) {
     throw new InvalidOptionError("cached.cache", "expected a Cache or a function returning one");
   }
-  const { cache: source, ...wrapOptions } = options;
-  return (method, context) => {
+  const { cache: source, ...methodOptions } = options;
+  function decorator(value: unknown, context: unknown, descriptor?: PropertyDescriptor): unknown {
+    const legacy =
+      descriptor !== undefined && (typeof context === "string" || typeof context === "symbol");
+    const method = legacy ? descriptor.value : value;
+    const site = legacy
+      ? {
+          kind: "method" as const,
+          name: context as string | symbol,
+          static: typeof value === "function",
+        }
+      : (context as ClassMethodDecoratorContext<This, (this: This, ...args: A) => Promise<R>>);
+    if (
+      typeof method !== "function" ||
+      typeof site !== "object" ||
+      site === null ||
+      site.kind !== "method"
+    ) {
+      throw new InvalidOptionError("@cached", "applies to class methods only");
+    }
     let decorated: ((this: This, ...args: A) => Promise<R>) | undefined;
     const cachedMethod = function cachedMethod(this: This, ...args: A): Promise<R> {
       if (!decorated) {
         const cache = typeof source === "function" ? source() : source;
-        decorated = cache.cached<This, A, R>(wrapOptions)(method, context);
+        decorated = cache.cached<This, A, R>(methodOptions)(
+          method as (this: This, ...args: A) => Promise<R>,
+          site as ClassMethodDecoratorContext<This, (this: This, ...args: A) => Promise<R>>,
+        );
       }
       return decorated.apply(this, args);
     };
     // This function, not the inner one, is what the class holds: the key names its class.
-    registerDecoratedMethod(cachedMethod, context);
-    return cachedMethod;
-  };
+    registerDecoratedMethod(cachedMethod, site);
+    return legacy ? { ...descriptor, value: cachedMethod } : cachedMethod;
+  }
+  return decorator as CachedMethodDecorator<This, A, R>;
 }

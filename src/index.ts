@@ -1,4 +1,6 @@
 export type {
+  CachedMethodDecorator,
+  CachedMethodOptions,
   CacheHealth,
   CacheOptions,
   Factory,

@@ -1,4 +1,8 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { Cache } from "../src/index.js";
 import { cached, createCache, InvalidOptionError } from "../src/index.js";
@@ -10,37 +14,98 @@ function setKeys(cache: Cache): () => string[] {
 }
 
 describe("@cache.cached", () => {
-  it("caches a method under ClassName.method:args, without this in the key", async () => {
+  it("never lets two instances with different data share an entry (the instance's fields are in the key)", async () => {
     const cache = createCache({ clock: manualClock() });
     const keys = setKeys(cache);
-    class PostsService {
-      calls = 0;
-      constructor(readonly source: string) {}
+    let calls = 0;
+    class Repo {
+      constructor(readonly tenant: string) {}
 
       @cache.cached({ ttl: "60s" })
-      async list(userId?: number): Promise<string> {
-        this.calls++;
-        return `${this.source}:${userId}`;
+      async forTenant(id: number): Promise<string> {
+        calls++;
+        return `${this.tenant}:${id}`;
       }
     }
-    const a = new PostsService("a");
-    const b = new PostsService("b");
-    assert.equal(await a.list(1), "a:1");
-    assert.equal(await a.list(1), "a:1");
-    assert.equal(await a.list(2), "a:2");
-    assert.equal(a.calls, 2);
-    // Another instance shares the entries: `this` is not part of the key.
-    assert.equal(await b.list(1), "a:1");
-    assert.equal(b.calls, 0);
-    assert.equal(await a.list(), "a:undefined"); // no argument: key "[]"
+    const a = new Repo("tenant-a");
+    const b = new Repo("tenant-b");
+    assert.equal(await a.forTenant(1), "tenant-a:1");
+    assert.equal(await b.forTenant(1), "tenant-b:1", "tenant-b never gets tenant-a's data");
+    assert.equal(await a.forTenant(1), "tenant-a:1");
+    // Another instance with the same data shares the entries (in every process).
+    assert.equal(await new Repo("tenant-a").forTenant(1), "tenant-a:1");
+    assert.equal(calls, 2);
     assert.deepEqual(keys(), [
-      "PostsService.list:[1]",
-      "PostsService.list:[2]",
-      "PostsService.list:[]",
+      'Repo.forTenant:[[{"tenant":"tenant-a"},"[1]"]]',
+      'Repo.forTenant:[[{"tenant":"tenant-b"},"[1]"]]',
     ]);
   });
 
-  it("caches static methods under ClassName.method:args", async () => {
+  it("a service that holds only clients keys on the arguments alone, shared across instances", async () => {
+    const cache = createCache({ clock: manualClock() });
+    const keys = setKeys(cache);
+    class Client {
+      query(id: number) {
+        return Promise.resolve(`row ${id}`);
+      }
+    }
+    let calls = 0;
+    class PostsService {
+      constructor(readonly db: Client) {}
+
+      @cache.cached({ ttl: "60s" })
+      async list(userId?: number): Promise<string> {
+        calls++;
+        return this.db.query(userId ?? 0);
+      }
+    }
+    assert.equal(await new PostsService(new Client()).list(1), "row 1");
+    assert.equal(await new PostsService(new Client()).list(1), "row 1");
+    assert.equal(calls, 1);
+    assert.deepEqual(keys(), ["PostsService.list:[1]"]);
+  });
+
+  it('scope: "shared" or a function of the instance says what goes into the key', async () => {
+    const cache = createCache({ clock: manualClock() });
+    const keys = setKeys(cache);
+    class Tenanted {
+      hits = 0; // a counter: with the default scope every call would be a miss
+      #tenant: string; // private: invisible to the default scope
+      constructor(tenant: string) {
+        this.#tenant = tenant;
+      }
+      get tenant() {
+        return this.#tenant;
+      }
+
+      @cache.cached({ scope: (self: Tenanted) => self.tenant })
+      async data(): Promise<string> {
+        this.hits++;
+        return this.#tenant;
+      }
+
+      @cache.cached({ scope: "shared" })
+      async version(): Promise<string> {
+        this.hits++;
+        return "v1";
+      }
+    }
+    const a = new Tenanted("a");
+    assert.equal(await a.data(), "a");
+    assert.equal(await a.data(), "a");
+    assert.equal(await new Tenanted("b").data(), "b");
+    assert.equal(await a.version(), "v1");
+    assert.equal(await new Tenanted("b").version(), "v1");
+    assert.equal(a.hits, 2);
+    assert.deepEqual(keys(), [
+      'Tenanted.data:[["a","[]"]]',
+      'Tenanted.data:[["b","[]"]]',
+      "Tenanted.version:[]",
+    ]);
+    assert.throws(() => cache.cached({ scope: "everyone" as never }), InvalidOptionError);
+  });
+
+  it("caches static methods under ClassName.method:args, with the class's static data", async () => {
     const cache = createCache({ clock: manualClock() });
     const keys = setKeys(cache);
     let calls = 0;
@@ -57,7 +122,7 @@ describe("@cache.cached", () => {
     assert.equal(await Stats.count("posts"), 50);
     assert.equal(await Stats.count("posts"), 50);
     assert.equal(calls, 1);
-    assert.deepEqual(keys(), ['Stats.count:["posts"]']);
+    assert.deepEqual(keys(), ['Stats.count:[[{"scale":10},"[\\"posts\\"]"]]']);
   });
 
   it("takes name, key and entry options", async () => {
@@ -223,6 +288,67 @@ describe("standalone @cached", () => {
         (error: unknown) => error instanceof InvalidOptionError && error.option === "cached.cache",
         JSON.stringify(options),
       );
+    }
+  });
+});
+
+describe("@cached as a legacy decorator (experimentalDecorators, NestJS's default)", () => {
+  it("compiles with experimentalDecorators and emitDecoratorMetadata, and keeps instances apart", () => {
+    const dir = mkdtempSync(join(tmpdir(), "cachet-legacy-"));
+    try {
+      const dist = join(process.cwd(), "dist", "index.js");
+      writeFileSync(
+        join(dir, "app.ts"),
+        `import { cached, createCache } from ${JSON.stringify(dist)};
+const cache = createCache();
+let calls = 0;
+class Repo {
+  constructor(readonly tenant: string) {}
+  @cache.cached({ ttl: "60s" })
+  async forTenant(id: number): Promise<string> {
+    calls++;
+    return this.tenant + ":" + id;
+  }
+  @cached({ cache: () => cache, scope: "shared" })
+  async version(): Promise<string> {
+    calls++;
+    return "v1";
+  }
+}
+const a = new Repo("a");
+const b = new Repo("b");
+const out = [await a.forTenant(1), await b.forTenant(1), await a.forTenant(1), await a.version(), await b.version()];
+console.log(JSON.stringify({ out, calls }));
+`,
+      );
+      writeFileSync(join(dir, "package.json"), '{ "type": "module" }');
+      const tsc = spawnSync(
+        process.execPath,
+        [
+          join(process.cwd(), "node_modules", "typescript", "bin", "tsc"),
+          "--experimentalDecorators",
+          "--emitDecoratorMetadata",
+          "--strict",
+          "--target",
+          "es2022",
+          "--module",
+          "nodenext",
+          "--skipLibCheck",
+          "--outDir",
+          join(dir, "out"),
+          join(dir, "app.ts"),
+        ],
+        { encoding: "utf8" },
+      );
+      assert.equal(tsc.status, 0, tsc.stdout + tsc.stderr);
+      const run = spawnSync(process.execPath, [join(dir, "out", "app.js")], { encoding: "utf8" });
+      assert.equal(run.status, 0, run.stderr);
+      assert.deepEqual(JSON.parse(run.stdout), {
+        out: ["a:1", "b:1", "a:1", "v1", "v1"],
+        calls: 3,
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
