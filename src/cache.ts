@@ -29,6 +29,7 @@ import { attachLogger, isLogger } from "./logging.js";
 import type { EntryOptions, LeasePolicy, Policy } from "./options.js";
 import {
   DEFAULT_POLICY,
+  ENTRY_OPTION_NAMES,
   NAMESPACE_TAG_PREFIX,
   positiveInt,
   resolvePolicy,
@@ -318,6 +319,7 @@ const NAMESPACE_NAME = /^[A-Za-z0-9_.-]+$/;
 
 /** Every option `createCache` takes (checked at construction, so that a typo fails loudly). */
 const CACHE_OPTION_NAMES = [
+  ...ENTRY_OPTION_NAMES,
   "store",
   "l1",
   "l1MaxTtl",
@@ -331,16 +333,6 @@ const CACHE_OPTION_NAMES = [
   "clock",
   "bus",
   "logger",
-  "ttl",
-  "staleWhileRevalidate",
-  "staleIfError",
-  "graceBackoff",
-  "timeout",
-  "hardTimeout",
-  "tags",
-  "lease",
-  "earlyRefresh",
-  "jitter",
 ];
 
 /** The most specific text in an error chain (`WRONGPASS …`, `ECONNREFUSED`). */

@@ -220,3 +220,17 @@ export function positiveInt(value: number | undefined, option: string, fallback:
   }
   return value;
 }
+
+/** Every option of {@link EntryOptions}, for the checks that refuse unknown option names. */
+export const ENTRY_OPTION_NAMES: readonly string[] = [
+  "ttl",
+  "staleWhileRevalidate",
+  "staleIfError",
+  "graceBackoff",
+  "timeout",
+  "hardTimeout",
+  "tags",
+  "lease",
+  "earlyRefresh",
+  "jitter",
+];

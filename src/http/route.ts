@@ -4,7 +4,7 @@ import type { Duration } from "../duration.js";
 import { toMs } from "../duration.js";
 import { InvalidOptionError } from "../errors.js";
 import type { EntryOptions, Policy } from "../options.js";
-import { validateTags } from "../options.js";
+import { ENTRY_OPTION_NAMES, validateTags } from "../options.js";
 import { rejectUnknownOptions } from "../validate.js";
 import type { CompressionOptions } from "./record.js";
 import { CODINGS } from "./record.js";
@@ -156,16 +156,7 @@ export interface CompiledRoute {
 
 /** Every route option (checked at registration, so that a typo fails loudly). */
 const ROUTE_OPTION_NAMES = [
-  "ttl",
-  "staleWhileRevalidate",
-  "staleIfError",
-  "graceBackoff",
-  "timeout",
-  "hardTimeout",
-  "tags",
-  "lease",
-  "earlyRefresh",
-  "jitter",
+  ...ENTRY_OPTION_NAMES,
   "vary",
   "key",
   "public",
