@@ -28,11 +28,11 @@ interface Message {
   /** Sender's sequence number, to detect lost messages. */
   n: number;
   /** Keys written (a value landed). */
-  s?: string[];
+  s?: string[] | undefined;
   /** Keys deleted. */
-  d?: string[];
+  d?: string[] | undefined;
   /** Tag states. */
-  t?: Array<[string, number, number]>;
+  t?: Array<[string, number, number]> | undefined;
 }
 
 /**

@@ -51,34 +51,34 @@ export interface CacheOptions extends EntryOptions {
    * …) makes a shared one, guarded by timeouts and a circuit breaker.
    * @default memoryStore()
    */
-  store?: Store;
+  store?: Store | undefined;
   /**
    * An in-process tier in front of a remote `store`: `true` for a default `memoryStore()`, or
    * your own. Ignored when `store` is itself a memory store.
    * @default false
    */
-  l1?: boolean | MemoryStore;
+  l1?: boolean | MemoryStore | undefined;
   /**
    * Longest time an entry stays in the in-process tier when there is a remote tier behind it,
    * so that a lost invalidation cannot keep a stale copy alive for long.
    * @default "1m"
    */
-  l1MaxTtl?: Duration;
+  l1MaxTtl?: Duration | undefined;
   /** Encodes values for remote stores. @default JSON */
-  serializer?: Serializer;
+  serializer?: Serializer | undefined;
   /**
    * Freeze values kept decoded in memory (deeply), so that a caller mutating a returned object
    * cannot change what later hits return. Mutating a frozen value throws a TypeError in strict
    * code. Turn off only if you never mutate results.
    * @default true
    */
-  freeze?: boolean;
+  freeze?: boolean | undefined;
   /** Longest wait for one remote-store call before it counts as failed. @default 50 */
-  storeTimeout?: Duration;
+  storeTimeout?: Duration | undefined;
   /** Consecutive remote-store failures that open the circuit breaker. @default 5 */
-  breakerThreshold?: number;
+  breakerThreshold?: number | undefined;
   /** How long the breaker stays open before one probe call. @default "1s" */
-  breakerCooldown?: Duration;
+  breakerCooldown?: Duration | undefined;
   /**
    * How long a tag state read from the remote store is trusted before it is read again, when
    * no bus pushes invalidations: the longest an invalidation made by another instance takes
@@ -87,11 +87,11 @@ export interface CacheOptions extends EntryOptions {
    * invalidation by up to `l1MaxTtl`. With the bus up, states are pushed and not re-read.
    * @default "1s"
    */
-  tagSyncInterval?: Duration;
+  tagSyncInterval?: Duration | undefined;
   /** How long tag states are kept in the remote store; must outlive every entry. @default "30d" */
-  tagTtl?: Duration;
+  tagTtl?: Duration | undefined;
   /** Time source, for tests. @default Date.now */
-  clock?: Clock;
+  clock?: Clock | undefined;
   /**
    * Keep other instances coherent through the store's pub/sub (Redis): writes, deletes and
    * invalidations are announced (keys and tag states, never values), and every instance
@@ -100,7 +100,7 @@ export interface CacheOptions extends EntryOptions {
    * construction when the store cannot).
    * @default true when the store has publish/subscribe
    */
-  bus?: boolean;
+  bus?: boolean | undefined;
   /**
    * Where the cache reports changes of state an operator must know about: the remote store
    * going down and coming back, the circuit breaker opening, corrupt entries, the bus losing
@@ -109,7 +109,7 @@ export interface CacheOptions extends EntryOptions {
    * never prints otherwise.
    * @default none
    */
-  logger?: Logger;
+  logger?: Logger | undefined;
 }
 
 /** The state of a cache's tiers and bus, from {@link Cache.health}. */
@@ -137,15 +137,15 @@ export interface CacheHealth {
     /** Whether calls to it succeed now (no failure since a cooldown, breaker closed). */
     readonly reachable: boolean;
     /** Its connection state when the store reports one (Redis: `ready`, `reconnecting`, …). */
-    readonly connection?: string;
+    readonly connection?: string | undefined;
     readonly breaker: BreakerState;
     /** When it became unreachable (ISO 8601), while it is. */
-    readonly downSince?: string;
+    readonly downSince?: string | undefined;
     /** The last store error seen (kept after recovery). */
-    readonly lastError?: string;
+    readonly lastError?: string | undefined;
   };
   /** The cross-instance bus, when there is one: `up` receives other instances' changes. */
-  readonly bus?: { readonly state: "idle" | "connecting" | "up" | "down" };
+  readonly bus?: { readonly state: "idle" | "connecting" | "up" | "down" } | undefined;
 }
 
 /** What a factory receives. */
@@ -182,21 +182,21 @@ export interface Resolution<T> {
   readonly outcome: "hit" | "miss" | "stale";
   readonly tier: Tier | undefined;
   /** Why a stale entry was returned, when `outcome` is `"stale"`. */
-  readonly reason?: StaleReason;
+  readonly reason?: StaleReason | undefined;
   /** For `"stale"` with reason `"error"`: what the factory failed with. */
-  readonly error?: unknown;
+  readonly error?: unknown | undefined;
 }
 
 /** Options of {@link Cache.wrap}. */
 export interface WrapOptions<A extends unknown[]> extends EntryOptions {
   /** Key prefix for the wrapped function. @default the function's `name` */
-  name?: string;
+  name?: string | undefined;
   /**
    * Build the key part for a call yourself. The result is used as-is when it is a string and
    * serialized like arguments otherwise.
    * @default a canonical serialization of the arguments
    */
-  key?: (...args: A) => unknown;
+  key?: ((...args: A) => unknown) | undefined;
 }
 
 /** Options of {@link Cache.cached} (and of the standalone `@cached`). */
@@ -216,7 +216,7 @@ export interface CachedMethodOptions<This = unknown, A extends unknown[] = unkno
    * - a function of the instance: its result goes into the key (`(repo) => repo.tenant`).
    * @default "instance"
    */
-  scope?: "instance" | "shared" | ((self: This) => unknown);
+  scope?: ("instance" | "shared" | ((self: This) => unknown)) | undefined;
 }
 
 /** What `cached(...)` returns: a TC39 method decorator that also works as a legacy one. */

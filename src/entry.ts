@@ -19,11 +19,11 @@ export interface Entry<T = unknown> {
    * fresh. Carried by the entry because it can come from the value itself (an HTTP response's
    * `stale-while-revalidate`). Absent means 0.
    */
-  readonly swr?: number;
+  readonly swr?: number | undefined;
   /** The stale-if-error window the writer chose, in ms after the entry stops being fresh. */
-  readonly grace?: number;
+  readonly grace?: number | undefined;
   /** How long the value took to produce, in ms (drives probabilistic early refresh). */
-  readonly delta?: number;
+  readonly delta?: number | undefined;
   readonly tags: readonly string[];
 }
 

@@ -42,7 +42,7 @@ export interface CacheEventMap {
     duration: number;
     outcome: "ok" | "error" | "hard-timeout";
     background: boolean;
-    error?: unknown;
+    error?: unknown | undefined;
   };
   /**
    * One call to the remote store finished (calls skipped by an open breaker are not calls).
@@ -56,7 +56,7 @@ export interface CacheEventMap {
     key: string | undefined;
     duration: number;
     outcome: "hit" | "miss" | "ok" | "error";
-    error?: unknown;
+    error?: unknown | undefined;
   };
   /** A store, serializer or corrupt entry failed; the cache carried on without it. */
   error: { key: string | undefined; operation: string; error: unknown };
@@ -69,7 +69,7 @@ export interface CacheEventMap {
     key: string;
     outcome: "acquired" | "waiting" | "landed" | "timed-out" | "took-over";
     /** For the outcomes that end a wait: how long this instance waited, in milliseconds. */
-    waited?: number;
+    waited?: number | undefined;
   };
   /**
    * The bus dropped the in-process tier because messages may have been lost: its
@@ -88,9 +88,9 @@ export interface CacheEventMap {
   "store-health": {
     store: string;
     state: "down" | "up";
-    error?: unknown;
-    downFor?: number;
-    failures?: number;
+    error?: unknown | undefined;
+    downFor?: number | undefined;
+    failures?: number | undefined;
   };
   /** The in-process tier dropped an entry to stay within its bounds (least recently used). */
   evict: { key: string; tier: Tier; size: number };

@@ -11,42 +11,42 @@ export interface EntryOptions {
    * How long a value is fresh: milliseconds or a duration string (`"60s"`, `"5m"`).
    * @default the cache's `ttl` (itself defaulting to `"1m"`)
    */
-  ttl?: Duration;
+  ttl?: Duration | undefined;
   /**
    * After `ttl`, for this long, a read returns the stale value at once and one background
    * refresh runs (RFC 5861's stale-while-revalidate, applied to function results).
    * @default 0 (off)
    */
-  staleWhileRevalidate?: Duration;
+  staleWhileRevalidate?: Duration | undefined;
   /**
    * After `ttl`, for this long, a failing or timed-out factory yields the stale value instead
    * of the error ("grace").
    * @default 0 (off)
    */
-  staleIfError?: Duration;
+  staleIfError?: Duration | undefined;
   /**
    * After a failed refresh of a key that has a stale value within `staleIfError` or
    * `staleWhileRevalidate`, serve the stale value for this long without calling the factory
    * again.
    * @default "5s"
    */
-  graceBackoff?: Duration;
+  graceBackoff?: Duration | undefined;
   /**
    * Soft timeout: when a stale value is at hand (within `staleIfError`) and the factory has
    * not answered within this time, return the stale value and let the factory finish in the
    * background. Without a stale value the caller waits for the factory.
    * @default 0 (off)
    */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /**
    * Hard timeout: give up on the factory after this long, abort its `signal`, and reject with
    * `FactoryHardTimeoutError` (code `E_FACTORY_HARD_TIMEOUT`), or serve the stale value when
    * one is within `staleIfError`.
    * @default 0 (off)
    */
-  hardTimeout?: Duration;
+  hardTimeout?: Duration | undefined;
   /** Tags for the entry, to invalidate it with `invalidateTags`. @default [] */
-  tags?: readonly string[];
+  tags?: readonly string[] | undefined;
   /**
    * Single-flight across every instance sharing the remote store: the first instance to miss
    * takes a lease (`SET NX PX` with a random token, released only by its owner) and runs the
@@ -56,20 +56,20 @@ export interface EntryOptions {
    * `setIfAbsent`; ignored otherwise.
    * @default false
    */
-  lease?: boolean | { ttl?: Duration; wait?: Duration };
+  lease?: boolean | { ttl?: Duration | undefined; wait?: Duration | undefined } | undefined;
   /**
    * Probabilistic early refresh (XFetch, Vattani et al. 2015): on a fresh hit, refresh in the
    * background with a probability that grows as expiry nears and with how long the value took
    * to compute. `beta` > 1 favours earlier refreshes; 1 is the classic choice.
    * @default 0 (off)
    */
-  earlyRefresh?: number;
+  earlyRefresh?: number | undefined;
   /**
    * Shorten each entry's ttl by a random fraction up to this (0–1), so that keys written
    * together do not all expire together.
    * @default 0 (off)
    */
-  jitter?: number;
+  jitter?: number | undefined;
 }
 
 /** A resolved lease policy. */

@@ -19,15 +19,17 @@ import { namespaceOf } from "./events.js";
 /** Options of {@link cachetTracing}. */
 export interface CachetTracingOptions {
   /** Where spans go. @default the global tracer provider (`trace.getTracerProvider()`) */
-  tracerProvider?: TracerProvider;
+  tracerProvider?: TracerProvider | undefined;
   /**
    * Record cache keys as the `cachet.key` attribute. Keys can carry user data (ids, emails in
    * an argument): turn this off if your traces must not.
    * @default true
    */
-  keys?: boolean;
+  keys?: boolean | undefined;
   /** Which operations get spans. @default all three */
-  spans?: { factory?: boolean; store?: boolean; lease?: boolean };
+  spans?:
+    | { factory?: boolean | undefined; store?: boolean | undefined; lease?: boolean | undefined }
+    | undefined;
 }
 
 /** What {@link cachetTracing} returns. */

@@ -14,14 +14,14 @@ export interface Store {
    * True for a store inside this process (no network, no timeouts needed). The cache does not
    * guard local stores.
    */
-  readonly local?: boolean;
+  readonly local?: boolean | undefined;
   /**
    * The largest value `set`/`setIfAbsent` accept, in bytes, when the backend has a limit
    * (Memcached's item size, DynamoDB's 400 KB item). A larger value is rejected with an error
    * before any I/O, never stored truncated; inside a cache that write becomes a no-op (the
    * value is still returned to the caller and kept in L1). Absent: no limit of the store's own.
    */
-  readonly maxValueSize?: number;
+  readonly maxValueSize?: number | undefined;
 
   /** The bytes under `key`, or `undefined` when there are none (or they expired). */
   get(key: string): Promise<Uint8Array | undefined>;

@@ -57,7 +57,7 @@ export class TagRegistry {
      * Whether invalidations made elsewhere are pushed to this process now (the bus is up):
      * then a known state stays current and is not read again.
      */
-    pushed?: () => boolean;
+    pushed?: (() => boolean) | undefined;
   }) {
     this.#l2 = options.l2;
     this.#clock = options.clock;

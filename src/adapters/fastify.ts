@@ -33,7 +33,7 @@ export interface CachetFastifyOptions extends HttpCacheOptions {
    * path (and same-origin `Location`/`Content-Location`), RFC 9111 §4.4.
    * @default true
    */
-  invalidateOnUnsafe?: boolean;
+  invalidateOnUnsafe?: boolean | undefined;
   /**
    * Close the cache (its Redis connections) when the app closes, so that the process can exit
    * after `app.close()`. Turn off when the cache outlives the app (shared with other code that
@@ -46,7 +46,7 @@ export interface CachetFastifyOptions extends HttpCacheOptions {
    * when it was created without a `logger`: `fastify.log` by default, `false` for nowhere.
    * @default fastify.log
    */
-  logger?: Logger | false;
+  logger?: Logger | false | undefined;
 }
 
 declare module "fastify" {
@@ -55,7 +55,7 @@ declare module "fastify" {
      * Cache this route's responses: `true` for the defaults, or options such as
      * `{ ttl: "60s", vary: ["accept-language"], tags: ["posts"] }`.
      */
-    cache?: RouteCacheOptions | boolean;
+    cache?: RouteCacheOptions | boolean | undefined;
   }
   interface FastifyInstance {
     /** The HTTP cache behind the plugin: invalidate paths and tags through it. */

@@ -24,7 +24,7 @@ export interface CachetHonoOptions extends HttpCacheOptions {
    * `staleWhileRevalidate`, `staleIfError`, `timeout` or `fromResponse`, because a Hono
    * middleware cannot otherwise run the handler again without a client.
    */
-  app?: { fetch(request: Request): Response | Promise<Response> };
+  app?: { fetch(request: Request): Response | Promise<Response> } | undefined;
 }
 
 /** Route-level caching for Hono, plus the app-level invalidator. */

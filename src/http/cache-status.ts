@@ -4,17 +4,17 @@
  */
 export interface CacheStatusFields {
   /** Satisfied from the cache without going to the origin (§2.1). */
-  hit?: boolean;
+  hit?: boolean | undefined;
   /** Why the request went to the origin (§2.2): `uri-miss`, `vary-miss`, `bypass`, `method`, `stale`, `request`, `miss`. */
-  fwd?: string;
+  fwd?: string | undefined;
   /** The status the origin answered with (§2.3). */
   fwdStatus?: number | undefined;
   /** Remaining freshness in seconds; negative when stale (§2.4). */
-  ttl?: number;
+  ttl?: number | undefined;
   /** The response was stored (§2.5). */
-  stored?: boolean;
+  stored?: boolean | undefined;
   /** The request was collapsed with another one going to the origin (§2.6). */
-  collapsed?: boolean;
+  collapsed?: boolean | undefined;
   /** The cache key (§2.7); only when enabled. */
   key?: string | undefined;
   /** Free-form detail (§2.8). */

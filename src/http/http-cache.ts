@@ -116,9 +116,9 @@ const RETRYABLE = /^(status-\d+|aborted|leader-failed)$/;
 interface LookupOptions {
   mayRetry: boolean;
   /** Found through a vary marker: the headers the response varies on. */
-  secondary?: readonly string[];
+  secondary?: readonly string[] | undefined;
   /** The client asked for a fresh response (`no-cache`, honoured). */
-  force?: boolean;
+  force?: boolean | undefined;
   /** The request's primary key. */
   primary: string;
 }

@@ -18,43 +18,43 @@ export interface RouteCacheOptions extends Omit<EntryOptions, "tags"> {
    * per-user, which allows caching responses to authenticated requests.
    * @default []
    */
-  vary?: readonly string[];
+  vary?: readonly string[] | undefined;
   /**
    * Build the key yourself from the request (then you are responsible for keying on
    * everything that changes the response). Long keys are hashed.
    */
-  key?: (request: HttpRequest) => string;
+  key?: ((request: HttpRequest) => string) | undefined;
   /**
    * Declare the response the same for every user, so that responses to requests with
    * `Authorization` or a session cookie may be stored and shared.
    * @default false
    */
-  public?: boolean;
+  public?: boolean | undefined;
   /** Statuses that may be stored for this route. @default the cache's `statuses` */
-  statuses?: readonly number[];
+  statuses?: readonly number[] | undefined;
   /** Tags for the stored responses (for `invalidateTags`), or a function of the request. */
-  tags?: readonly string[] | ((request: HttpRequest) => readonly string[]);
+  tags?: (readonly string[] | ((request: HttpRequest) => readonly string[])) | undefined;
   /**
    * Take freshness from the handler's own `Cache-Control`: `s-maxage`, else `max-age`, for
    * `ttl`; `stale-while-revalidate` and `stale-if-error` (RFC 5861) for the stale windows. The
    * route's values apply when the response has none.
    * @default false
    */
-  fromResponse?: boolean;
+  fromResponse?: boolean | undefined;
   /**
    * Honour the client's request `Cache-Control`: `no-cache` fetches a fresh response,
    * `no-store` stores nothing, `only-if-cached` answers 504 on a miss (RFC 9111 §5.2.1). Off
    * by default so that clients cannot push load onto the origin.
    * @default false
    */
-  requestDirectives?: boolean;
+  requestDirectives?: boolean | undefined;
   /**
    * With `fromResponse`: heuristic freshness (RFC 9111 §4.2.2) for a response without explicit
    * freshness but with `Last-Modified`: `true` for 10% of the time since it was modified, or
    * the fraction to use; at most a day. Off by default: only explicit freshness is trusted.
    * @default false
    */
-  heuristic?: boolean | number;
+  heuristic?: boolean | number | undefined;
   /**
    * With `fromResponse`: how long a stale response with validators (`ETag`, `Last-Modified`)
    * is kept so that it can be revalidated with a conditional request instead of fetched
@@ -62,16 +62,16 @@ export interface RouteCacheOptions extends Omit<EntryOptions, "tags"> {
    * allows it). `0` for not at all.
    * @default "10m"
    */
-  keepStale?: Duration;
+  keepStale?: Duration | undefined;
   /** Override the cache-wide `downstreamCacheControl` for this route. */
-  downstreamCacheControl?: boolean;
+  downstreamCacheControl?: boolean | undefined;
   /**
    * The route's name in errors and in the `http` event (the `route` label of metrics): its
    * pattern, such as `"GET /posts/:id"`, never anything taken from a request. The Fastify
    * plugin names routes by their pattern itself; on Express and Hono, routes are
    * `express route #1`, … unless named here.
    */
-  name?: string;
+  name?: string | undefined;
 }
 
 /** Options of {@link HttpCache}. */
@@ -79,28 +79,28 @@ export interface HttpCacheOptions {
   /** The cache to store responses in (they go to its `http` namespace). */
   cache: Cache;
   /** Namespace for response entries, so `clear()` on it drops only responses. @default "http" */
-  namespace?: string;
+  namespace?: string | undefined;
   /**
    * Statuses that may be stored (RFC 9110 §15.1 heuristically cacheable ones).
    * @default [200, 203, 204, 300, 301, 308, 404, 410]
    */
-  statuses?: readonly number[];
+  statuses?: readonly number[] | undefined;
   /** Largest body stored, in bytes; larger responses pass through unstored. @default 5 MiB */
-  maxEntrySize?: number;
+  maxEntrySize?: number | undefined;
   /**
    * @deprecated Every end-to-end response header is stored and replayed now (RFC 9111 §3.1),
    * except hop-by-hop ones, those listed in `Connection`, and the per-response ones cachet
    * sets itself. Listing a header here changes nothing; listing one that is never stored
    * (`set-cookie`, `connection`, …) still fails.
    */
-  headers?: readonly string[];
+  headers?: readonly string[] | undefined;
   /**
    * Cookie names that identify a user session: requests carrying one are treated like requests
    * with `Authorization` (not served from or stored to the shared cache unless the route keys
    * on the user or is public).
    * @default []
    */
-  sessionCookies?: readonly string[];
+  sessionCookies?: readonly string[] | undefined;
   /**
    * Key responses on the host the framework reports to the handler, as Varnish does, so that a
    * response built for one host (links, redirects) is never served for another — including a
@@ -108,29 +108,29 @@ export interface HttpCacheOptions {
    * answers one host and builds nothing from it.
    * @default true
    */
-  keyHost?: boolean;
+  keyHost?: boolean | undefined;
   /** The cache name in `Cache-Status` (RFC 9211), or `false` to omit the header. @default "cachet" */
-  cacheStatus?: string | false;
+  cacheStatus?: string | false | undefined;
   /** Add `key=` to `Cache-Status` (exposes cache keys to clients: off by default). @default false */
-  exposeKey?: boolean;
+  exposeKey?: boolean | undefined;
   /**
    * Store bodies compressed once (br and gzip) and serve them to clients that accept them,
    * with `Vary: Accept-Encoding`; others get identity. `false` to store identity only.
    * @default { threshold: 1024, codings: ["br", "gzip"] }
    */
-  compress?: boolean | Partial<CompressionOptions>;
+  compress?: boolean | Partial<CompressionOptions> | undefined;
   /**
    * Send `Cache-Control: public, max-age=<remaining freshness>` downstream (browsers, CDNs)
    * on stored and cached responses, replacing the handler's.
    * @default false
    */
-  downstreamCacheControl?: boolean;
+  downstreamCacheControl?: boolean | undefined;
   /**
    * Send the route's tags in a `Surrogate-Key` (Fastly, space-separated) or `Cache-Tag`
    * (Cloudflare, comma-separated) header, for purging a CDN by the same tags.
    * @default false
    */
-  surrogateKeys?: false | "surrogate-key" | "cache-tag";
+  surrogateKeys?: false | "surrogate-key" | "cache-tag" | undefined;
 }
 
 /** A route's options, validated and resolved once at registration. */

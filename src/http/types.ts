@@ -27,12 +27,12 @@ export interface HttpResponse {
   /** The body, or `undefined` when it is a stream the adapter did not buffer. */
   readonly body: Uint8Array | string | undefined;
   /** Set when the adapter stopped buffering because the body outgrew `maxEntrySize`. */
-  readonly tooLarge?: boolean;
+  readonly tooLarge?: boolean | undefined;
   /**
    * The body is still being written (the head goes out first): {@link HttpCache.prepare}
    * judges the head alone and sets no `ETag`; {@link HttpCache.commit} comes with the body.
    */
-  readonly pending?: boolean;
+  readonly pending?: boolean | undefined;
 }
 
 /**

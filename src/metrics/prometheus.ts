@@ -17,21 +17,21 @@ import { NAMESPACE_TAG_PREFIX, positiveInt } from "../options.js";
 /** Options of {@link prometheusMetrics}. */
 export interface PrometheusOptions {
   /** The registry to register the metrics in. @default prom-client's global `register` */
-  register?: Registry;
+  register?: Registry | undefined;
   /** Prepended to every metric name. @default "cachet_" */
-  prefix?: string;
+  prefix?: string | undefined;
   /**
    * Distinct `namespace` label values kept; further namespaces are counted as `other`, so that
    * namespaces made from data (one per tenant, …) cannot explode the series count.
    * @default 50
    */
-  maxNamespaces?: number;
+  maxNamespaces?: number | undefined;
   /** Distinct `route` label values kept; further routes are counted as `other`. @default 200 */
-  maxRoutes?: number;
+  maxRoutes?: number | undefined;
   /** Buckets (seconds) of the remote-store latency histogram. @default 0.0005 … 1 */
-  storeBuckets?: readonly number[];
+  storeBuckets?: readonly number[] | undefined;
   /** Buckets (seconds) of the factory (origin) latency histogram. @default 0.005 … 30 */
-  factoryBuckets?: readonly number[];
+  factoryBuckets?: readonly number[] | undefined;
 }
 
 /** What {@link prometheusMetrics} returns. */

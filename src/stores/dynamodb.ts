@@ -31,17 +31,17 @@ export interface DynamoDBClientLike {
 /** Names of the table's attributes. Each must be distinct. */
 export interface DynamoDBAttributeNames {
   /** The partition key (type `S`). @default "pk" */
-  key?: string;
+  key?: string | undefined;
   /** The value, as bytes (type `B`). @default "v" */
-  value?: string;
+  value?: string | undefined;
   /**
    * The expiry in Unix seconds (type `N`): the table's TTL attribute, by which DynamoDB
    * deletes expired items (within a few days, not at once).
    * @default "ttl"
    */
-  ttl?: string;
+  ttl?: string | undefined;
   /** The expiry in milliseconds since the epoch (type `N`), checked on every read. @default "exp" */
-  expiresAt?: string;
+  expiresAt?: string | undefined;
 }
 
 /** Options of {@link dynamodbStore}. Pass `client` or `clientConfig`, not both. */
@@ -55,7 +55,7 @@ export interface DynamoDBStoreOptions {
    * An existing client to use. The store never destroys it (`disconnect()` only stops using
    * it). Mutually exclusive with `clientConfig`.
    */
-  client?: DynamoDBClientLike;
+  client?: DynamoDBClientLike | undefined;
   /**
    * Configuration of the client the store creates (`region`, `credentials`, `endpoint` for
    * DynamoDB Local or dynalite, `maxAttempts`, …). Unless it sets `requestHandler`, the store
@@ -63,34 +63,34 @@ export interface DynamoDBStoreOptions {
    * `timeout`.
    * @default {} (the SDK's defaults: region and credentials from the environment)
    */
-  clientConfig?: DynamoDBClientConfig;
+  clientConfig?: DynamoDBClientConfig | undefined;
   /**
    * Prepended to every key, so that several applications can share one table. May be `""`.
    * @default "cachet:"
    */
-  prefix?: string;
+  prefix?: string | undefined;
   /** Attribute names; see {@link DynamoDBAttributeNames}. */
-  attributes?: DynamoDBAttributeNames;
+  attributes?: DynamoDBAttributeNames | undefined;
   /**
    * Strongly consistent reads. On by default: a cache needs to read what was just written
    * (a value, a tag invalidation, a lease) from any instance. `false` halves the read cost at
    * the price of reads that may be up to about a second behind writes.
    * @default true
    */
-  consistentRead?: boolean;
+  consistentRead?: boolean | undefined;
   /**
    * Longest time one operation may take, retries included, in milliseconds or as a duration
    * string. Past it the call rejects with `E_STORE_TIMEOUT`. Inside a cache the cache's
    * `storeTimeout` (50 ms by default) is usually shorter and applies first.
    * @default 1000
    */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /**
    * Longest wait for a TCP (and TLS) connection, for the client the store creates, in
    * milliseconds or as a duration string.
    * @default 1000
    */
-  connectTimeout?: Duration;
+  connectTimeout?: Duration | undefined;
 }
 
 /**
@@ -536,13 +536,13 @@ export interface CreateDynamoTableOptions {
   /** The table to create. */
   table: string;
   /** A client to use; otherwise one is made from `clientConfig` and destroyed afterwards. */
-  client?: DynamoDBClientLike;
+  client?: DynamoDBClientLike | undefined;
   /** Configuration of the client made when `client` is not given. */
-  clientConfig?: DynamoDBClientConfig;
+  clientConfig?: DynamoDBClientConfig | undefined;
   /** Attribute names, as given to the store. Only `key` and `ttl` matter here. */
-  attributes?: DynamoDBAttributeNames;
+  attributes?: DynamoDBAttributeNames | undefined;
   /** Longest wait for the table to become active, in milliseconds or as a string. @default "2m" */
-  wait?: Duration;
+  wait?: Duration | undefined;
 }
 
 /** What {@link createDynamoTable} did. */

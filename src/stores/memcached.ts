@@ -26,7 +26,7 @@ export interface MemcachedStoreOptions {
    * `MEMCACHIER_*`/`MEMCACHE_*` environment variables is turned off).
    * @default "127.0.0.1:11211" (when `client` is not given either)
    */
-  servers?: string | readonly string[];
+  servers?: string | readonly string[] | undefined;
   /**
    * An existing memjs `Client` to use instead of creating one. The store never closes it
    * (`disconnect()` only stops using it). Its own retry and timeout settings apply; the store
@@ -34,33 +34,33 @@ export interface MemcachedStoreOptions {
    * socket fixes of the store's own client (see the store's documentation) do not apply.
    * Prefer `servers`. Mutually exclusive with `servers`.
    */
-  client?: MemcachedClientLike;
+  client?: MemcachedClientLike | undefined;
   /**
    * Prepended to every key, so that several applications can share one Memcached. Printable
    * ASCII without spaces, at most 128 characters; may be `""`.
    * @default "cachet:"
    */
-  prefix?: string;
+  prefix?: string | undefined;
   /**
    * Longest silence of a server while a request waits for its reply, in milliseconds or as a
    * duration string. Past it, the connection is dropped and every request on it rejects with
    * `E_STORE_TIMEOUT` (a paused or overloaded server). The next call opens a new connection.
    * @default 500
    */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /**
    * Longest wait for a TCP connection (and SASL authentication, with credentials), in
    * milliseconds or as a duration string. A refused connection fails at once.
    * @default 1000
    */
-  connectTimeout?: Duration;
+  connectTimeout?: Duration | undefined;
   /**
    * The servers' largest item, in bytes: Memcached's `-I` option (`--max-item-size`). The
    * store accepts values up to 512 bytes less (room for the item header and the key), and
    * rejects larger ones before sending them; see {@link MemcachedStore.maxValueSize}.
    * @default 1048576 (1 MiB, Memcached's default)
    */
-  maxItemSize?: number;
+  maxItemSize?: number | undefined;
 }
 
 /** What the store needs from a memjs client: `Client` from `memjs` 1.x. */

@@ -13,17 +13,17 @@ export interface MemoryStoreOptions {
    * decoded). Least recently used entries are evicted to stay under it.
    * @default 67108864 (64 MiB)
    */
-  maxSize?: number;
+  maxSize?: number | undefined;
   /**
    * Largest single entry, in bytes. Larger values are not stored (the caller still gets
    * them). Must not exceed `maxSize`.
    * @default maxSize / 4
    */
-  maxEntrySize?: number;
+  maxEntrySize?: number | undefined;
   /** Optional cap on the number of entries, on top of `maxSize`. */
-  maxEntries?: number;
+  maxEntries?: number | undefined;
   /** Time source, for tests. @default Date.now */
-  clock?: Clock;
+  clock?: Clock | undefined;
 }
 
 /**

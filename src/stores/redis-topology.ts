@@ -111,8 +111,8 @@ export interface RedisClusterLike {
     }>;
     readonly defaults?: object | undefined;
     readonly keyPrefix?: RedisArgument | undefined;
-    readonly nodeAddressMap?: unknown;
-    readonly RESP?: unknown;
+    readonly nodeAddressMap?: unknown | undefined;
+    readonly RESP?: unknown | undefined;
   };
   connect(): Promise<unknown>;
   withTypeMapping(mapping: BufferReplies): RedisClusterSender;
@@ -377,7 +377,7 @@ export function isRedisSentinel(client: object): client is RedisSentinelLike {
 /** What the store needs from an ioredis client (`new Redis()` or `new Cluster()`, v5). */
 export interface IoRedisLike {
   readonly status: string;
-  readonly isCluster?: boolean;
+  readonly isCluster?: boolean | undefined;
   readonly options?: {
     readonly host?: string | undefined;
     readonly port?: number | undefined;

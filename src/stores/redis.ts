@@ -125,16 +125,17 @@ export interface RedisStoreClusterOptions {
    * read a value a few milliseconds old, and the fleet-wide lease may wait a little longer.
    * @default false
    */
-  useReplicas?: boolean;
+  useReplicas?: boolean | undefined;
   /** How many `MOVED`/`ASK` redirections one command may follow. @default 16 */
-  maxCommandRedirections?: number;
+  maxCommandRedirections?: number | undefined;
   /**
    * Addresses to connect to instead of those the cluster announces (a cluster behind NAT or
    * in containers): a map from `"host:port"` or a function.
    */
   nodeAddressMap?:
     | Readonly<Record<string, RedisNodeAddress>>
-    | ((address: string) => RedisNodeAddress | undefined);
+    | ((address: string) => RedisNodeAddress | undefined)
+    | undefined;
   /**
    * How soon, after a node connection starts failing, the store asks the other nodes for the
    * cluster's layout again (so that a replica promoted in place of a dead master is found),
@@ -142,7 +143,7 @@ export interface RedisStoreClusterOptions {
    * of the failing node. `0` turns it off.
    * @default 1000
    */
-  topologyRefreshDelay?: Duration;
+  topologyRefreshDelay?: Duration | undefined;
 }
 
 /**
@@ -155,15 +156,16 @@ export interface RedisStoreSentinelOptions {
   /** Some of the sentinels, used to find the others and the master. */
   sentinelRootNodes: ReadonlyArray<RedisNodeAddress>;
   /** Options of the connections to the sentinels themselves (their credentials, TLS). */
-  sentinelClientOptions?: RedisStoreClientOptions;
+  sentinelClientOptions?: RedisStoreClientOptions | undefined;
   /** Connections to each replica for reads (`GET`, `MGET`); `0` reads from the master only. @default 0 */
-  replicaPoolSize?: number;
+  replicaPoolSize?: number | undefined;
   /** Interval at which the sentinels are asked for changes, in ms; `0` relies on their events. @default 0 */
-  scanInterval?: number;
+  scanInterval?: number | undefined;
   /** Addresses to connect to instead of those the sentinels announce. */
   nodeAddressMap?:
     | Readonly<Record<string, RedisNodeAddress>>
-    | ((address: string) => RedisNodeAddress | undefined);
+    | ((address: string) => RedisNodeAddress | undefined)
+    | undefined;
 }
 
 /** Which Redis deployment a store talks to (see {@link RedisStore.topology}). */
@@ -184,7 +186,7 @@ export interface RedisStoreOptions {
    * created; the connection opens on first use.
    * @default "redis://127.0.0.1:6379" (when `client`, `cluster` and `sentinel` are not given)
    */
-  url?: string;
+  url?: string | undefined;
   /**
    * An existing client to use instead of creating one, told apart by its shape: a node-redis
    * client (`createClient()`), cluster (`createCluster()`) or Sentinel client
@@ -196,24 +198,24 @@ export interface RedisStoreOptions {
    * client, or a connection to one cluster node). Mutually exclusive with `url`, `cluster`,
    * `sentinel` and `clientOptions`.
    */
-  client?: RedisClientLike | RedisClusterLike | RedisSentinelLike | IoRedisLike;
+  client?: RedisClientLike | RedisClusterLike | RedisSentinelLike | IoRedisLike | undefined;
   /** Redis Cluster: see {@link RedisStoreClusterOptions}. */
-  cluster?: RedisStoreClusterOptions;
+  cluster?: RedisStoreClusterOptions | undefined;
   /** Redis behind Sentinel: see {@link RedisStoreSentinelOptions}. */
-  sentinel?: RedisStoreSentinelOptions;
+  sentinel?: RedisStoreSentinelOptions | undefined;
   /**
    * Prepended to every key, so that several applications (or caches) can share one Redis.
    * May be `""`.
    * @default "cachet:"
    */
-  prefix?: string;
+  prefix?: string | undefined;
   /**
    * Longest wait for a connection to be established and ready (TCP, TLS, handshake), in
    * milliseconds or as a duration string. On first use, commands wait for the first attempt
    * at most this long; while reconnecting they do not wait at all.
    * @default 2000
    */
-  connectTimeout?: Duration;
+  connectTimeout?: Duration | undefined;
   /**
    * Longest wait for the reply to one command, in milliseconds or as a duration string;
    * `0` turns the bound off. A command without a reply by then rejects with a `StoreError`
@@ -223,7 +225,7 @@ export interface RedisStoreOptions {
    * (50 ms by default) is usually shorter and applies first.
    * @default 1000
    */
-  commandTimeout?: Duration;
+  commandTimeout?: Duration | undefined;
   /**
    * Upper bound of the delay between two reconnection attempts, in milliseconds or as a
    * duration string. The delay starts at 50 ms and doubles after each failed attempt (with
@@ -231,12 +233,12 @@ export interface RedisStoreOptions {
    * after it comes back.
    * @default 2000
    */
-  maxReconnectDelay?: Duration;
+  maxReconnectDelay?: Duration | undefined;
   /**
    * node-redis client options for the connections the store creates — to the one server, or
    * to every cluster or data node. See {@link RedisStoreClientOptions}.
    */
-  clientOptions?: RedisStoreClientOptions;
+  clientOptions?: RedisStoreClientOptions | undefined;
 }
 
 /**
@@ -1012,8 +1014,8 @@ export class RedisStore implements Store {
   #clusterSubscriberConfig(node: RedisNodeAddress) {
     const cluster = this.#owned ? undefined : (this.#client as ClusterClient).cluster;
     const base = (cluster ? (cluster._options.defaults ?? {}) : this.#clientOptions) as {
-      socket?: object;
-      RESP?: unknown;
+      socket?: object | undefined;
+      RESP?: unknown | undefined;
     };
     return {
       ...base,

@@ -11,7 +11,7 @@ export interface StoreContractSetup {
    * Called after the suite (or the test that made its own store), once `store.disconnect()`
    * has resolved: stop servers, close helper clients, …
    */
-  teardown?: () => Promise<void>;
+  teardown?: (() => Promise<void>) | undefined;
 }
 
 /**
@@ -52,23 +52,23 @@ export interface StoreContractOptions {
    * together. Tests of a capability the store does not have are not registered.
    * @default []
    */
-  capabilities?: readonly StoreCapability[];
+  capabilities?: readonly StoreCapability[] | undefined;
   /**
    * Size of the value in the large-value test, in bytes; the store's `maxValueSize` when that
    * is smaller.
    * @default 5 MiB
    */
-  largeValueSize?: number;
+  largeValueSize?: number | undefined;
   /** TTL used by the expiry tests, in milliseconds. @default 300 */
-  shortTtl?: number;
+  shortTtl?: number | undefined;
   /**
    * How long past `shortTtl` an expired value may still be visible before the test fails, in
    * milliseconds (a server may expire keys lazily or on its own schedule).
    * @default 2000
    */
-  expiryGrace?: number;
+  expiryGrace?: number | undefined;
   /** Longest time `disconnect()` may take, in milliseconds. @default 5000 */
-  disconnectTimeout?: number;
+  disconnectTimeout?: number | undefined;
   /**
    * Make a store of the same kind, configured like the one under test, but pointed at
    * `endpoint`: a loopback port where nothing listens, or a server that accepts connections
@@ -77,18 +77,18 @@ export interface StoreContractOptions {
    * `disconnect()` still resolves. Without it (a store with no server, such as the memory
    * store) those tests are not registered.
    */
-  storeAt?: (endpoint: StoreEndpoint) => Store | Promise<Store>;
+  storeAt?: ((endpoint: StoreEndpoint) => Store | Promise<Store>) | undefined;
   /**
    * Longest time one operation may take against a server that is down or silent, in
    * milliseconds. Configure the store's own timeouts below it.
    * @default 5000
    */
-  downTimeout?: number;
+  downTimeout?: number | undefined;
   /**
    * Number of concurrent operations on distinct keys in the concurrency test.
    * @default 200
    */
-  concurrency?: number;
+  concurrency?: number | undefined;
 }
 
 const POLL_INTERVAL = 10;
