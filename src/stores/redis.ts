@@ -96,10 +96,18 @@ export interface RedisCommander {
  * that commands fail fast while disconnected), reconnection (`maxReconnectDelay`) and the
  * connect timeout (`connectTimeout`).
  */
-export type RedisStoreClientOptions = Omit<
-  RedisClientOptions<RedisModules, RedisFunctions, RedisScripts, RespVersions>,
-  "url" | "keyPrefix" | "disableOfflineQueue" | "commandOptions"
+export type RedisStoreClientOptions = UndefinedAllowed<
+  Omit<
+    RedisClientOptions<RedisModules, RedisFunctions, RedisScripts, RespVersions>,
+    "url" | "keyPrefix" | "disableOfflineQueue" | "commandOptions"
+  >
 >;
+
+/**
+ * node-redis's options with an explicit `undefined` accepted wherever a value may be left out, so
+ * that `{ password: process.env.REDIS_PASSWORD }` compiles under `exactOptionalPropertyTypes`.
+ */
+type UndefinedAllowed<T> = { [K in keyof T]: T[K] | undefined };
 
 /**
  * One node of a cluster to discover the others from, as node-redis takes it: `{ url }` or
