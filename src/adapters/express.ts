@@ -216,8 +216,6 @@ function capture(http: HttpCache, exchange: Exchange, res: Response): void {
     for (const name of ours) original.removeHeader.call(res, name);
     ours.clear();
     for (const [name, value] of Object.entries(completion.headers)) {
-      // Never replace a header the handler set itself (its own ETag stays).
-      if (name === "etag" && res.getHeader("etag") !== undefined) continue;
       original.setHeader.call(res, name, value);
       ours.add(name);
     }
@@ -290,20 +288,11 @@ function capture(http: HttpCache, exchange: Exchange, res: Response): void {
     collect(args[0], args[1]);
     body = overflow ? undefined : Buffer.concat(chunks, size);
     const callback = args.find((a) => typeof a === "function");
-    let out: unknown;
-    if (!res.headersSent) {
-      // The common case (res.send): the body is whole before the head goes out.
-      decideHead();
-      if (notModified) {
-        out = original.end.apply(res, callback ? [callback] : []);
-      } else {
-        out = original.end.apply(res, args);
-      }
-    } else {
-      out = notModified
-        ? original.end.apply(res, callback ? [callback] : [])
-        : original.end.apply(res, args);
-    }
+    // The common case (res.send): the body is whole before the head goes out.
+    if (!res.headersSent) decideHead();
+    const out = notModified
+      ? original.end.apply(res, callback ? [callback] : [])
+      : original.end.apply(res, args);
     // The head has been written: store what the client got (never our own headers).
     // A 304 sent for the client's conditional stands for the full response it matched.
     const final = handlerResponse();

@@ -108,6 +108,9 @@ interface ExchangeState {
   startedAt: number;
 }
 
+/** A leader's response as the cache judged it: what to store and for how long, or why not. */
+type Outcome = { record: StoredResponse; freshness: Freshness | undefined } | NotStorable;
+
 const LEAD = Symbol("lead");
 
 /** Reasons for which requests that waited on a failed leader coalesce again. */
@@ -303,8 +306,10 @@ export class HttpCache {
    * {@link prepare} then {@link commit} on the same response.
    */
   complete(exchange: Exchange, response: HttpResponse): Completion {
-    const completion = this.prepare(exchange, response);
-    this.commit(exchange, response);
+    // One stored record for both: the head's headers and what is stored.
+    const outcome = this.#outcome(exchange, response);
+    const completion = this.#completion(exchange, response, outcome);
+    this.#commit(exchange, outcome);
     return completion;
   }
 
@@ -316,8 +321,11 @@ export class HttpCache {
    * is final, so that the decision to store sees every header the client got.
    */
   prepare(exchange: Exchange, response: HttpResponse): Completion {
+    return this.#completion(exchange, response, this.#outcome(exchange, response, false));
+  }
+
+  #completion(exchange: Exchange, response: HttpResponse, outcome: Outcome): Completion {
     const { route, request, state } = exchange;
-    const outcome = this.#outcome(exchange, response, false);
     if (outcome instanceof NotStorable) {
       return {
         headers: this.#statusHeader(
@@ -330,7 +338,9 @@ export class HttpCache {
       };
     }
     const { record, freshness } = outcome;
-    const headers: Record<string, string> = response.pending ? {} : { etag: record.etag };
+    // The handler's own ETag already stands on its response; only a generated one is added.
+    const headers: Record<string, string> =
+      response.pending || record.originEtag ? {} : { etag: record.etag };
     const ttl = Math.floor((freshness ? freshness.ttl : route.policy.ttl) / 1000);
     if (route.downstream) headers["cache-control"] = `public, max-age=${ttl}`;
     const surrogate = this.#surrogateHeader(request, route);
@@ -357,9 +367,13 @@ export class HttpCache {
    * exchange; later calls do nothing.
    */
   commit(exchange: Exchange, response: HttpResponse): void {
+    if (exchange.state.settled) return;
+    this.#commit(exchange, this.#outcome(exchange, response));
+  }
+
+  #commit(exchange: Exchange, outcome: Outcome): void {
     const { route, request, state } = exchange;
     if (state.settled) return;
-    const outcome = this.#outcome(exchange, response);
     if (outcome instanceof NotStorable) {
       this.#observe(route, request.method, {
         fwd: state.fwd,
@@ -371,22 +385,14 @@ export class HttpCache {
     }
     this.#observe(route, request.method, { fwd: state.fwd, stored: true, key: exchange.key });
     const { record, freshness } = outcome;
-    if (freshness) state.context.setOptions(freshness);
-    const policy = {
-      ...this.#policyFor(request, route),
-      ...(freshness ? toPolicyPart(freshness) : {}),
-    };
-    const placed = this.#place(state.primary, exchange.key, request, record, policy);
-    if (placed.kind === "vary") state.context.setOptions(markerLife(policy));
-    this.#settle(state, placed);
+    this.#settle(
+      state,
+      this.#place(state.context, state.primary, exchange.key, request, route, record, freshness),
+    );
   }
 
   /** The stored record for a leader's response and its freshness, or why it is not stored. */
-  #outcome(
-    exchange: Exchange,
-    response: HttpResponse,
-    report = true,
-  ): { record: StoredResponse; freshness: Freshness | undefined } | NotStorable {
+  #outcome(exchange: Exchange, response: HttpResponse, report = true): Outcome {
     const { route, request, state } = exchange;
     const times = { requestTime: state.startedAt, responseTime: this.cache.clock.now() };
     return this.#record(route, request, response, exchange.key, times, report);
@@ -402,12 +408,19 @@ export class HttpCache {
    * only served to requests whose values match its own (see `usable`).
    */
   #place(
+    context: FactoryContext<StoredRecord>,
     primary: string,
     key: string,
     request: HttpRequest,
+    route: CompiledRoute,
     record: StoredResponse,
-    policy: Policy,
+    freshness: Freshness | undefined,
   ): StoredRecord {
+    if (freshness) context.setOptions(freshness);
+    const policy = {
+      ...this.#policyFor(request, route),
+      ...(freshness ? toPolicyPart(freshness) : {}),
+    };
     const names = record.varyOn;
     if (names.length === 0) {
       // No (more) variance: the primary key serves everyone.
@@ -418,6 +431,7 @@ export class HttpCache {
     const target = varyKey(primary, names, request.headers);
     if (key === primary) {
       this.#sideStore(target, record, policy);
+      context.setOptions(markerLife(policy));
       return marker;
     }
     if (target !== key) {
@@ -804,24 +818,16 @@ export class HttpCache {
     const headers = validationHeaders(request.headers, previous);
     const requestTime = this.cache.clock.now();
     let response = await dispatch({ method: "GET", url: request.url, headers, host: request.host });
+    const responseTime = this.cache.clock.now();
     const validated =
       previous !== undefined && response.status === 304 && sameValidator(previous, response);
     // RFC 9111 §4.3.4: a 304 freshens the stored response with its header fields.
-    if (validated) response = freshened(previous, response, this.cache.clock.now());
-    const times = { requestTime, responseTime: this.cache.clock.now() };
-    const outcome = this.#record(route, request, response, key, times);
+    if (validated) response = freshened(previous, response, responseTime);
+    const outcome = this.#record(route, request, response, key, { requestTime, responseTime });
     if (outcome instanceof NotStorable) throw new NotStorable(outcome.reason, response, owner);
-    const { freshness } = outcome;
     // The body did not change: neither do its compressed copies.
     const record = validated ? { ...outcome.record, encoded: previous.encoded } : outcome.record;
-    if (freshness) context.setOptions(freshness);
-    const policy = {
-      ...this.#policyFor(request, route),
-      ...(freshness ? toPolicyPart(freshness) : {}),
-    };
-    const placed = this.#place(options.primary, key, request, record, policy);
-    if (placed.kind === "vary") context.setOptions(markerLife(policy));
-    return placed;
+    return this.#place(context, options.primary, key, request, route, record, outcome.freshness);
   }
 
   /** Compress the response stored under `key` if it is still `record` (by ETag). */
@@ -880,7 +886,7 @@ export class HttpCache {
     key: string,
     times: { requestTime: number; responseTime: number },
     report = true,
-  ): { record: StoredResponse; freshness: Freshness | undefined } | NotStorable {
+  ): Outcome {
     return storedResponse(route, request, response, times, {
       maxEntrySize: this.#maxEntrySize,
       oversize: (size) => this.#oversize(key, size, report),
