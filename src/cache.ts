@@ -41,6 +41,7 @@ import { estimateSize } from "./size.js";
 import type { Store } from "./store.js";
 import type { HeldEntry } from "./stores/memory.js";
 import { MemoryStore } from "./stores/memory.js";
+import { causeText } from "./stores/util.js";
 import { TagRegistry } from "./tags.js";
 import { rejectUnknownOptions } from "./validate.js";
 
@@ -334,19 +335,6 @@ const CACHE_OPTION_NAMES = [
   "bus",
   "logger",
 ];
-
-/** The most specific text in an error chain (`WRONGPASS …`, `ECONNREFUSED`). */
-function describeCause(error: unknown): string {
-  let current: unknown = error;
-  let text = String(error);
-  for (let depth = 0; current instanceof Error && depth < 5; depth++) {
-    const code = (current as NodeJS.ErrnoException).code;
-    text =
-      code && !current.message.includes(code) ? `${code}: ${current.message}` : current.message;
-    current = current.cause;
-  }
-  return text;
-}
 
 /**
  * The cache. Create one with {@link createCache}; scope it with {@link Cache.namespace}.
@@ -875,7 +863,7 @@ export class Cache {
       await Promise.race([store.get(`${RESERVED_KEY_PREFIX}ready`), expired]);
     } catch (cause) {
       if (cause instanceof StoreError) throw cause;
-      throw new StoreError(store.name, "ready", `not reachable: ${describeCause(cause)}`, {
+      throw new StoreError(store.name, "ready", `not reachable: ${causeText(cause)}`, {
         cause,
       });
     } finally {

@@ -979,25 +979,21 @@ function durationOption(value: string): number | string {
   return /^\d+$/.test(value) ? Number(value) : value;
 }
 
-function parseBytes(value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0) {
-    throw new InvalidArgumentError(
-      `expected a positive number of bytes, got ${JSON.stringify(value)}`,
-    );
-  }
-  return n;
+/** A commander parser for a positive integer of `unit`s. */
+function positiveInteger(unit: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n <= 0) {
+      throw new InvalidArgumentError(
+        `expected a positive number of ${unit}, got ${JSON.stringify(value)}`,
+      );
+    }
+    return n;
+  };
 }
 
-function parseMs(value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0) {
-    throw new InvalidArgumentError(
-      `expected a positive number of milliseconds, got ${JSON.stringify(value)}`,
-    );
-  }
-  return n;
-}
+const parseBytes = positiveInteger("bytes");
+const parseMs = positiveInteger("milliseconds");
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -6,7 +6,7 @@
  */
 import { parseDictionary, Token } from "structured-headers";
 import type { HeaderValue } from "./headers.js";
-import { headerString, parseCacheControl } from "./headers.js";
+import { deltaSeconds, headerString, parseCacheControl } from "./headers.js";
 
 /** Cache-control directives, names lower-cased; a directive without a value maps to `true`. */
 export type Directives = Map<string, string | true>;
@@ -75,16 +75,6 @@ function targetedDirectives(text: string): Directives | undefined {
     }
   }
   return out;
-}
-
-/**
- * A delta-seconds value (RFC 9111 §1.2.2): digits only; `undefined` when absent or malformed.
- * Values too large are capped at 2^31 as the RFC asks.
- */
-export function deltaSeconds(directives: Directives, name: string): number | undefined {
-  const v = directives.get(name);
-  if (typeof v !== "string" || !/^\d+$/.test(v)) return undefined;
-  return Math.min(Number(v), 2 ** 31);
 }
 
 const DAYS = "(?:mon|tue|wed|thu|fri|sat|sun)";

@@ -104,3 +104,15 @@ export function hasCookie(header: HeaderValue, names: readonly string[]): boolea
   }
   return false;
 }
+
+/** Field names a `Connection` header lists (RFC 9110 §7.6.1), lower-cased; empty when none. */
+export function connectionListed(value: HeaderValue): Set<string> {
+  const text = headerString(value);
+  if (!text) return new Set();
+  return new Set(
+    text
+      .split(",")
+      .map((name) => name.trim().toLowerCase())
+      .filter(Boolean),
+  );
+}

@@ -6,7 +6,7 @@ import { CachetError } from "../errors.js";
 import { strongEtag } from "./conditional.js";
 import { governingDirectives, httpDate, originFreshness, qualifiedFields } from "./freshness.js";
 import type { HeaderValue } from "./headers.js";
-import { headerString, parseCacheControl, parseVary } from "./headers.js";
+import { connectionListed, parseCacheControl, parseVary } from "./headers.js";
 import { selectingValue, varyMatches } from "./key.js";
 import type { StoredResponse } from "./record.js";
 import type { CompiledRoute } from "./route.js";
@@ -156,7 +156,7 @@ export function storedResponse(
   const kept: Record<string, string | readonly string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
     const lower = name.toLowerCase();
-    if (value === undefined || NEVER_STORED.has(lower) || dropped?.has(lower)) continue;
+    if (value === undefined || NEVER_STORED.has(lower) || dropped.has(lower)) continue;
     if (unstored.has(lower)) continue;
     kept[lower] = Array.isArray(value) ? value.map(String) : String(value);
   }
@@ -194,13 +194,6 @@ export function storedResponse(
     },
     freshness,
   };
-}
-
-/** Field names listed in a `Connection` header (lower-case), or `undefined` when none. */
-function connectionListed(value: HeaderValue): Set<string> | undefined {
-  const text = headerString(value);
-  if (!text) return undefined;
-  return new Set(text.split(",").map((name) => name.trim().toLowerCase()));
 }
 
 /**

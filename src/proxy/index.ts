@@ -15,6 +15,7 @@ import { createCache } from "../cache.js";
 import type { Duration } from "../duration.js";
 import { toMs } from "../duration.js";
 import { InvalidOptionError } from "../errors.js";
+import { connectionListed } from "../http/headers.js";
 import { DISPATCH_HEADER } from "../http/http-cache.js";
 import type { HttpCacheOptions, RouteCacheOptions } from "../http/route.js";
 
@@ -380,14 +381,4 @@ function relayInterim(client: ServerResponse, status: number, headers: IncomingH
 function appendList(existing: string | string[] | undefined, value: string): string {
   const prior = Array.isArray(existing) ? existing.join(", ") : existing;
   return prior ? `${prior}, ${value}` : value;
-}
-
-function connectionListed(value: string | string[] | undefined): Set<string> {
-  const text = Array.isArray(value) ? value.join(",") : (value ?? "");
-  return new Set(
-    text
-      .split(",")
-      .map((v) => v.trim().toLowerCase())
-      .filter(Boolean),
-  );
 }

@@ -1,6 +1,9 @@
+import type { Server } from "node:http";
 import { request as httpRequest } from "node:http";
+import type { AddressInfo } from "node:net";
 import { connect } from "node:net";
-import type { RequestOptions, TestReply } from "./harness.js";
+import type { HttpCache } from "../../src/http/http-cache.js";
+import type { Harness, RequestOptions, TestReply } from "./harness.js";
 
 /**
  * The HTTP suite's client: real requests over real sockets, with nothing added but `Host`
@@ -95,4 +98,26 @@ function dechunk(bytes: Buffer): Buffer {
     offset = lineEnd + 2 + size + 2;
   }
   return Buffer.concat(out);
+}
+
+/**
+ * The harness of an app listening on `server`: requests over real sockets; `close` ends every
+ * connection, then `stop` (the framework's own close, or the server's).
+ */
+export function socketHarness(
+  http: HttpCache,
+  server: Server,
+  stop: () => Promise<unknown> = () => new Promise((resolve) => server.close(resolve)),
+): Harness {
+  const base = { host: "127.0.0.1", port: (server.address() as AddressInfo).port };
+  return {
+    http,
+    request: (options) => send(base, options),
+    requestRaw: (options) => send(base, options),
+    rawTarget: (target, headers, method) => sendRaw(base, target, headers, method),
+    close: async () => {
+      server.closeAllConnections();
+      await stop();
+    },
+  };
 }

@@ -1,9 +1,8 @@
 import { once } from "node:events";
-import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import express from "express";
 import { cachetExpress } from "../../../src/adapters/express.js";
-import { send, sendRaw } from "../client.js";
+import { socketHarness } from "../client.js";
 import type { AdapterFactory } from "../harness.js";
 
 /** The shared HTTP suite's Express harness: a listening server, requests over real sockets. */
@@ -54,15 +53,5 @@ export const expressAdapter: AdapterFactory = async ({ cache, http, routes, trus
   }
   const server = app.listen(0, "127.0.0.1");
   await once(server, "listening");
-  const base = { host: "127.0.0.1", port: (server.address() as AddressInfo).port };
-  return {
-    http: cached.http,
-    request: (options) => send(base, options),
-    requestRaw: (options) => send(base, options),
-    rawTarget: (target, headers, method) => sendRaw(base, target, headers, method),
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
+  return socketHarness(cached.http, server);
 };

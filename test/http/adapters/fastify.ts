@@ -1,8 +1,7 @@
-import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import Fastify from "fastify";
 import { cachetFastify } from "../../../src/adapters/fastify.js";
-import { send, sendRaw } from "../client.js";
+import { socketHarness } from "../client.js";
 import type { AdapterFactory } from "../harness.js";
 
 /** The shared HTTP suite's Fastify harness: a listening server, requests over real sockets. */
@@ -37,15 +36,5 @@ export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes, trus
     });
   }
   await app.listen({ port: 0, host: "127.0.0.1" });
-  const base = { host: "127.0.0.1", port: (app.server.address() as AddressInfo).port };
-  return {
-    http: app.cachet,
-    request: (options) => send(base, options),
-    requestRaw: (options) => send(base, options),
-    rawTarget: (target, headers, method) => sendRaw(base, target, headers, method),
-    close: async () => {
-      app.server.closeAllConnections();
-      await app.close();
-    },
-  };
+  return socketHarness(app.cachet, app.server, () => app.close());
 };

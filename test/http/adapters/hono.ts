@@ -1,10 +1,9 @@
 import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { Hono, type MiddlewareHandler } from "hono";
 import { stream as honoStream } from "hono/streaming";
 import { cachetHono } from "../../../src/adapters/hono.js";
-import { send, sendRaw } from "../client.js";
+import { socketHarness } from "../client.js";
 import type { AdapterFactory } from "../harness.js";
 
 /**
@@ -77,15 +76,5 @@ export const honoAdapter: AdapterFactory = async ({ cache, http, routes }) => {
       resolve(s as Server),
     );
   });
-  const base = { host: "127.0.0.1", port: (server.address() as AddressInfo).port };
-  return {
-    http: cached.http,
-    request: (options) => send(base, options),
-    requestRaw: (options) => send(base, options),
-    rawTarget: (target, headers, method) => sendRaw(base, target, headers, method),
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
+  return socketHarness(cached.http, server);
 };
