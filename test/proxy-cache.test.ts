@@ -159,4 +159,36 @@ describe("cachet proxy: what upstreams send, revalidation and ranges", () => {
     const none = await send(`${proxy.url}/small`, { headers: { range: "bytes=50-" } });
     assert.equal(none.status, 416);
   });
+
+  it("never stores a body the upstream cut off mid-way (the upstream process dying mid-response)", async (t) => {
+    let calls = 0;
+    const o = await origin((_req, res) => {
+      calls++;
+      res.writeHead(200, {
+        "cache-control": "max-age=60",
+        "content-type": "text/plain",
+        "content-length": "100",
+      });
+      if (calls === 1) {
+        // Half the promised body, then the connection dies.
+        res.write("x".repeat(50));
+        setTimeout(() => res.socket?.destroy(), 20);
+        return;
+      }
+      res.end("y".repeat(100));
+    });
+    const proxy = await proxyFor(o.url);
+    t.after(async () => {
+      await proxy.close();
+      o.server.close();
+    });
+    await send(`${proxy.url}/cut`).catch(() => undefined);
+    const next = await send(`${proxy.url}/cut`);
+    assert.equal(next.status, 200);
+    assert.equal(next.body, "y".repeat(100), "the truncated body was not stored");
+    assert.equal(calls, 2);
+    const hit = await send(`${proxy.url}/cut`);
+    assert.match(String(hit.headers["cache-status"]), /hit/);
+    assert.equal(hit.body, "y".repeat(100));
+  });
 });

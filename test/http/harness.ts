@@ -17,8 +17,11 @@ export interface TestResponse {
   body?: string | Buffer | Record<string, unknown> | unknown[];
   /** Send the body as a stream instead of a buffer. */
   stream?: boolean;
-  /** Throw instead of answering (the framework's error handler answers 500). */
-  throws?: boolean;
+  /**
+   * Throw instead of answering (the framework's error handler answers 500): an Error, or with
+   * `"value"` a value that is not one (a string).
+   */
+  throws?: boolean | "value";
 }
 
 export interface TestRoute {

@@ -596,6 +596,19 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.doesNotMatch(other.body, /evil/, other.body);
       });
 
+      it("a handler that throws a value that is not an Error answers 500 and holds no key", async (t) => {
+        const h = counted((_req, run) =>
+          run === 1 ? { throws: "value" } : { status: 200, body: `run ${run}` },
+        );
+        const app = await setup([{ path: "/flaky", cache: true, handler: h.handler }]);
+        t.after(() => app.close());
+        const failed = await app.request({ url: "/flaky" });
+        assert.equal(failed.status, 500);
+        const next = await app.request({ url: "/flaky" });
+        assert.equal(next.body, "run 2", "the key was released");
+        assert.match(String((await app.request({ url: "/flaky" })).headers["cache-status"]), /hit/);
+      });
+
       it("repeated query parameters keep their order in the key", async (t) => {
         const h = counted((req) => ({
           status: 200,

@@ -29,6 +29,7 @@ export const expressAdapter: AdapterFactory = async ({ cache, http, routes, trus
           headers: req.headers,
           host: req.host,
         });
+        if (out.throws === "value") throw "handler failed (not an Error)";
         if (out.throws) throw new Error("handler failed");
         res.status(out.status ?? 200);
         if (out.headers) res.set(out.headers);

@@ -20,6 +20,7 @@ export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes, trus
           headers: request.headers,
           host: request.host,
         });
+        if (out.throws === "value") throw "handler failed (not an Error)";
         if (out.throws) throw new Error("handler failed");
         reply.code(out.status ?? 200);
         if (out.headers) reply.headers(out.headers);

@@ -37,6 +37,7 @@ export const honoAdapter: AdapterFactory = async ({ cache, http, routes }) => {
         headers,
         host: url.host,
       });
+      if (out.throws === "value") throw "handler failed (not an Error)";
       if (out.throws) throw new Error("handler failed");
       const body = out.body ?? "";
       const bytes = Buffer.isBuffer(body)
