@@ -1,4 +1,5 @@
 import type { Cache, FactoryContext, Resolution } from "../cache.js";
+import { MAX_DURATION_MS } from "../duration.js";
 import type { Entry } from "../entry.js";
 import { InvalidOptionError } from "../errors.js";
 import type { HttpOutcome } from "../events.js";
@@ -385,10 +386,20 @@ export class HttpCache {
     }
     this.#observe(route, request.method, { fwd: state.fwd, stored: true, key: exchange.key });
     const { record, freshness } = outcome;
-    this.#settle(
-      state,
-      this.#place(state.context, state.primary, exchange.key, request, route, record, freshness),
-    );
+    try {
+      this.#settle(
+        state,
+        this.#place(state.context, state.primary, exchange.key, request, route, record, freshness),
+      );
+    } catch (error) {
+      // Whatever went wrong storing, the response already went out: release the waiters, and
+      // never let it reach the framework's send path (it would take the process down).
+      const events = this.cache.events;
+      if (events.wants("error")) {
+        events.emit("error", { key: exchange.key, operation: "http.store", error });
+      }
+      this.#settle(state, new NotStorable("store-error"));
+    }
   }
 
   /** The stored record for a leader's response and its freshness, or why it is not stored. */
@@ -1157,7 +1168,7 @@ function fail(error: unknown): { ok: false; error: unknown } {
  */
 function markerLife(policy: Policy): Freshness {
   return {
-    ttl: Math.max(1, policy.ttl + Math.max(policy.swr, policy.grace)),
+    ttl: Math.min(MAX_DURATION_MS, Math.max(1, policy.ttl + Math.max(policy.swr, policy.grace))),
     staleWhileRevalidate: 0,
     staleIfError: 0,
   };

@@ -2,6 +2,7 @@
  * Storability (RFC 9111 §3): whether a response may be stored, and the stored response it
  * becomes — every end-to-end header, its validators, its `Vary`, its age and freshness.
  */
+import { MAX_DURATION_MS } from "../duration.js";
 import { CachetError } from "../errors.js";
 import { strongEtag } from "./conditional.js";
 import { governingDirectives, httpDate, originFreshness, qualifiedFields } from "./freshness.js";
@@ -130,10 +131,12 @@ export function storedResponse(
     if (remaining <= 0 && swr <= 0 && staleIfError <= 0 && keep <= 0) {
       return new NotStorable(origin.noCache ? "no-cache" : "no-freshness");
     }
+    // The origin may promise more than any store keeps (an Expires centuries away, max-age
+    // of 2^31 s): clamped to the longest duration cachet accepts, never refused.
     freshness = {
-      ttl: Math.max(0, remaining),
-      staleWhileRevalidate: swr,
-      staleIfError: Math.max(staleIfError, keep),
+      ttl: clamp(remaining),
+      staleWhileRevalidate: clamp(swr),
+      staleIfError: clamp(Math.max(staleIfError, keep)),
     };
   } else if (!route.statuses.has(status)) {
     return new NotStorable(`status-${status}`);
@@ -225,4 +228,8 @@ export function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes)
     ? bytes
     : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function clamp(ms: number): number {
+  return Math.min(Math.max(0, ms), MAX_DURATION_MS);
 }

@@ -987,6 +987,34 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.match(String(stale.headers["cache-status"]), /detail=stale-if-error/);
       });
 
+      it("clamps freshness an origin promises for centuries instead of failing (max-age=2^31+, a far Expires)", async (t) => {
+        const app = await setup([
+          {
+            path: "/forever",
+            cache: { fromResponse: true },
+            handler: () => json({ a: 1 }, { "cache-control": "max-age=99999999999" }),
+          },
+          {
+            path: "/far",
+            cache: { fromResponse: true, staleIfError: "1h" },
+            handler: () =>
+              json(
+                { b: 1 },
+                {
+                  date: new Date(app.clock.now()).toUTCString(),
+                  expires: "Fri, 01 Jan 2300 00:00:00 GMT",
+                },
+              ),
+          },
+        ]);
+        t.after(() => app.close());
+        for (const url of ["/forever", "/far"]) {
+          assert.equal((await app.request({ url })).status, 200, url);
+          const hit = await app.request({ url });
+          assert.match(String(hit.headers["cache-status"]), /^cachet; hit; ttl=\d+$/, url);
+        }
+      });
+
       it("obeys CDN-Cache-Control and Cachet-Cache-Control over Cache-Control (RFC 9213)", async (t) => {
         const h = counted((req) => {
           if (req.url === "/cdn-fresh")
