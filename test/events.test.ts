@@ -7,6 +7,7 @@ import express from "express";
 import Fastify from "fastify";
 import { cachetExpress } from "../src/adapters/express.js";
 import { cachetFastify } from "../src/adapters/fastify.js";
+import { engineOf } from "../src/engine/registry.js";
 import type { Cache, CacheEventMap, CacheEventName } from "../src/index.js";
 import {
   createCache,
@@ -273,7 +274,7 @@ describe("events: one per outcome", () => {
     const events = record(cache, ["invalidate"]);
     await cache.invalidateTags(["posts"], { soft: true });
     await cache.namespace("users").clear();
-    await cache.invalidateReservedTags(["@path:/posts"]);
+    await engineOf(cache).tiers.invalidate(["@path:/posts"], false, "paths");
     assert.deepEqual(events.of("invalidate"), [
       { tags: ["posts"], soft: true, kind: "tags" },
       { tags: ["@ns:users"], soft: false, kind: "namespace" },

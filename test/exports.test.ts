@@ -64,3 +64,41 @@ describe("package exports", () => {
     assert.deepEqual(found, []);
   });
 });
+
+describe("the public Cache class", () => {
+  it("shows only the public API: no internal methods, no @internal in its types", async () => {
+    const { Cache } = await import("../src/cache.js");
+    const members = Object.getOwnPropertyNames(Cache.prototype)
+      .filter((name) => name !== "constructor")
+      .sort();
+    assert.deepEqual(members, [
+      "cached",
+      "clear",
+      "close",
+      "delete",
+      "get",
+      "getOrSet",
+      "has",
+      "health",
+      "invalidateTags",
+      "namespace",
+      "namespacePath",
+      "off",
+      "on",
+      "ready",
+      "set",
+      "storeState",
+      "wrap",
+    ]);
+    const types = readFileSync(join(root, "dist/cache.d.ts"), "utf8");
+    assert.doesNotMatch(types, /@internal/);
+  });
+
+  it("cannot be constructed directly (createCache makes caches)", async () => {
+    const { Cache } = await import("../src/cache.js");
+    assert.throws(
+      () => new (Cache as unknown as new (engine: unknown) => unknown)({}),
+      /createCache/,
+    );
+  });
+});

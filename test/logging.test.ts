@@ -3,6 +3,8 @@ import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import Fastify from "fastify";
 import { cachetFastify } from "../src/adapters/fastify.js";
+import { useLogger } from "../src/engine/core.js";
+import { engineOf } from "../src/engine/registry.js";
 import type { Logger } from "../src/index.js";
 import { createCache, InvalidOptionError } from "../src/index.js";
 import { redisStore } from "../src/stores/redis.js";
@@ -157,7 +159,11 @@ describe("logging: state changes, never once per request", () => {
     quiet.get("/x", { config: { cache: true } }, async () => ({ ok: true }));
     try {
       await quiet.ready();
-      assert.equal(other.useLogger(recorder()), true, "no logger was attached by the plugin");
+      assert.equal(
+        useLogger(engineOf(other).tiers.core, recorder()),
+        true,
+        "no logger was attached by the plugin",
+      );
     } finally {
       await quiet.close();
     }

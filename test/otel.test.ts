@@ -18,6 +18,7 @@ import type {
   TracerProvider,
 } from "@opentelemetry/api";
 import { context, ROOT_CONTEXT, SpanStatusCode, TraceFlags, trace } from "@opentelemetry/api";
+import { engineOf } from "../src/engine/registry.js";
 import { createCache, FactoryHardTimeoutError } from "../src/index.js";
 import { cachetTracing } from "../src/otel.js";
 import { redisStore } from "../src/stores/redis.js";
@@ -221,8 +222,8 @@ describe("cachet/otel", () => {
     cachetTracing({ tracerProvider: provider }).stop();
     await cache.getOrSet("k", () => 1);
     assert.equal(provider.tracer.spans.length, 0);
-    assert.equal(cache.events.wants("store"), false);
-    assert.equal(cache.events.wants("factory"), false);
+    assert.equal(engineOf(cache).tiers.events.wants("store"), false);
+    assert.equal(engineOf(cache).tiers.events.wants("factory"), false);
   });
 
   it("rejects what is not a tracer provider", () => {

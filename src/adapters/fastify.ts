@@ -10,6 +10,8 @@ import type {
   RouteOptions,
 } from "fastify";
 import fp from "fastify-plugin";
+import { useLogger } from "../engine/core.js";
+import { engineOf } from "../engine/registry.js";
 import { InvalidOptionError } from "../errors.js";
 import type {
   CompiledRoute,
@@ -92,7 +94,7 @@ const plugin: FastifyPluginCallback<CachetFastifyOptions> = (fastify, options, d
   try {
     const { invalidateOnUnsafe: _, logger, closeCache: __, ...httpOptions } = options;
     http = new HttpCache(httpOptions);
-    if (logger !== false) http.cache.useLogger(logger ?? fastify.log);
+    if (logger !== false) useLogger(engineOf(http.cache).tiers.core, logger ?? fastify.log);
   } catch (error) {
     done(error as Error);
     return;

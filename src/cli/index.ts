@@ -25,6 +25,7 @@ import { fileURLToPath } from "node:url";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import type { Cache } from "../cache.js";
 import { createCache } from "../cache.js";
+import { engineOf } from "../engine/registry.js";
 import type { Entry } from "../entry.js";
 import { decodeEntry } from "../entry.js";
 import { CachetError, CorruptEntryError, InvalidOptionError } from "../errors.js";
@@ -541,7 +542,9 @@ async function getEntry(
   const found = await readEntry(session, full);
   if (!found) throw notFound(session, full);
   const { entry, size } = found;
-  const judged = await strictly(session, "reading tag states", () => session.cache.judge(entry));
+  const judged = await strictly(session, "reading tag states", () =>
+    engineOf(session.cache).tiers.judge(entry),
+  );
   // The server's own expiry, when the URL names one server.
   const pttl = /^(redis|rediss|unix):/.test(session.url)
     ? await (await session.client()).pTTL(session.prefix + full)
@@ -647,7 +650,7 @@ async function invalidate(
         throw new CliError(EXIT.usage, `--path must start with "/", got ${JSON.stringify(p)}`);
     }
     await strictly(session, "invalidating paths", () =>
-      session.cache.invalidateReservedTags(
+      engineOf(session.cache).tiers.invalidate(
         paths.map((p) => pathTag(splitUrl(p).path)),
         soft,
         "paths",

@@ -1,5 +1,8 @@
 import type { Cache, FactoryContext, Resolution } from "../cache.js";
 import { MAX_DURATION_MS } from "../duration.js";
+import type { Coordinator } from "../engine/coordinator.js";
+import { engineOf } from "../engine/registry.js";
+import type { Tiers } from "../engine/tiers.js";
 import type { Entry } from "../entry.js";
 import { InvalidOptionError } from "../errors.js";
 import type { HttpOutcome } from "../events.js";
@@ -134,6 +137,9 @@ interface LookupOptions {
  */
 export class HttpCache {
   readonly cache: Cache;
+  /** The engine behind `cache` (its namespace): the coordinator and the tiers. */
+  readonly #engine: Coordinator;
+  readonly #tiers: Tiers;
   readonly #statuses: ReadonlySet<number>;
   readonly #maxEntrySize: number;
   readonly #sessionCookies: readonly string[];
@@ -153,6 +159,8 @@ export class HttpCache {
     this.cache = options.cache.namespace(options.namespace ?? "http", {
       serializer: recordSerializer,
     });
+    this.#engine = engineOf(this.cache);
+    this.#tiers = this.#engine.tiers;
     this.#statuses = statusSet(options.statuses ?? DEFAULT_STATUSES, "statuses");
     this.#maxEntrySize = options.maxEntrySize ?? 5 * 1024 * 1024;
     if (!Number.isSafeInteger(this.#maxEntrySize) || this.#maxEntrySize <= 0) {
@@ -205,7 +213,7 @@ export class HttpCache {
   /** Validate a route's options once, at registration. `name` identifies the route in errors. */
   route(options: RouteCacheOptions | true, fallbackName: string): CompiledRoute {
     return compileRoute(options, fallbackName, {
-      policy: (o, where) => this.cache.policy(o, where),
+      policy: (o, where) => this.#tiers.policy(o, where),
       statuses: this.#statuses,
       downstream: this.#downstream,
     });
@@ -248,7 +256,7 @@ export class HttpCache {
       }
       if (directives.has("no-store")) return this.#noStore(request, route, key);
     }
-    const fresh = this.cache.peek<StoredRecord>(key);
+    const fresh = this.#tiers.peek<StoredRecord>(key);
     if (fresh !== undefined) {
       const value = fresh.value;
       if (value.kind === "response") {
@@ -262,7 +270,7 @@ export class HttpCache {
         return this.#forward("vary-miss", "vary-mismatch", key, route, request);
       }
       const secondary = varyKey(key, value.vary, request.headers);
-      const variant = this.cache.peek<StoredRecord>(secondary);
+      const variant = this.#tiers.peek<StoredRecord>(secondary);
       if (variant?.value.kind === "response" && usable(variant.value, request)) {
         return {
           kind: "respond",
@@ -277,7 +285,7 @@ export class HttpCache {
       });
     }
     if (method === "HEAD") return this.#headMiss(request, route, key, undefined);
-    if (this.cache.hasRemote) return this.#remoteFirst(request, route, key, dispatch);
+    if (this.#tiers.hasRemote) return this.#remoteFirst(request, route, key, dispatch);
     return this.#lookup(request, route, key, dispatch, { mayRetry: true, primary: key });
   }
 
@@ -291,7 +299,7 @@ export class HttpCache {
     key: string,
     dispatch: Dispatch | undefined,
   ): Promise<Decision> {
-    const entry = await this.cache.lookupEntry<StoredRecord>(key, { quiet: true });
+    const entry = await this.#tiers.lookupEntry<StoredRecord>(key, { quiet: true });
     if (entry?.value.kind === "response" && usable(entry.value, request)) {
       return {
         kind: "respond",
@@ -394,7 +402,7 @@ export class HttpCache {
     } catch (error) {
       // Whatever went wrong storing, the response already went out: release the waiters, and
       // never let it reach the framework's send path (it would take the process down).
-      const events = this.cache.events;
+      const events = this.#tiers.events;
       if (events.wants("error")) {
         events.emit("error", { key: exchange.key, operation: "http.store", error });
       }
@@ -405,7 +413,7 @@ export class HttpCache {
   /** The stored record for a leader's response and its freshness, or why it is not stored. */
   #outcome(exchange: Exchange, response: HttpResponse, report = true): Outcome {
     const { route, request, state } = exchange;
-    const times = { requestTime: state.startedAt, responseTime: this.cache.clock.now() };
+    const times = { requestTime: state.startedAt, responseTime: this.#tiers.clock.now() };
     return this.#record(route, request, response, exchange.key, times, report);
   }
 
@@ -454,13 +462,13 @@ export class HttpCache {
 
   /** Store a record under another key than the flight's (then compress it, off the path). */
   #sideStore(key: string, record: StoredRecord, policy: Policy): void {
-    const stored = this.cache.store(key, record, policy);
+    const stored = this.#tiers.store(key, record, policy);
     if (record.kind !== "response") {
       stored.catch(() => {});
       return;
     }
     stored
-      .then(() => this.cache.lookupEntry<StoredRecord>(key))
+      .then(() => this.#tiers.lookupEntry<StoredRecord>(key))
       .then((entry) => entry && this.#upgrade(key, entry))
       .catch(() => {});
   }
@@ -492,7 +500,11 @@ export class HttpCache {
 
   /** Expire the stored responses of these paths (every query and variant), one write each. */
   async invalidatePaths(paths: readonly string[]): Promise<void> {
-    await this.cache.invalidateReservedTags(paths.map((p) => pathTag(splitUrl(p).path)));
+    await this.#tiers.invalidate(
+      paths.map((p) => pathTag(splitUrl(p).path)),
+      false,
+      "paths",
+    );
   }
 
   /** Expire the stored responses carrying any of these route tags. */
@@ -550,7 +562,7 @@ export class HttpCache {
     request: HttpRequest,
     key: string,
   ): Promise<{ entry: Entry<StoredResponse>; key: string } | undefined> {
-    const entry = await this.cache.lookupEntry<StoredRecord>(key);
+    const entry = await this.#tiers.lookupEntry<StoredRecord>(key);
     if (entry === undefined) return undefined;
     if (entry.value.kind === "response") {
       return usable(entry.value, request)
@@ -558,7 +570,7 @@ export class HttpCache {
         : undefined;
     }
     const secondary = varyKey(key, entry.value.vary, request.headers);
-    const variant = await this.cache.lookupEntry<StoredRecord>(secondary);
+    const variant = await this.#tiers.lookupEntry<StoredRecord>(secondary);
     return variant?.value.kind === "response" && usable(variant.value, request)
       ? { entry: variant as Entry<StoredResponse>, key: secondary }
       : undefined;
@@ -571,7 +583,7 @@ export class HttpCache {
     key: string,
     secondary: readonly string[] | undefined,
   ): Promise<Decision> {
-    const entry = await this.cache.lookupEntry<StoredRecord>(key);
+    const entry = await this.#tiers.lookupEntry<StoredRecord>(key);
     if (entry?.value.kind === "response" && usable(entry.value, request)) {
       return {
         kind: "respond",
@@ -658,13 +670,13 @@ export class HttpCache {
             primary: options.primary,
             ifNoneMatch: request.headers["if-none-match"],
             ifModifiedSince: request.headers["if-modified-since"],
-            startedAt: this.cache.clock.now(),
+            startedAt: this.#tiers.clock.now(),
           },
         };
         becameLeader();
       });
     };
-    const resolution = this.cache.resolve<StoredRecord>(key, factory, policy, {
+    const resolution = this.#engine.resolve<StoredRecord>(key, factory, policy, {
       force: options.force,
     });
     resolution.then(
@@ -738,7 +750,7 @@ export class HttpCache {
   ): Decision | undefined {
     const { entry } = resolution;
     const window = entry.value.staleIfError;
-    if (window === undefined || this.cache.clock.now() < entry.freshUntil + window)
+    if (window === undefined || this.#tiers.clock.now() < entry.freshUntil + window)
       return undefined;
     const error = resolution.error;
     if (error instanceof NotStorable && error.response && error.owner === self) {
@@ -827,9 +839,9 @@ export class HttpCache {
     // The client's conditionals are not ours to forward: the cache needs a full response, or a
     // 304 for the one it holds (RFC 9111 §4.3.1: validate with its validators).
     const headers = validationHeaders(request.headers, previous);
-    const requestTime = this.cache.clock.now();
+    const requestTime = this.#tiers.clock.now();
     let response = await dispatch({ method: "GET", url: request.url, headers, host: request.host });
-    const responseTime = this.cache.clock.now();
+    const responseTime = this.#tiers.clock.now();
     const validated =
       previous !== undefined && response.status === 304 && sameValidator(previous, response);
     // RFC 9111 §4.3.4: a 304 freshens the stored response with its header fields.
@@ -844,7 +856,7 @@ export class HttpCache {
   /** Compress the response stored under `key` if it is still `record` (by ETag). */
   #compressStored(key: string, record: StoredRecord): void {
     if (record.kind !== "response") return;
-    this.cache
+    this.#tiers
       .lookupEntry<StoredRecord>(key)
       .then((entry) => {
         if (entry?.value.kind === "response" && entry.value.etag === record.etag) {
@@ -864,7 +876,7 @@ export class HttpCache {
       .then((compressed) =>
         compressed === record
           ? false
-          : this.cache.replaceValue<StoredRecord>(key, entry, compressed),
+          : this.#tiers.replaceValue<StoredRecord>(key, entry, compressed),
       )
       .catch(() => {});
   }
@@ -907,7 +919,7 @@ export class HttpCache {
 
   /** A response over `maxEntrySize` is passed through: say so (an `oversize` event). */
   #oversize(key: string, size: number | undefined, report: boolean): NotStorable {
-    const events = this.cache.events;
+    const events = this.#tiers.events;
     if (report && events.wants("oversize")) {
       events.emit("oversize", { key, size, limit: this.#maxEntrySize, source: "http" });
     }
@@ -932,7 +944,7 @@ export class HttpCache {
     fwd: "uri-miss" | "vary-miss" | "request" = "uri-miss",
   ): ReplyPlan {
     const record = entry.value;
-    const now = this.cache.clock.now();
+    const now = this.#tiers.clock.now();
     const age = Math.max(0, Math.floor((record.age0 + now - entry.createdAt) / 1000));
     const ttl = Math.floor((entry.freshUntil - now) / 1000);
     // A range is of the identity body (RFC 9110 §14.1.2: ranges of the selected representation).
@@ -955,7 +967,7 @@ export class HttpCache {
       case "hit":
         // The common case, without building a fields object.
         if (this.#hitPrefix !== undefined && !this.#exposeKey) {
-          if (this.cache.events.wants("http")) this.#observe(route, request.method, { hit: true });
+          if (this.#tiers.events.wants("http")) this.#observe(route, request.method, { hit: true });
           headers["cache-status"] = this.#hitPrefix + ttl;
         } else {
           this.#status(headers, { hit: true, ttl, key }, route, request.method);
@@ -1121,7 +1133,7 @@ export class HttpCache {
 
   /** Emit the `http` event for a request's final status, when someone listens. */
   #observe(route: CompiledRoute, method: string, fields: CacheStatusFields): void {
-    const events = this.cache.events;
+    const events = this.#tiers.events;
     if (!events.wants("http")) return;
     const { outcome, reason } = httpOutcome(fields);
     events.emit("http", {

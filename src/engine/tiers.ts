@@ -1,0 +1,332 @@
+import type { Clock } from "../clock.js";
+import type { Entry } from "../entry.js";
+import { decodeEntry, deepFreeze, encodeEntry } from "../entry.js";
+import { InvalidOptionError, SerializeError } from "../errors.js";
+import type { CacheEvents, InvalidationKind, StaleReason, Tier } from "../events.js";
+import type { GuardedStore } from "../guard.js";
+import type { EntryOptions, Policy } from "../options.js";
+import { resolvePolicy } from "../options.js";
+import type { Serializer } from "../serializer.js";
+import { estimateSize } from "../size.js";
+import type { HeldEntry } from "../stores/memory.js";
+import type { Core, Decoded } from "./core.js";
+import { RESERVED_KEY_PREFIX } from "./core.js";
+
+/**
+ * Namespaced keys are `@<path>:<key>` and root keys may not start with `@`, so that no root key
+ * can land in a namespace (a root `users:1` would otherwise be a `users` namespace's `1`, and
+ * survive that namespace's `clear()`).
+ */
+const NAMESPACE_KEY_MARK = "@";
+
+/**
+ * The read path and the tiers, seen from one namespace: key scoping, L1 → L2 lookups with
+ * backfill, entry construction, writes to both tiers, freshness judged with tags, and tag
+ * invalidation. No factory runs here (that is the {@link Coordinator}'s job). Methods taking
+ * `full` take a key already scoped by {@link Tiers.key}.
+ */
+export class Tiers {
+  readonly core: Core;
+  /** The namespace path (`""` for the root cache, `"users"`, `"users/admins"`, …). */
+  readonly path: string;
+  /** The namespace tags every entry of this namespace carries (the root's first). */
+  readonly nsTags: readonly string[];
+  readonly serializer: Serializer;
+  readonly #prefix: string;
+
+  constructor(core: Core, path: string, nsTags: readonly string[], serializer: Serializer) {
+    this.core = core;
+    this.path = path;
+    this.#prefix = path === "" ? "" : `${NAMESPACE_KEY_MARK}${path}:`;
+    this.nsTags = nsTags;
+    this.serializer = serializer;
+  }
+
+  get clock(): Clock {
+    return this.core.clock;
+  }
+
+  get events(): CacheEvents {
+    return this.core.events;
+  }
+
+  /** Whether there is a remote tier (worth a read before setting up a flight). */
+  get hasRemote(): boolean {
+    return this.core.l2 !== undefined;
+  }
+
+  /** Resolve entry options against the cache's defaults (validating them). */
+  policy(options?: EntryOptions, where?: string): Policy {
+    return resolvePolicy(options, this.core.defaults, where);
+  }
+
+  /** The store key of `key` in this namespace; throws on empty and reserved keys. */
+  key(key: string): string {
+    // Fast path: a non-empty string that starts with neither "_" nor "@" needs no more checks.
+    if (typeof key === "string" && key.length > 0) {
+      const first = key.charCodeAt(0);
+      if (first !== 95 && first !== 64) return this.#prefix + key;
+    }
+    if (typeof key !== "string" || key.length === 0) {
+      throw new InvalidOptionError(
+        "key",
+        `expected a non-empty string, got ${JSON.stringify(key)}`,
+      );
+    }
+    if (key.startsWith(RESERVED_KEY_PREFIX)) {
+      throw new InvalidOptionError(
+        "key",
+        `keys starting with "${RESERVED_KEY_PREFIX}" are reserved`,
+      );
+    }
+    if (this.#prefix === "" && key.startsWith(NAMESPACE_KEY_MARK)) {
+      throw new InvalidOptionError(
+        "key",
+        `keys starting with "${NAMESPACE_KEY_MARK}" are reserved for namespaces; use namespace(name)`,
+      );
+    }
+    return this.#prefix + key;
+  }
+
+  /** A fresh L1 entry held under `full`, or `undefined`. Synchronous; emits nothing. */
+  freshHeld<T>(full: string, now = this.core.clock.now()): HeldEntry<T> | undefined {
+    const held = this.core.l1?.getHeld<T>(full, now);
+    return held !== undefined && this.isFreshHeld(held, now) ? held : undefined;
+  }
+
+  /**
+   * The fresh entry under `key` in the in-process tier, synchronously, or `undefined`.
+   * Emits `hit` when found. The HTTP cache's fast path.
+   */
+  peek<T>(key: string): Entry<T> | undefined {
+    const full = this.key(key);
+    const held = this.freshHeld<T>(full);
+    if (held === undefined) return undefined;
+    this.hit(full, "l1");
+    return held.entry;
+  }
+
+  /** The fresh entry under `key` from either tier (backfilling L1), without a factory. */
+  lookupEntry<T>(key: string, options?: { quiet?: boolean }): Promise<Entry<T> | undefined> {
+    return this.lookup<T>(this.key(key), options?.quiet === true);
+  }
+
+  /** Store `value` under `key` with a resolved policy. */
+  async store<T>(key: string, value: T, policy: Policy): Promise<void> {
+    await this.write(this.key(key), this.makeEntry(value, this.core.tags.stamp(), policy));
+  }
+
+  /**
+   * Replace the value of entry `from` under `key`, keeping its timestamps and tags, only if it
+   * is still the entry stored there (a newer write or a delete wins). Used to upgrade a stored
+   * HTTP response with its compressed bodies once they are ready.
+   */
+  async replaceValue<T>(key: string, from: Entry<T>, value: T): Promise<boolean> {
+    const full = this.key(key);
+    const { l1, l2 } = this.core;
+    if (l1) {
+      if (l1.getHeld(full)?.entry !== from) return false;
+    } else if (l2) {
+      const current = await this.readL2(full);
+      if (current?.entry.createdAt !== from.createdAt) return false;
+    }
+    await this.write(full, { ...from, value });
+    return true;
+  }
+
+  /**
+   * How this cache judges `entry` now, tag and namespace invalidations included (their states
+   * are read from the store first). For tools that inspect entries (the CLI).
+   */
+  async judge(entry: Entry): Promise<{
+    state: "fresh" | "stale" | "expired";
+    invalidated: "expired" | "stale" | undefined;
+    staleSince: number;
+  }> {
+    const { tags, clock } = this.core;
+    await tags.sync(entry.tags);
+    const verdict = tags.verdict(entry);
+    return {
+      state: this.freshness(entry, clock.now()),
+      invalidated: verdict === "valid" ? undefined : verdict,
+      staleSince: this.staleSince(entry),
+    };
+  }
+
+  hit(key: string, tier: Tier): void {
+    const events = this.core.events;
+    if (events.wants("hit")) events.emit("hit", { key, tier });
+  }
+
+  stale(key: string, tier: Tier, reason: StaleReason): void {
+    const events = this.core.events;
+    if (events.wants("stale")) events.emit("stale", { key, tier, reason });
+  }
+
+  /** Fresh and not invalidated by a tag. Re-checks tags only when the registry moved. */
+  isFreshHeld(held: HeldEntry, now = this.core.clock.now()): boolean {
+    const tags = this.core.tags;
+    if (now >= held.entry.freshUntil) return false;
+    if (held.tagMark === tags.mark) return true;
+    if (tags.verdict(held.entry) !== "valid") return false;
+    held.tagMark = tags.mark;
+    return true;
+  }
+
+  /** A fresh entry from L1 or L2 (backfilling L1), or `undefined`. No factory. */
+  async lookup<T>(full: string, quiet = false): Promise<Entry<T> | undefined> {
+    this.core.bus?.start();
+    const held = this.freshHeld<T>(full);
+    if (held !== undefined) {
+      this.hit(full, "l1");
+      return held.entry;
+    }
+    const remote = await this.readL2<T>(full);
+    if (remote !== undefined && this.freshness(remote.entry, this.core.clock.now()) === "fresh") {
+      this.hold(full, remote.entry, remote.size);
+      this.hit(full, "l2");
+      return remote.entry;
+    }
+    const events = this.core.events;
+    if (!quiet && events.wants("miss")) events.emit("miss", { key: full });
+    return undefined;
+  }
+
+  /** A new entry for `value`, produced from `createdAt` on, in this namespace. */
+  makeEntry<T>(value: T, createdAt: number, policy: Policy, delta = 0): Entry<T> {
+    // Jitter only ever shortens the ttl, so an entry never outlives what was asked.
+    const ttl = policy.jitter > 0 ? policy.ttl * (1 - policy.jitter * Math.random()) : policy.ttl;
+    const freshUntil = createdAt + ttl;
+    return {
+      value,
+      createdAt,
+      freshUntil,
+      staleUntil: freshUntil + Math.max(policy.swr, policy.grace),
+      swr: policy.swr,
+      grace: policy.grace,
+      delta: Math.max(0, delta),
+      tags: policy.tags.length === 0 ? this.nsTags : [...this.nsTags, ...policy.tags],
+    };
+  }
+
+  /** Write an entry to both tiers. Never throws: failures become `error` events. */
+  async write(full: string, entry: Entry): Promise<void> {
+    const { l1, l2, clock, events } = this.core;
+    this.core.bus?.start();
+    const serializer = this.serializer;
+    const now = clock.now();
+    const lifetime = entry.staleUntil - now;
+    if (lifetime <= 0) return;
+    let bytes: Buffer | undefined;
+    if (l2) {
+      try {
+        bytes = encodeEntry(entry, serializer);
+      } catch (cause) {
+        const error = new SerializeError(
+          `the ${serializer.name} serializer failed for key "${full}"; the value is not shared`,
+          { cause },
+        );
+        if (events.wants("error"))
+          events.emit("error", { key: full, operation: "serialize", error });
+      }
+    }
+    if (l1) this.hold(full, entry, bytes ? bytes.length : undefined);
+    if (l2 && bytes) {
+      const stored = await l2.set(full, bytes, Math.ceil(lifetime));
+      // Others drop their copies and read the new value from the store (lease waiters too).
+      if (stored) this.core.bus?.key(full, true);
+    }
+    if (events.wants("set")) {
+      events.emit("set", {
+        key: full,
+        ttl: entry.freshUntil - entry.createdAt,
+        size: bytes?.length,
+      });
+    }
+  }
+
+  /** Keep `entry` in L1 (when there is one), frozen, its life capped by `l1MaxTtl`. */
+  hold(full: string, entry: Entry, size: number | undefined): void {
+    const { l1, l2, l1MaxTtl, freeze, tags, clock } = this.core;
+    if (!l1) return;
+    if (freeze) deepFreeze(entry.value);
+    const expiresAt = l2 ? Math.min(entry.staleUntil, clock.now() + l1MaxTtl) : entry.staleUntil;
+    // An entry whose production started before an invalidation that has happened since is
+    // born invalid: stamping it with the current mark would make hits skip the tag check.
+    const tagMark = tags.verdict(entry) === "valid" ? tags.mark : -1;
+    const held: HeldEntry = { entry, tagMark };
+    const bytes = size ?? estimateSize(entry.value) + 64;
+    if (!l1.setHeld(full, held, bytes, expiresAt)) {
+      const events = this.core.events;
+      if (events.wants("oversize")) {
+        events.emit("oversize", { key: full, size: bytes, limit: l1.maxEntrySize, source: "l1" });
+      }
+    }
+  }
+
+  /** Remove `full` from both tiers; resolves whether the remote tier (or L1 alone) confirmed. */
+  async remove(full: string): Promise<boolean> {
+    const { l1, l2, events, bus } = this.core;
+    l1?.deleteSync(full);
+    bus?.start();
+    const ok = l2 ? await l2.delete(full) : true;
+    if (ok) bus?.key(full, false);
+    if (events.wants("delete")) events.emit("delete", { key: full });
+    return ok;
+  }
+
+  /** Read and decode an entry from L2; concurrent reads of one key share one store call. */
+  readL2<T>(full: string): Promise<Decoded<T> | undefined> {
+    const { l2, reads } = this.core;
+    if (!l2) return Promise.resolve(undefined);
+    let pending = reads.get(full);
+    if (!pending) {
+      pending = this.#fetchL2(full, l2);
+      reads.set(full, pending);
+      const done = () => reads.delete(full);
+      pending.then(done, done);
+    }
+    return pending as Promise<Decoded<T> | undefined>;
+  }
+
+  async #fetchL2(full: string, l2: GuardedStore): Promise<Decoded | undefined> {
+    const { events, tags } = this.core;
+    const bytes = await l2.get(full);
+    if (bytes === undefined) return undefined;
+    let entry: Entry;
+    try {
+      entry = decodeEntry(full, bytes, this.serializer);
+    } catch (error) {
+      // A corrupt or foreign value is a miss; the next write overwrites it.
+      if (events.wants("error")) events.emit("error", { key: full, operation: "decode", error });
+      return undefined;
+    }
+    if (!tags.isSynced(entry.tags)) await tags.sync(entry.tags);
+    return { entry, size: bytes.byteLength };
+  }
+
+  /** `fresh`, `stale` (usable within stale windows) or `expired`, tags included. */
+  freshness(entry: Entry, now: number): "fresh" | "stale" | "expired" {
+    if (now >= entry.staleUntil) return "expired";
+    const verdict = this.core.tags.verdict(entry);
+    if (verdict === "expired") return "expired";
+    if (verdict === "stale") return "stale";
+    return now < entry.freshUntil ? "fresh" : "stale";
+  }
+
+  /** When the entry stopped being fresh: its TTL, or an earlier soft invalidation. */
+  staleSince(entry: Entry): number {
+    const soft = this.core.tags.softInvalidatedAt(entry);
+    return soft === undefined ? entry.freshUntil : Math.min(entry.freshUntil, soft);
+  }
+
+  /** Invalidate `tags` (validated or reserved), announce it on the bus, emit `invalidate`. */
+  async invalidate(tags: readonly string[], soft: boolean, kind: InvalidationKind): Promise<void> {
+    const { bus } = this.core;
+    bus?.start();
+    const states = await this.core.tags.invalidate(tags, soft);
+    if (bus) for (const [tag, hard, softAt] of states) bus.tag(tag, hard, softAt);
+    const events = this.core.events;
+    if (events.wants("invalidate")) events.emit("invalidate", { tags, soft, kind });
+  }
+}
