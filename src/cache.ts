@@ -148,6 +148,19 @@ export interface FactoryContext<T = unknown> {
   setOptions(
     options: Pick<EntryOptions, "ttl" | "staleWhileRevalidate" | "staleIfError" | "tags">,
   ): void;
+  /**
+   * Do not store what this call returns: the value still answers this call and the calls
+   * that share its flight, but no tier keeps it, so the next call runs the factory again (an
+   * upstream answer you do not want to keep, such as an empty or partial result).
+   *
+   * @example
+   * await cache.getOrSet("search:" + q, async (ctx) => {
+   *   const hits = await search(q);
+   *   if (hits.length === 0) ctx.skip();
+   *   return hits;
+   * });
+   */
+  skip(): void;
 }
 
 export type Factory<T> = (context: FactoryContext<T>) => T | Promise<T>;

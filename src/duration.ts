@@ -38,6 +38,12 @@ export function toMs(value: Duration, option: string, allowZero = true): number 
     out = trimmed === "" ? undefined : (ms(trimmed as ms.StringValue) as number | undefined);
   }
   const shown = typeof value === "number" ? String(value) : JSON.stringify(value);
+  if (value === Number.POSITIVE_INFINITY) {
+    throw new InvalidOptionError(
+      option,
+      'Infinity is not a duration: for a value that does not expire, give ttl: "never"',
+    );
+  }
   if (typeof out !== "number" || !Number.isFinite(out) || out < 0 || (!allowZero && out === 0)) {
     throw new InvalidOptionError(
       option,

@@ -1,5 +1,5 @@
 import type { Duration } from "./duration.js";
-import { optionalMs, toMs } from "./duration.js";
+import { MAX_DURATION_MS, optionalMs, toMs } from "./duration.js";
 import { InvalidOptionError } from "./errors.js";
 
 /**
@@ -8,10 +8,12 @@ import { InvalidOptionError } from "./errors.js";
  */
 export interface EntryOptions {
   /**
-   * How long a value is fresh: milliseconds or a duration string (`"60s"`, `"5m"`).
+   * How long a value is fresh: milliseconds or a duration string (`"60s"`, `"5m"`), or
+   * `"never"` for a value that stays until it is deleted, invalidated or evicted (stored with
+   * the longest expiry cachet gives, 100 years, which every store accepts).
    * @default the cache's `ttl` (itself defaulting to `"1m"`)
    */
-  ttl?: Duration | undefined;
+  ttl?: Duration | "never" | undefined;
   /**
    * After `ttl`, for this long, a read returns the stale value at once and one background
    * refresh runs (RFC 5861's stale-while-revalidate, applied to function results).
@@ -107,6 +109,13 @@ export const DEFAULT_POLICY: Policy = {
   jitter: 0,
 };
 
+/**
+ * The ttl of `"never"`: the longest duration cachet accepts. Stale windows added to it stay
+ * within what every store takes (Redis up to 2^63 ms, Memcached's 32-bit Unix time falls back
+ * to "no expiry", DynamoDB's TTL attribute in seconds).
+ */
+const NEVER_MS = MAX_DURATION_MS;
+
 /** Default lease lifetime when neither `lease.ttl` nor `hardTimeout` says otherwise. */
 const DEFAULT_LEASE_TTL = 10_000;
 
@@ -130,7 +139,12 @@ export function resolvePolicy(
   }
   const hardTimeout = optionalMs(options.hardTimeout, `${where}.hardTimeout`, base.hardTimeout);
   return {
-    ttl: options.ttl === undefined ? base.ttl : toMs(options.ttl, `${where}.ttl`, zeroTtl),
+    ttl:
+      options.ttl === undefined
+        ? base.ttl
+        : options.ttl === "never"
+          ? NEVER_MS
+          : toMs(options.ttl, `${where}.ttl`, zeroTtl),
     swr: optionalMs(options.staleWhileRevalidate, `${where}.staleWhileRevalidate`, base.swr),
     grace: optionalMs(options.staleIfError, `${where}.staleIfError`, base.grace),
     graceBackoff: optionalMs(options.graceBackoff, `${where}.graceBackoff`, base.graceBackoff),

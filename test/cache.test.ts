@@ -283,6 +283,56 @@ describe("single-flight", () => {
   }
 });
 
+describe("a factory that skips its result (ctx.skip())", () => {
+  for (const mode of ["memory", "remote", "remote with l1"] as const) {
+    it(`answers the flight's callers and stores nothing (${mode})`, async () => {
+      const made =
+        mode === "memory"
+          ? { cache: createCache({ clock: manualClock() }), store: undefined }
+          : remoteCache({ l1: mode === "remote with l1" });
+      const { cache } = made;
+      const gate = deferred<string[]>();
+      const factory = counter(async (n: number) => {
+        const hits = await gate.promise;
+        return n === 1 ? hits : [`result ${n}`];
+      });
+      const skipping = (ctx: { skip(): void }) => {
+        const value = factory();
+        if (factory.calls === 1) ctx.skip();
+        return value;
+      };
+      const callers = Array.from({ length: 5 }, () => cache.getOrSet("search:q", skipping));
+      await flush();
+      assert.equal(factory.calls, 1, "concurrent callers share the skipped call");
+      gate.resolve([]);
+      for (const value of await Promise.all(callers)) assert.deepEqual(value, []);
+      assert.equal(await cache.has("search:q"), false, "no tier kept the skipped value");
+      if (made.store) assert.equal(made.store.calls.set, 0, "nothing reached the remote store");
+      assert.deepEqual(await cache.getOrSet("search:q", skipping), ["result 2"]);
+      assert.equal(factory.calls, 2, "the next call ran the factory again");
+      assert.deepEqual(await cache.getOrSet("search:q", skipping), ["result 2"]);
+      assert.equal(factory.calls, 2, "an unskipped result is stored as usual");
+    });
+  }
+
+  it("keeps the stale entry a skipped background refresh would have replaced", async () => {
+    const clock = manualClock();
+    const cache = createCache({ clock, ttl: 1_000, staleWhileRevalidate: 10_000 });
+    await cache.set("k", "old");
+    clock.advance(1_500);
+    let skippedRuns = 0;
+    const value = await cache.getOrSet("k", (ctx) => {
+      skippedRuns++;
+      ctx.skip();
+      return "unwanted";
+    });
+    assert.equal(value, "old", "stale answer while revalidating");
+    await flush();
+    assert.equal(skippedRuns, 1);
+    assert.equal(await cache.getOrSet("k", () => "new"), "old", "the stale entry is still there");
+  });
+});
+
 describe("null and undefined are values, not misses", () => {
   for (const mode of ["memory", "remote"] as const) {
     for (const value of [null, undefined]) {

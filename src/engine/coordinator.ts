@@ -326,6 +326,7 @@ export class Coordinator {
     const startedAt = tags.stamp();
     let policy = basePolicy;
     const controller = new AbortController();
+    let skipped = false;
     const context: FactoryContext<T> = {
       key: full,
       signal: controller.signal,
@@ -333,6 +334,9 @@ export class Coordinator {
       background,
       setOptions: (options) => {
         policy = resolvePolicy(options, policy, "setOptions", true);
+      },
+      skip: () => {
+        skipped = true;
       },
     };
     const l2 = this.#core.l2;
@@ -373,7 +377,8 @@ export class Coordinator {
       }
       backoff.delete(full);
       const entry = this.tiers.makeEntry(value, startedAt, policy, clock.now() - began);
-      await this.tiers.write(full, entry);
+      // A skipped result answers this flight's callers and is stored nowhere.
+      if (!skipped) await this.tiers.write(full, entry);
       return entry;
     } finally {
       // Only the owner releases: a lease that expired and was taken over is left alone.
