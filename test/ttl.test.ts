@@ -58,7 +58,7 @@ describe('ttl: "never"', { timeout: 30_000 }, () => {
     }
   });
 
-  it("refuses Infinity with a message that points to \"never\"", () => {
+  it('refuses Infinity with a message that points to "never"', () => {
     assert.throws(
       () => createCache({ ttl: Number.POSITIVE_INFINITY }),
       (error: unknown) =>
