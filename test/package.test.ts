@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -79,5 +87,46 @@ origin.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("what the tarball holds", () => {
+  const pack = spawnSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], {
+    encoding: "utf8",
+  });
+  const [{ files }] = JSON.parse(pack.stdout) as [{ files: Array<{ path: string }> }];
+  const paths = files.map((f) => f.path).sort();
+  const pkg = JSON.parse(readFileSync("package.json", "utf8")) as Record<string, unknown>;
+
+  it("holds the build, the docs, the measurements they cite, README and LICENSE, and nothing else", () => {
+    const allowed = [
+      /^package\.json$/,
+      /^README\.md$/,
+      /^LICENSE$/,
+      /^dist\/.+\.(js|d\.ts)$/,
+      /^docs\/[^/]+\.(md|json)$/,
+      /^bench\/(README|RESULTS)\.md$/,
+      /^bench\/results\.(json|svg)$/,
+      /^bench\/runs\/[^/]+\.md$/,
+      /^conformance\/RESULTS\.md$/,
+    ];
+    const stray = paths.filter((p) => !allowed.some((re) => re.test(p)));
+    assert.deepEqual(stray, [], "files outside the published set (source maps, tests, sources)");
+    for (const must of ["LICENSE", "README.md", "dist/index.js", "dist/index.d.ts"]) {
+      assert.ok(paths.includes(must), `${must} is shipped`);
+    }
+    const js = paths.filter((p) => p.startsWith("dist/") && p.endsWith(".js"));
+    const missingTypes = js.filter((p) => !paths.includes(p.replace(/\.js$/, ".d.ts")));
+    assert.deepEqual(missingTypes, [], "every module ships its types");
+  });
+
+  it("runs no install script, and states its license", () => {
+    const scripts = (pkg.scripts ?? {}) as Record<string, string>;
+    for (const hook of ["preinstall", "install", "postinstall", "prepare"]) {
+      assert.equal(scripts[hook], undefined, `no ${hook} script (npm flags it on install)`);
+    }
+    assert.equal(pkg.license, "MIT");
+    assert.match(readFileSync("LICENSE", "utf8"), /^MIT License/);
+    assert.ok(Array.isArray(pkg.keywords) && pkg.keywords.length > 0, "keywords");
   });
 });
