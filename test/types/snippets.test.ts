@@ -54,7 +54,6 @@ declare const app: FastifyInstance;
 `;
 const docPreludes: Record<string, string> = {
   "docs/invalidation.md": fastifyApp,
-  "docs/operations.md": fastifyApp,
 };
 
 /** What docs/stores.md's contract-suite example imports from the user's own code. */
