@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import {
   mkdirSync,
   mkdtempSync,
@@ -9,9 +9,12 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
+import { type RedisServer, startRedis } from "./helpers/redis.js";
 
 /**
  * The packed tarball as a user gets it, in a fresh directory: `npm pack`, unpacked into an
@@ -19,31 +22,35 @@ import { describe, it } from "node:test";
  * that imports `cachet`, `cachet/fastify` and `cachet/proxy` by name and serves over a real
  * socket. A file missing from `files`, or an export pointing nowhere, fails here.
  */
+/**
+ * `npm pack` this checkout into `dir` and unpack it as `dir/node_modules/cachet`, the other
+ * dependencies linked from this checkout (no registry here).
+ */
+function installTarball(dir: string): void {
+  const pack = spawnSync("npm", ["pack", "--ignore-scripts", "--json", "--pack-destination", dir], {
+    encoding: "utf8",
+  });
+  assert.equal(pack.status, 0, pack.stderr);
+  const [{ filename }] = JSON.parse(pack.stdout) as [{ filename: string }];
+  const modules = join(dir, "node_modules");
+  mkdirSync(join(modules, "cachet"), { recursive: true });
+  const untar = spawnSync(
+    "tar",
+    ["-xzf", join(dir, filename), "-C", join(modules, "cachet"), "--strip-components=1"],
+    { encoding: "utf8" },
+  );
+  assert.equal(untar.status, 0, untar.stderr);
+  for (const name of readdirSync("node_modules")) {
+    if (name === ".bin" || name === "cachet") continue;
+    symlinkSync(join(process.cwd(), "node_modules", name), join(modules, name));
+  }
+}
+
 describe("the packed tarball in a fresh directory", () => {
   it("installs, imports by package name, and caches over a real socket", () => {
     const dir = mkdtempSync(join(tmpdir(), "cachet-tarball-"));
     try {
-      const pack = spawnSync(
-        "npm",
-        ["pack", "--ignore-scripts", "--json", "--pack-destination", dir],
-        {
-          encoding: "utf8",
-        },
-      );
-      assert.equal(pack.status, 0, pack.stderr);
-      const [{ filename }] = JSON.parse(pack.stdout) as [{ filename: string }];
-      const modules = join(dir, "node_modules");
-      mkdirSync(join(modules, "cachet"), { recursive: true });
-      const untar = spawnSync(
-        "tar",
-        ["-xzf", join(dir, filename), "-C", join(modules, "cachet"), "--strip-components=1"],
-        { encoding: "utf8" },
-      );
-      assert.equal(untar.status, 0, untar.stderr);
-      for (const name of readdirSync("node_modules")) {
-        if (name === ".bin" || name === "cachet") continue;
-        symlinkSync(join(process.cwd(), "node_modules", name), join(modules, name));
-      }
+      installTarball(dir);
       writeFileSync(join(dir, "package.json"), '{ "type": "module" }');
       writeFileSync(
         join(dir, "app.mjs"),
@@ -129,4 +136,97 @@ describe("what the tarball holds", () => {
     assert.match(readFileSync("LICENSE", "utf8"), /^MIT License/);
     assert.ok(Array.isArray(pkg.keywords) && pkg.keywords.length > 0, "keywords");
   });
+});
+
+/** The README's "In your app" block, as written. */
+function readmeApp(): string {
+  const readme = readFileSync("README.md", "utf8");
+  const match = /```ts\n(\/\/ app\.ts:[\s\S]*?)```/.exec(readme);
+  assert.ok(match, "README has the app.ts block");
+  return match[1]!;
+}
+
+/** Run the README app with `env`, wait for its port, and return it with the process. */
+async function startReadmeApp(dir: string, env: Record<string, string>) {
+  const child = spawn(process.execPath, ["--import", "tsx", "app.ts"], {
+    cwd: dir,
+    env: { ...process.env, PORT: "0", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stderr.on("data", (chunk) => {
+    output += chunk;
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`app did not listen:\n${output}`)), 20_000);
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      const found = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output);
+      if (found) {
+        clearTimeout(timer);
+        resolve(found[1]!);
+      }
+    });
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`app exited (${code}):\n${output}`));
+    });
+  });
+  return { child, url, output: () => output };
+}
+
+describe("the README's 'In your app' quick start, against the packed tarball", {
+  timeout: 120_000,
+}, () => {
+  let dir: string;
+  let upstream: Server;
+  let upstreamUrl: string;
+  let upstreamCalls = 0;
+  let redis: RedisServer;
+  const posts = [{ id: 1, title: "hello" }];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "cachet-readme-app-"));
+    installTarball(dir);
+    writeFileSync(join(dir, "package.json"), '{ "type": "module" }');
+    writeFileSync(join(dir, "app.ts"), readmeApp());
+    upstream = createServer((req, res) => {
+      upstreamCalls++;
+      res.writeHead(req.url === "/posts" ? 200 : 404, { "content-type": "application/json" });
+      res.end(JSON.stringify(posts));
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    redis = await startRedis();
+  });
+  after(async () => {
+    upstream?.close();
+    await redis?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const mode of ["in process", "on Redis"] as const) {
+    it(`serves /posts, caches it, and exits on SIGTERM (${mode})`, async () => {
+      const env: Record<string, string> = { API_URL: upstreamUrl };
+      if (mode === "on Redis") env.REDIS_URL = redis.url;
+      const before = upstreamCalls;
+      const app = await startReadmeApp(dir, env);
+      const exited = new Promise<number | null>((resolve) => app.child.on("exit", resolve));
+      try {
+        const first = await fetch(`${app.url}/posts`);
+        assert.equal(first.status, 200);
+        assert.deepEqual(await first.json(), posts);
+        const second = await fetch(`${app.url}/posts`);
+        assert.match(second.headers.get("cache-status") ?? "", /^cachet; hit/);
+        assert.deepEqual(await second.json(), posts);
+        assert.equal(upstreamCalls - before, 1, "the upstream was called once");
+      } finally {
+        app.child.kill("SIGTERM");
+      }
+      const timer = setTimeout(() => app.child.kill("SIGKILL"), 10_000);
+      const code = await exited;
+      clearTimeout(timer);
+      assert.equal(code, 0, `the process exits by itself after app.close():\n${app.output()}`);
+    });
+  }
 });
