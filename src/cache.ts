@@ -40,7 +40,7 @@ export interface CacheOptions extends EntryOptions {
    * @default "1m"
    */
   l1MaxTtl?: Duration | undefined;
-  /** Encodes values for remote stores. @default JSON */
+  /** Encodes values for remote stores; its rules decide what every tier accepts. @default msgpackSerializer */
   serializer?: Serializer | undefined;
   /**
    * Freeze values kept decoded in memory (deeply), so that a caller mutating a returned object

@@ -1,4 +1,4 @@
-import { CorruptEntryError } from "./errors.js";
+import { CorruptEntryError, OutdatedEntryError } from "./errors.js";
 import type { Serializer } from "./serializer.js";
 
 /**
@@ -28,12 +28,14 @@ export interface Entry<T = unknown> {
 }
 
 /**
- * Binary layout, version 3 (big-endian):
+ * Binary layout, version 4 (big-endian):
  *
  * | bytes | field |
  * |---|---|
  * | 2 | magic `0xCA 0xC7` |
- * | 1 | format version (3) |
+ * | 1 | format version (4) |
+ * | 1 | serializer name length n (1–255) |
+ * | n | serializer name, UTF-8 (`msgpack`, `json`, `raw`, `http-response`…) |
  * | 1 | flags: bit 0 = value is `undefined` |
  * | 8 × 3 | createdAt, freshUntil, staleUntil (float64, ms since the epoch) |
  * | 8 × 3 | swr, grace windows, delta (time to compute) (float64, ms) |
@@ -45,24 +47,43 @@ export interface Entry<T = unknown> {
  * A fixed binary header (rather than JSON around the payload) keeps byte payloads such as
  * HTTP bodies unescaped and makes the header cheap to validate. The payload length makes a
  * truncated (or padded) value unreadable instead of a different value: a JSON number or a
- * raw body cut short would otherwise still decode.
+ * raw body cut short would otherwise still decode. The serializer's name makes an entry
+ * written by an instance configured with another serializer a miss rather than a mis-decoded
+ * value; version 3 entries (JSON payloads, no name) are misses too
+ * ({@link OutdatedEntryError}).
  */
 const MAGIC_0 = 0xca;
 const MAGIC_1 = 0xc7;
-const VERSION = 3;
+const VERSION = 4;
+const PREVIOUS_VERSION = 3;
 const FLAG_UNDEFINED = 1;
 const KNOWN_FLAGS = FLAG_UNDEFINED;
-const FIXED_HEADER = 2 + 1 + 1 + 24 + 24 + 4 + 2;
+const FIXED_HEADER = 2 + 1 + 1 + 1 + 24 + 24 + 4 + 2;
 const MAX_TAGS = 0xffff;
 const MAX_PAYLOAD = 0xffffffff;
 
+const nameBytes = new Map<string, Buffer>();
+
+function serializerName(serializer: Serializer): Buffer {
+  let bytes = nameBytes.get(serializer.name);
+  if (bytes === undefined) {
+    bytes = Buffer.from(serializer.name, "utf8");
+    if (bytes.length < 1 || bytes.length > 255) {
+      throw new RangeError("a serializer name is 1 to 255 bytes");
+    }
+    if (nameBytes.size < 64) nameBytes.set(serializer.name, bytes);
+  }
+  return bytes;
+}
+
 /** Encode an entry; throws whatever the serializer throws. */
 export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
+  const name = serializerName(serializer);
   const isUndefined = entry.value === undefined;
   const payload = isUndefined ? undefined : serializer.serialize(entry.value);
   const tagBytes = entry.tags.map((t) => Buffer.from(t, "utf8"));
   if (tagBytes.length > MAX_TAGS) throw new RangeError(`an entry carries at most ${MAX_TAGS} tags`);
-  let headerSize = FIXED_HEADER;
+  let headerSize = FIXED_HEADER + name.length;
   for (const t of tagBytes) {
     if (t.length > 0xffff) throw new RangeError("a tag is at most 65535 bytes");
     headerSize += 2 + t.length;
@@ -78,16 +99,19 @@ export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
   out[0] = MAGIC_0;
   out[1] = MAGIC_1;
   out[2] = VERSION;
-  out[3] = isUndefined ? FLAG_UNDEFINED : 0;
-  out.writeDoubleBE(entry.createdAt, 4);
-  out.writeDoubleBE(entry.freshUntil, 12);
-  out.writeDoubleBE(entry.staleUntil, 20);
-  out.writeDoubleBE(entry.swr ?? 0, 28);
-  out.writeDoubleBE(entry.grace ?? 0, 36);
-  out.writeDoubleBE(entry.delta ?? 0, 44);
-  out.writeUInt32BE(payloadSize, 52);
-  out.writeUInt16BE(tagBytes.length, 56);
-  let offset = FIXED_HEADER;
+  out[3] = name.length;
+  name.copy(out, 4);
+  const h = 4 + name.length;
+  out[h] = isUndefined ? FLAG_UNDEFINED : 0;
+  out.writeDoubleBE(entry.createdAt, h + 1);
+  out.writeDoubleBE(entry.freshUntil, h + 9);
+  out.writeDoubleBE(entry.staleUntil, h + 17);
+  out.writeDoubleBE(entry.swr ?? 0, h + 25);
+  out.writeDoubleBE(entry.grace ?? 0, h + 33);
+  out.writeDoubleBE(entry.delta ?? 0, h + 41);
+  out.writeUInt32BE(payloadSize, h + 49);
+  out.writeUInt16BE(tagBytes.length, h + 53);
+  let offset = h + 55;
   for (const t of tagBytes) {
     out.writeUInt16BE(t.length, offset);
     t.copy(out, offset + 2);
@@ -100,12 +124,16 @@ export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
 
 /**
  * Decode and validate an entry. Anything that is not a well-formed current-version entry throws
- * {@link CorruptEntryError}; callers treat that as a miss.
+ * {@link CorruptEntryError}; callers treat that as a miss. An entry of the previous format, or
+ * written with another serializer, throws {@link OutdatedEntryError} (a `CorruptEntryError`
+ * too), which callers may treat as a quiet miss. `anySerializer` decodes the payload with
+ * `serializer` whatever wrote it (the CLI reads payloads as raw bytes).
  */
 export function decodeEntry<T = unknown>(
   key: string,
   bytes: Uint8Array,
   serializer: Serializer,
+  options?: { anySerializer?: boolean },
 ): Entry<T> {
   const buf = Buffer.isBuffer(bytes)
     ? bytes
@@ -113,15 +141,30 @@ export function decodeEntry<T = unknown>(
   if (buf.length < FIXED_HEADER) throw new CorruptEntryError(key, "too short");
   if (buf[0] !== MAGIC_0 || buf[1] !== MAGIC_1)
     throw new CorruptEntryError(key, "not a cachet entry");
+  if (buf[2] === PREVIOUS_VERSION) {
+    throw new OutdatedEntryError(key, "written by an older cachet (format version 3)");
+  }
   if (buf[2] !== VERSION) throw new CorruptEntryError(key, `unknown format version ${buf[2]}`);
-  const flags = buf[3]!;
+  const nameLength = buf[3]!;
+  if (nameLength === 0 || buf.length < FIXED_HEADER + nameLength) {
+    throw new CorruptEntryError(key, "too short");
+  }
+  const h = 4 + nameLength;
+  const written = buf.toString("utf8", 4, h);
+  if (written !== serializer.name && options?.anySerializer !== true) {
+    throw new OutdatedEntryError(
+      key,
+      `written with the ${written} serializer, read with ${serializer.name}`,
+    );
+  }
+  const flags = buf[h]!;
   if ((flags & ~KNOWN_FLAGS) !== 0) throw new CorruptEntryError(key, `unknown flags ${flags}`);
-  const createdAt = buf.readDoubleBE(4);
-  const freshUntil = buf.readDoubleBE(12);
-  const staleUntil = buf.readDoubleBE(20);
-  const swr = buf.readDoubleBE(28);
-  const grace = buf.readDoubleBE(36);
-  const delta = buf.readDoubleBE(44);
+  const createdAt = buf.readDoubleBE(h + 1);
+  const freshUntil = buf.readDoubleBE(h + 9);
+  const staleUntil = buf.readDoubleBE(h + 17);
+  const swr = buf.readDoubleBE(h + 25);
+  const grace = buf.readDoubleBE(h + 33);
+  const delta = buf.readDoubleBE(h + 41);
   if (
     !Number.isFinite(createdAt) ||
     !Number.isFinite(freshUntil) ||
@@ -135,10 +178,10 @@ export function decodeEntry<T = unknown>(
     throw new CorruptEntryError(key, "invalid stale windows");
   }
   if (!(delta >= 0 && Number.isFinite(delta))) throw new CorruptEntryError(key, "invalid delta");
-  const payloadSize = buf.readUInt32BE(52);
-  const tagCount = buf.readUInt16BE(56);
+  const payloadSize = buf.readUInt32BE(h + 49);
+  const tagCount = buf.readUInt16BE(h + 53);
   const tags: string[] = [];
-  let offset = FIXED_HEADER;
+  let offset = h + 55;
   for (let i = 0; i < tagCount; i++) {
     if (offset + 2 > buf.length) throw new CorruptEntryError(key, "truncated tags");
     const len = buf.readUInt16BE(offset);

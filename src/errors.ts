@@ -13,6 +13,7 @@ export type CachetErrorCode =
   | "E_STORE_CIRCUIT_OPEN"
   | "E_CORRUPT_ENTRY"
   | "E_SERIALIZE"
+  | "E_VALUE_UNSUPPORTED"
   | "E_PEER_MISSING";
 
 export class CachetError extends Error {
@@ -84,10 +85,38 @@ export class CorruptEntryError extends CachetError {
   }
 }
 
+/**
+ * An entry of the previous format, or written with another serializer than the reader's: a
+ * miss, never decoded. The cache reports the first one per instance and then stays quiet.
+ */
+export class OutdatedEntryError extends CorruptEntryError {}
+
 /** The serializer could not encode a value; the value is returned but not stored. */
 export class SerializeError extends CachetError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("E_SERIALIZE", `cachet: cannot serialize value: ${message}`, options);
+  }
+}
+
+/**
+ * A value cannot be stored faithfully by the configured serializer (a function, a class
+ * without a registered codec, a Date under JSON…). Refused at once, in every tier, so that a
+ * hit never returns something other than what was stored. `path` points inside the value,
+ * e.g. `value.users[3].createdBy`.
+ */
+export class UnsupportedValueError extends CachetError {
+  readonly key: string | undefined;
+  readonly path: string;
+  readonly serializer: string;
+
+  constructor(key: string | undefined, path: string, reason: string, serializer: string) {
+    super(
+      "E_VALUE_UNSUPPORTED",
+      `cachet: cannot cache ${key === undefined ? "the value" : `the value for key "${key}"`}: ${path} is ${reason}, which the ${serializer} serializer cannot store faithfully`,
+    );
+    this.key = key;
+    this.path = path;
+    this.serializer = serializer;
   }
 }
 

@@ -25,8 +25,10 @@ export {
   InvalidOptionError,
   KeyNotSerializableError,
   MissingPeerError,
+  OutdatedEntryError,
   SerializeError,
   StoreError,
+  UnsupportedValueError,
 } from "./errors.js";
 export type {
   CacheEventListener,
@@ -42,8 +44,13 @@ export type { BreakerState } from "./guard.js";
 export { argsKey, digest, stableSerialize } from "./keys.js";
 export type { Logger } from "./logging.js";
 export type { EntryOptions } from "./options.js";
-export type { Serializer } from "./serializer.js";
-export { jsonSerializer, rawSerializer } from "./serializer.js";
+export type { Codec, Serializer, UnsupportedAt } from "./serializer.js";
+export {
+  jsonSerializer,
+  msgpackSerializer,
+  rawSerializer,
+  registerCodec,
+} from "./serializer.js";
 export type { Store } from "./store.js";
 export type { HeldEntry, MemoryStoreOptions } from "./stores/memory.js";
 export { MemoryStore, memoryStore } from "./stores/memory.js";

@@ -7,21 +7,26 @@ import {
   decodeEntry,
   encodeEntry,
   jsonSerializer,
+  msgpackSerializer,
+  OutdatedEntryError,
   rawSerializer,
 } from "../src/index.js";
 
-// Offsets of the documented layout (src/entry.ts, version 3).
+// Offsets of the documented layout (src/entry.ts, version 4), for the json serializer (its
+// 4-byte name follows the version).
 const VERSION_AT = 2;
-const FLAGS_AT = 3;
-const CREATED_AT = 4;
-const FRESH_AT = 12;
-const STALE_AT = 20;
-const SWR_AT = 28;
-const GRACE_AT = 36;
-const DELTA_AT = 44;
-const PAYLOAD_LENGTH_AT = 52;
-const TAG_COUNT_AT = 56;
-const FIXED_HEADER = 58;
+const NAME_LENGTH_AT = 3;
+const H = 4 + 4;
+const FLAGS_AT = H;
+const CREATED_AT = H + 1;
+const FRESH_AT = H + 9;
+const STALE_AT = H + 17;
+const SWR_AT = H + 25;
+const GRACE_AT = H + 33;
+const DELTA_AT = H + 41;
+const PAYLOAD_LENGTH_AT = H + 49;
+const TAG_COUNT_AT = H + 53;
+const FIXED_HEADER = H + 55;
 
 const T = 1_700_000_000_000;
 
@@ -114,8 +119,9 @@ describe("entry round trip", () => {
       deserialize: (b) => JSON.parse(b.toString("utf8")),
     };
     const original = entry({ a: "ü" });
-    assert.deepEqual(decodeEntry("k", encodeEntry(original, viaBytes), jsonSerializer), original);
-    assert.deepEqual(decodeEntry("k", encodeEntry(original, jsonSerializer), viaBytes), original);
+    assert.deepEqual(decodeEntry("k", encodeEntry(original, viaBytes), viaBytes), original);
+    const sameName: Serializer = { ...viaBytes, name: "json" };
+    assert.deepEqual(decodeEntry("k", encodeEntry(original, jsonSerializer), sameName), original);
   });
 
   it("decodes from a Uint8Array view that is not a Buffer and not at offset 0", () => {
@@ -166,7 +172,7 @@ describe("entry validation: every malformed input is a CorruptEntryError", () =>
   });
 
   it("an unknown format version", () => {
-    for (const version of [0, 1, 2, 4, 255]) {
+    for (const version of [0, 1, 2, 5, 255]) {
       const bytes = good();
       bytes[VERSION_AT] = version;
       assertCorrupt(bytes, new RegExp(`unknown format version ${version}`));
@@ -246,6 +252,46 @@ describe("entry validation: every malformed input is a CorruptEntryError", () =>
   });
 });
 
+describe("entries of another format or serializer: misses, never mis-decoded", () => {
+  it("records the serializer's name in the header", () => {
+    const bytes = encodeEntry(entry({ n: 1 }), jsonSerializer);
+    assert.equal(bytes[VERSION_AT], 4);
+    assert.equal(bytes[NAME_LENGTH_AT], 4);
+    assert.equal(bytes.toString("utf8", 4, 8), "json");
+  });
+
+  it("a version 3 entry (the previous format, JSON payload) is an OutdatedEntryError", () => {
+    const current = encodeEntry(entry({ n: 1 }), jsonSerializer);
+    // Version 3 had no serializer name: magic, version, then flags and the same fields.
+    const v3 = Buffer.concat([current.subarray(0, 2), Buffer.from([3]), current.subarray(H)]);
+    for (const serializer of [jsonSerializer, msgpackSerializer]) {
+      assert.throws(
+        () => decodeEntry("old", v3, serializer),
+        (error: unknown) => {
+          assert.ok(error instanceof OutdatedEntryError);
+          assert.ok(error instanceof CorruptEntryError);
+          assert.equal(error.code, "E_CORRUPT_ENTRY");
+          assert.match(error.message, /format version 3/);
+          return true;
+        },
+      );
+    }
+  });
+
+  it("an entry written by another serializer is not decoded by this one", () => {
+    const value = { when: "2026-12-05", list: [1, 2] };
+    const asJson = encodeEntry(entry(value), jsonSerializer);
+    const asPack = encodeEntry(entry(value), msgpackSerializer);
+    assert.throws(() => decodeEntry("k", asJson, msgpackSerializer), OutdatedEntryError);
+    assert.throws(() => decodeEntry("k", asPack, jsonSerializer), /written with the msgpack/);
+    assert.throws(() => decodeEntry("k", asPack, rawSerializer), OutdatedEntryError);
+    assert.deepEqual(decodeEntry("k", asPack, msgpackSerializer).value, value);
+    // The CLI reads any payload as bytes on purpose.
+    const raw = decodeEntry<Buffer>("k", asJson, rawSerializer, { anySerializer: true });
+    assert.equal(raw.value.toString(), JSON.stringify(value));
+  });
+});
+
 describe("entry encoding limits", () => {
   it("rejects more than 65535 tags and tags over 65535 bytes", () => {
     const many = Array.from({ length: 65_536 }, (_, i) => `t${i}`);
@@ -257,7 +303,17 @@ describe("entry encoding limits", () => {
   });
 
   it("lets the serializer's error through", () => {
-    assert.throws(() => encodeEntry(entry(10n), jsonSerializer), TypeError);
+    assert.throws(() => encodeEntry(entry(10n), jsonSerializer), {
+      code: "E_VALUE_UNSUPPORTED",
+      path: "value",
+    });
+    const throwing: Serializer = {
+      ...jsonSerializer,
+      serialize: () => {
+        throw new TypeError("nope");
+      },
+    };
+    assert.throws(() => encodeEntry(entry(1), throwing), TypeError);
     assert.throws(() => encodeEntry(entry("text"), rawSerializer), /raw serializer/);
   });
 });

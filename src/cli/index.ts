@@ -508,7 +508,10 @@ async function readEntry(
   }
   if (bytes === undefined) return undefined;
   try {
-    return { entry: decodeEntry<Buffer>(full, bytes, rawSerializer), size: bytes.byteLength };
+    return {
+      entry: decodeEntry<Buffer>(full, bytes, rawSerializer, { anySerializer: true }),
+      size: bytes.byteLength,
+    };
   } catch (error) {
     if (error instanceof CorruptEntryError) {
       throw new CliError(

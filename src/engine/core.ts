@@ -15,7 +15,7 @@ import { attachLogger, isLogger } from "../logging.js";
 import type { Policy } from "../options.js";
 import { DEFAULT_POLICY, ENTRY_OPTION_NAMES, positiveInt, resolvePolicy } from "../options.js";
 import type { Serializer } from "../serializer.js";
-import { jsonSerializer } from "../serializer.js";
+import { msgpackSerializer } from "../serializer.js";
 import type { Store } from "../store.js";
 import { MemoryStore } from "../stores/memory.js";
 import { TagRegistry } from "../tags.js";
@@ -42,6 +42,8 @@ export interface Core {
   readonly l2: GuardedStore | undefined;
   readonly l1MaxTtl: number;
   readonly serializer: Serializer;
+  /** Whether an outdated entry (previous format, other serializer) has been reported. */
+  outdatedReported: boolean;
   readonly freeze: boolean;
   readonly tags: TagRegistry;
   readonly defaults: Policy;
@@ -186,7 +188,8 @@ export function createCore(options: CacheOptions): Core {
     l1,
     l2,
     l1MaxTtl: optionalMs(options.l1MaxTtl, "l1MaxTtl", 60_000, false),
-    serializer: options.serializer ?? jsonSerializer,
+    serializer: options.serializer ?? msgpackSerializer,
+    outdatedReported: false,
     freeze: options.freeze ?? true,
     tags: new TagRegistry({
       l2,

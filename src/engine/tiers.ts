@@ -1,7 +1,12 @@
 import type { Clock } from "../clock.js";
 import type { Entry } from "../entry.js";
 import { decodeEntry, deepFreeze, encodeEntry } from "../entry.js";
-import { InvalidOptionError, SerializeError } from "../errors.js";
+import {
+  InvalidOptionError,
+  OutdatedEntryError,
+  SerializeError,
+  UnsupportedValueError,
+} from "../errors.js";
 import type { CacheEvents, InvalidationKind, StaleReason, Tier } from "../events.js";
 import type { GuardedStore } from "../guard.js";
 import type { EntryOptions, Policy } from "../options.js";
@@ -209,11 +214,19 @@ export class Tiers {
     };
   }
 
-  /** Write an entry to both tiers. Never throws: failures become `error` events. */
+  /**
+   * Write an entry to both tiers. Throws {@link UnsupportedValueError} (before touching either
+   * tier) for a value the serializer cannot store faithfully, memory-only included; other
+   * failures become `error` events.
+   */
   async write(full: string, entry: Entry): Promise<void> {
     const { l1, l2, clock, events } = this.core;
-    this.core.bus?.start();
     const serializer = this.serializer;
+    if (serializer.unsupported !== undefined && entry.value !== undefined) {
+      const found = serializer.unsupported(entry.value);
+      if (found) throw new UnsupportedValueError(full, found.path, found.reason, serializer.name);
+    }
+    this.core.bus?.start();
     const now = clock.now();
     const lifetime = entry.staleUntil - now;
     if (lifetime <= 0) return;
@@ -297,7 +310,12 @@ export class Tiers {
     try {
       entry = decodeEntry(full, bytes, this.serializer);
     } catch (error) {
-      // A corrupt or foreign value is a miss; the next write overwrites it.
+      // A corrupt or foreign value is a miss; the next write overwrites it. Entries of the
+      // previous format (or another serializer's) are expected after an upgrade: reported once.
+      if (error instanceof OutdatedEntryError) {
+        if (this.core.outdatedReported) return undefined;
+        this.core.outdatedReported = true;
+      }
       if (events.wants("error")) events.emit("error", { key: full, operation: "decode", error });
       return undefined;
     }
