@@ -76,6 +76,15 @@ function serializerName(serializer: Serializer): Buffer {
   return bytes;
 }
 
+/** The name of the serializer that wrote `bytes` (a current-format entry), or `undefined`. */
+export function entrySerializer(bytes: Uint8Array): string | undefined {
+  if (bytes.length < 4 || bytes[0] !== MAGIC_0 || bytes[1] !== MAGIC_1 || bytes[2] !== VERSION)
+    return undefined;
+  const n = bytes[3]!;
+  if (bytes.length < 4 + n) return undefined;
+  return Buffer.from(bytes.buffer, bytes.byteOffset + 4, n).toString("utf8");
+}
+
 /** Encode an entry; throws whatever the serializer throws. */
 export function encodeEntry(entry: Entry, serializer: Serializer): Buffer {
   const name = serializerName(serializer);

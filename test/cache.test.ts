@@ -8,8 +8,8 @@ import {
   encodeEntry,
   FactoryHardTimeoutError,
   InvalidOptionError,
-  jsonSerializer,
   memoryStore,
+  msgpackSerializer,
   StoreError,
 } from "../src/index.js";
 import {
@@ -1050,7 +1050,7 @@ describe("remote tier: unreadable bytes", () => {
   function validEntryBytes(value: unknown, now: number): Buffer {
     return encodeEntry(
       { value, createdAt: now, freshUntil: now + 60_000, staleUntil: now + 60_000, tags: ["@ns:"] },
-      jsonSerializer,
+      msgpackSerializer,
     );
   }
 
@@ -1077,7 +1077,7 @@ describe("remote tier: unreadable bytes", () => {
       assert.deepEqual(await cache.getOrSet("k", factory), { fresh: true });
       assert.equal(factory.calls, 1);
       assert.equal(events.of("error").length, 2);
-      const stored = decodeEntry("k", store.raw("k")!, jsonSerializer);
+      const stored = decodeEntry("k", store.raw("k")!, msgpackSerializer);
       assert.deepEqual(stored.value, { fresh: true });
       assert.deepEqual(await cache.getOrSet("k", factory), { fresh: true });
       assert.equal(factory.calls, 1);

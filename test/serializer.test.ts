@@ -5,8 +5,10 @@ import { findUnsupported } from "../src/fidelity.js";
 import {
   type Cache,
   createCache,
+  encodeEntry,
   jsonSerializer,
   msgpackSerializer,
+  OutdatedEntryError,
   registerCodec,
   type Serializer,
   UnsupportedValueError,
@@ -308,4 +310,37 @@ describe("the cache refuses an unsupported value at once, in every tier", () => 
       );
     });
   }
+});
+
+describe("entries written before the upgrade (format 3) or by another serializer", () => {
+  it("are misses, never decoded; the first one is reported, the others are quiet", async () => {
+    const clock = manualClock();
+    const store = new MapStore(clock);
+    const cache = createCache({ clock, store });
+    const errors: unknown[] = [];
+    cache.on("error", (e) => errors.push(e.error));
+    const json = encodeEntry(
+      {
+        value: { at: "2026" },
+        createdAt: clock.t,
+        freshUntil: clock.t + 60_000,
+        staleUntil: clock.t + 60_000,
+        tags: ["@ns:"],
+      },
+      jsonSerializer,
+    );
+    // Version 3: magic, version, then the fields that follow the serializer's name in 4.
+    const v3 = Buffer.concat([json.subarray(0, 2), Buffer.from([3]), json.subarray(8)]);
+    for (let i = 0; i < 5; i++) store.put(`old${i}`, v3);
+    store.put("other", json);
+    for (let i = 0; i < 5; i++) assert.equal(await cache.get(`old${i}`), undefined);
+    assert.equal(await cache.get("other"), undefined);
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0] instanceof OutdatedEntryError);
+    // The next write replaces it with a readable entry.
+    assert.deepEqual(await cache.getOrSet("old0", () => ({ at: new Date(0) })), {
+      at: new Date(0),
+    });
+    assert.deepEqual(await createCache({ clock, store }).get("old0"), { at: new Date(0) });
+  });
 });

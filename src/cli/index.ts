@@ -1,4 +1,7 @@
 #!/usr/bin/env node
+import { realpathSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 /**
  * `cachet`: look at and act on a cache from a shell, during an incident or otherwise.
  *
@@ -19,20 +22,18 @@
  * cachet entry (or not cachet metrics); 66 no such key; 69 Redis (or the metrics URL)
  * unreachable or failing; 1 anything else.
  */
-import { realpathSync } from "node:fs";
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
+import { inspect } from "node:util";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import type { Cache } from "../cache.js";
 import { createCache } from "../cache.js";
 import { engineOf } from "../engine/registry.js";
 import type { Entry } from "../entry.js";
-import { decodeEntry } from "../entry.js";
+import { decodeEntry, entrySerializer } from "../entry.js";
 import { CachetError, CorruptEntryError, InvalidOptionError } from "../errors.js";
 import { pathTag, splitUrl } from "../http/key.js";
 import type { StoredRecord } from "../http/record.js";
 import { recordSerializer } from "../http/record.js";
-import { rawSerializer } from "../serializer.js";
+import { jsonSerializer, msgpackSerializer, rawSerializer } from "../serializer.js";
 import type { RedisStore } from "../stores/redis.js";
 
 /** Exit codes, from sysexits(3). */
@@ -496,7 +497,7 @@ async function strictly<T>(session: Session, what: string, fn: () => Promise<T>)
 async function readEntry(
   session: Session,
   full: string,
-): Promise<{ entry: Entry<Buffer>; size: number } | undefined> {
+): Promise<{ entry: Entry<Buffer>; size: number; serializer: string } | undefined> {
   let bytes: Uint8Array | undefined;
   try {
     bytes = await session.store.get(full);
@@ -511,6 +512,7 @@ async function readEntry(
     return {
       entry: decodeEntry<Buffer>(full, bytes, rawSerializer, { anySerializer: true }),
       size: bytes.byteLength,
+      serializer: entrySerializer(bytes) ?? "",
     };
   } catch (error) {
     if (error instanceof CorruptEntryError) {
@@ -553,7 +555,7 @@ async function getEntry(
     ? await (await session.client()).pTTL(session.prefix + full)
     : -1;
   const now = Date.now();
-  const value = describeValue(entry.value, entry.value === undefined, whole);
+  const value = describeValue(entry.value, entry.value === undefined, whole, found.serializer);
   const payloadSize = entry.value?.byteLength ?? 0;
   const report = {
     key: full,
@@ -899,6 +901,7 @@ function describeValue(
   payload: Buffer | undefined,
   isUndefined: boolean,
   whole: boolean,
+  serializer = "",
 ): { text: string; json: unknown; format: string } {
   if (isUndefined || payload === undefined) {
     return { text: "undefined", json: null, format: "undefined" };
@@ -907,6 +910,20 @@ function describeValue(
     whole || s.length <= PREVIEW_CHARS
       ? s
       : `${s.slice(0, PREVIEW_CHARS)}… (${s.length} characters)`;
+  if (serializer === msgpackSerializer.name) {
+    try {
+      const value = msgpackSerializer.deserialize(payload);
+      // Plain data prints as JSON; a Map, Date, BigInt… as util.inspect shows it.
+      const check = jsonSerializer.unsupported?.(value);
+      const text = check
+        ? inspect(value, { depth: 6, breakLength: Number.POSITIVE_INFINITY })
+        : JSON.stringify(value);
+      const json = check ? clip(text) : whole || text.length <= PREVIEW_CHARS ? value : clip(text);
+      return { text: clip(text), json, format: "msgpack" };
+    } catch {
+      // not a msgpack payload after all
+    }
+  }
   try {
     const value = JSON.parse(payload.toString("utf8")) as unknown;
     const text = JSON.stringify(value);

@@ -80,7 +80,7 @@ describe("cachet CLI against a real Redis", () => {
     assert.match(text.stdout, /^redis key +cli-test:user:1$/m);
     assert.match(text.stdout, /^state +fresh \(for (4|5) min more\)$/m);
     assert.match(text.stdout, /^tags +@ns:, users$/m);
-    assert.match(text.stdout, /^size +\d+ bytes \(value 34 bytes, json\)$/m);
+    assert.match(text.stdout, /^size +\d+ bytes \(value \d+ bytes, msgpack\)$/m);
     assert.match(text.stdout, /^value +\{"name":"alice","roles":\["admin"\]\}$/m);
 
     const json = await cachet(["get", "user:1", "--json", ...on()]);
@@ -89,7 +89,7 @@ describe("cachet CLI against a real Redis", () => {
     assert.equal(report.state, "fresh");
     assert.deepEqual(report.tags, ["@ns:", "users"]);
     assert.deepEqual(report.value, { name: "alice", roles: ["admin"] });
-    assert.equal(report.format, "json");
+    assert.equal(report.format, "msgpack");
     assert.ok(typeof report.expiresInMs === "number" && report.expiresInMs > 290_000);
   });
 
