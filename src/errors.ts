@@ -107,6 +107,7 @@ export class SerializeError extends CachetError {
 export class UnsupportedValueError extends CachetError {
   readonly key: string | undefined;
   readonly path: string;
+  readonly reason: string;
   readonly serializer: string;
 
   constructor(key: string | undefined, path: string, reason: string, serializer: string) {
@@ -116,6 +117,7 @@ export class UnsupportedValueError extends CachetError {
     );
     this.key = key;
     this.path = path;
+    this.reason = reason;
     this.serializer = serializer;
   }
 }

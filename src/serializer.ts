@@ -166,3 +166,8 @@ export function registerCodec<T, D>(codec: Codec<T, D>): void {
   });
   codecs.add(codec.Class.prototype as object);
 }
+
+/** Whether `serializer.serialize` itself throws {@link UnsupportedValueError} (the built-ins). */
+export function checksWhileEncoding(serializer: Serializer): boolean {
+  return serializer === msgpackSerializer || serializer === jsonSerializer;
+}

@@ -11,7 +11,7 @@ import type { CacheEvents, InvalidationKind, StaleReason, Tier } from "../events
 import type { GuardedStore } from "../guard.js";
 import type { EntryOptions, Policy } from "../options.js";
 import { resolvePolicy } from "../options.js";
-import type { Serializer } from "../serializer.js";
+import { checksWhileEncoding, type Serializer } from "../serializer.js";
 import { estimateSize } from "../size.js";
 import type { HeldEntry } from "../stores/memory.js";
 import type { Core, Decoded } from "./core.js";
@@ -222,7 +222,13 @@ export class Tiers {
   async write(full: string, entry: Entry): Promise<void> {
     const { l1, l2, clock, events } = this.core;
     const serializer = this.serializer;
-    if (serializer.unsupported !== undefined && entry.value !== undefined) {
+    // With a remote tier, the built-in serializers run the same check while encoding (one walk,
+    // not two); memory-only walks without encoding, and so does any serializer of yours.
+    if (
+      serializer.unsupported !== undefined &&
+      entry.value !== undefined &&
+      (!l2 || !checksWhileEncoding(serializer))
+    ) {
       const found = serializer.unsupported(entry.value);
       if (found) throw new UnsupportedValueError(full, found.path, found.reason, serializer.name);
     }
@@ -235,6 +241,9 @@ export class Tiers {
       try {
         bytes = encodeEntry(entry, serializer);
       } catch (cause) {
+        if (cause instanceof UnsupportedValueError) {
+          throw new UnsupportedValueError(full, cause.path, cause.reason, cause.serializer);
+        }
         const error = new SerializeError(
           `the ${serializer.name} serializer failed for key "${full}"; the value is not shared`,
           { cause },
