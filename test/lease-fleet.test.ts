@@ -32,8 +32,14 @@ after(async () => {
   if (redis) await (await redis).stop();
   if (cluster) await (await cluster).stop();
 });
-const standaloneUrl = async () => (await (redis ??= startRedis())).url;
-const clusterUrl = async () => (await (cluster ??= startRedisCluster({ masters: 3 }))).url;
+const standaloneUrl = async () => {
+  redis ??= startRedis();
+  return (await redis).url;
+};
+const clusterUrl = async () => {
+  cluster ??= startRedisCluster({ masters: 3 });
+  return (await cluster).url;
+};
 
 interface Answer {
   values: string[];
