@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { leaseStoreKey } from "../src/cache.js";
 import type { CacheEventMap, Clock } from "../src/index.js";
-import { createCache } from "../src/index.js";
+import { createCache, InvalidOptionError } from "../src/index.js";
 import { newLeaseToken } from "../src/lease.js";
 import { type Deferred, deferred, flush, MapStore, manualClock } from "./helpers/core.js";
 import { waitFor } from "./helpers/ports.js";
@@ -186,6 +186,19 @@ describe("fleet-wide single-flight (lease)", () => {
     assert.deepEqual(leases, ["acquired"]);
     await flush();
     assert.equal(store.raw(leaseStoreKey("k")), undefined, "the lease taken is released");
+  });
+
+  it("refuses a lease.ttl under 30 ms (renewed every third of it), naming the option", () => {
+    for (const ttl of [10, "20ms"]) {
+      assert.throws(
+        () => createCache({ lease: { ttl } }),
+        (error: unknown) =>
+          error instanceof InvalidOptionError &&
+          error.option === "createCache.lease.ttl" &&
+          error.code === "E_INVALID_OPTION",
+      );
+    }
+    assert.doesNotThrow(() => createCache({ lease: { ttl: 30 } }));
   });
 
   it("never fails because of the lease: a failing store means every instance runs its factory", async () => {
