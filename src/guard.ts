@@ -158,6 +158,30 @@ export class GuardedStore {
     return out === FAILED ? undefined : out;
   }
 
+  /** Renew a lease; `undefined` when the store has no `extendIfEquals` or could not answer. */
+  async extendIfEquals(
+    key: string,
+    value: Uint8Array,
+    ttlMs: number,
+  ): Promise<boolean | undefined> {
+    const extendIfEquals = this.store.extendIfEquals;
+    if (!extendIfEquals) return undefined;
+    const out = await this.#call("extendIfEquals", key, () =>
+      extendIfEquals.call(this.store, key, value, ttlMs),
+    );
+    return out === FAILED ? undefined : out;
+  }
+
+  /** Take a lease (`takeLease`, else `setIfAbsent`); `undefined` when the store could not say. */
+  async takeLease(key: string, value: Uint8Array, ttlMs: number): Promise<boolean | undefined> {
+    const takeLease = this.store.takeLease;
+    if (!takeLease) return this.setIfAbsent(key, value, ttlMs);
+    const out = await this.#call("takeLease", key, () =>
+      takeLease.call(this.store, key, value, ttlMs),
+    );
+    return out === FAILED ? undefined : out;
+  }
+
   async #call<T>(
     operation: string,
     key: string | undefined,

@@ -35,6 +35,8 @@ const STORE_OPERATIONS = new Set([
   "delete",
   "setIfAbsent",
   "deleteIfEquals",
+  "extendIfEquals",
+  "takeLease",
 ]);
 
 /**

@@ -51,11 +51,23 @@ export interface EntryOptions {
   tags?: readonly string[] | undefined;
   /**
    * Single-flight across every instance sharing the remote store: the first instance to miss
-   * takes a lease (`SET NX PX` with a random token, released only by its owner) and runs the
-   * factory; the others wait for the value to land (woken by the bus, else by polling the
-   * store) and run the factory themselves only when `wait` runs out. A lease whose holder
-   * died expires after `ttl` and a waiter takes over. Needs a remote store with
-   * `setIfAbsent`; ignored otherwise.
+   * takes a lease (a value in the lease format: a magic prefix and a random token, released
+   * only by its owner) and runs the factory; the others wait for the value to land (woken by
+   * the bus, else by polling the store) and run the factory themselves only when `wait` runs
+   * out. A waiter holding a stale value (within `staleIfError`) serves it instead of waiting.
+   *
+   * - `ttl`: the life of the lease, in ms or a duration string. While the factory runs, its
+   *   holder renews the lease every `ttl / 3` (a heartbeat), so a holder that dies is noticed
+   *   within about `ttl` and a waiter takes over; a slow factory keeps its lease however long
+   *   it runs. Default 1 s; at least 30 ms. On a store without `extendIfEquals` (no heartbeat)
+   *   the lease is not renewed and lives, unless `ttl` is given, `hardTimeout` + 1 s, else
+   *   10 s.
+   * - `wait`: how long a waiter waits for the holder's value at most before running the
+   *   factory itself. Default `hardTimeout` + 1 s, else 10 s.
+   *
+   * A value under the lease key that is not in the lease format, or (on Redis) has no expiry,
+   * is not waited on: it is replaced at once. Needs a remote store with `setIfAbsent` or
+   * `takeLease`; ignored otherwise.
    * @default false
    */
   lease?: boolean | { ttl?: Duration | undefined; wait?: Duration | undefined } | undefined;
@@ -76,8 +88,10 @@ export interface EntryOptions {
 
 /** A resolved lease policy. */
 export interface LeasePolicy {
-  /** How long the lease lives unless released. */
+  /** How long the lease lives unless renewed (every `ttl / 3` by its holder) or released. */
   readonly ttl: number;
+  /** The life of a lease on a store that cannot renew it (no `extendIfEquals`). */
+  readonly unrenewedTtl: number;
   /** How long a waiter waits for the holder's value before running the factory itself. */
   readonly wait: number;
 }
@@ -116,8 +130,12 @@ export const DEFAULT_POLICY: Policy = {
  */
 const NEVER_MS = MAX_DURATION_MS;
 
-/** Default lease lifetime when neither `lease.ttl` nor `hardTimeout` says otherwise. */
-const DEFAULT_LEASE_TTL = 10_000;
+/** Default life of a renewed lease (its holder renews it every third of it). */
+const DEFAULT_LEASE_TTL = 1_000;
+/** Shortest lease life: renewals every ttl/3 must stay well above a store round trip. */
+const MIN_LEASE_TTL = 30;
+/** Default wait, and life of an unrenewed lease, when `hardTimeout` does not say otherwise. */
+const DEFAULT_LEASE_WAIT = 10_000;
 
 /** Namespace tags are reserved: users cannot set or invalidate them directly. */
 export const NAMESPACE_TAG_PREFIX = "@ns:";
@@ -177,15 +195,19 @@ function resolveLease(
       `expected true, false or { ttl, wait }, got ${JSON.stringify(value)}`,
     );
   }
-  // A lease must outlive the factory it guards, or a second instance would start another run.
-  const ttl = optionalMs(
-    o.ttl,
-    `${where}.lease.ttl`,
-    hardTimeout > 0 ? hardTimeout + 1_000 : DEFAULT_LEASE_TTL,
-    false,
-  );
-  const wait = optionalMs(o.wait, `${where}.lease.wait`, ttl, false);
-  return { ttl, wait };
+  const ttl = optionalMs(o.ttl, `${where}.lease.ttl`, DEFAULT_LEASE_TTL, false);
+  if (ttl < MIN_LEASE_TTL) {
+    throw new InvalidOptionError(
+      `${where}.lease.ttl`,
+      `expected at least ${MIN_LEASE_TTL} ms (the holder renews it every third), got ${JSON.stringify(o.ttl)}`,
+    );
+  }
+  // Without a heartbeat, a lease must outlive the factory it guards, or a second instance
+  // would start another run.
+  const long = hardTimeout > 0 ? hardTimeout + 1_000 : DEFAULT_LEASE_WAIT;
+  const unrenewedTtl = o.ttl === undefined ? long : ttl;
+  const wait = optionalMs(o.wait, `${where}.lease.wait`, long, false);
+  return { ttl, unrenewedTtl, wait };
 }
 
 function nonNegative(value: number, option: string, max: number): number {

@@ -56,6 +56,8 @@ const REDIS_COMMANDS: Record<string, string> = {
   delete: "DEL",
   setIfAbsent: "SET",
   deleteIfEquals: "EVALSHA",
+  extendIfEquals: "EVALSHA",
+  takeLease: "EVALSHA",
 };
 
 /**

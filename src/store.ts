@@ -37,6 +37,20 @@ export interface Store {
   /** Delete `key` only while it still holds `value`. Used to release leases. */
   deleteIfEquals?(key: string, value: Uint8Array): Promise<boolean>;
   /**
+   * Give `key` a new life of `ttlMs` only while it still holds `value`; resolves whether it
+   * did. Used to renew a lease while its factory runs (a heartbeat), so that a lease can be
+   * short and a dead holder is noticed quickly. A store without it gets long leases.
+   */
+  extendIfEquals?(key: string, value: Uint8Array, ttlMs: number): Promise<boolean>;
+  /**
+   * Atomically store `value` under `key` for `ttlMs` unless `key` holds a live lease: a value
+   * in the lease format (see `isLeaseValue` in src/lease.ts) that has an expiry. Absent keys,
+   * values in another format and values without an expiry are replaced. Resolves whether it
+   * stored. A store without it gets `setIfAbsent` (and the cache replaces a foreign value
+   * itself, with `deleteIfEquals`).
+   */
+  takeLease?(key: string, value: Uint8Array, ttlMs: number): Promise<boolean>;
+  /**
    * Publish `message` to every subscriber of `channel`, in this process and others (the bus
    * that keeps in-process tiers coherent).
    */

@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createInterface } from "node:readline";
 import { after, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { type Cache, type CacheOptions, createCache } from "../src/index.js";
 import { keySlot, redisStore } from "../src/stores/redis.js";
 import { deferred } from "./helpers/core.js";
+import { ChildInstance } from "./helpers/fleet-child.js";
 import { waitFor } from "./helpers/ports.js";
 import { type RedisCluster, startRedisCluster } from "./helpers/redis-cluster.js";
 
@@ -219,45 +217,6 @@ describe("fleet on a cluster: tags and namespaces across slots", () => {
     }
   });
 });
-
-/** A fleet instance in its own process (test/fixtures/cluster-fleet-child.ts). */
-class ChildInstance {
-  readonly #proc: ChildProcessWithoutNullStreams;
-  readonly #replies: Array<(line: string) => void> = [];
-  readonly #output: string[] = [];
-
-  constructor(url: string) {
-    const script = fileURLToPath(new URL("./fixtures/cluster-fleet-child.ts", import.meta.url));
-    this.#proc = spawn(process.execPath, ["--import", "tsx", script, url], {
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    createInterface({ input: this.#proc.stdout }).on("line", (line) => {
-      this.#output.push(line);
-      this.#replies.shift()?.(line);
-    });
-    this.#proc.stderr.on("data", (d) => this.#output.push(String(d)));
-  }
-
-  /** Send one command; resolves with its answer (fails after `ms`, with the child's output). */
-  send<T = Record<string, unknown>>(command: object, ms = 20_000): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new Error(`no answer to ${JSON.stringify(command)}: ${this.#output.join("\n")}`));
-      }, ms);
-      this.#replies.push((line) => {
-        clearTimeout(timer);
-        const answer = JSON.parse(line) as T & { error?: string };
-        if (answer.error) reject(new Error(answer.error));
-        else resolve(answer);
-      });
-      this.#proc.stdin.write(`${JSON.stringify(command)}\n`);
-    });
-  }
-
-  kill(): void {
-    this.#proc.kill("SIGKILL");
-  }
-}
 
 describe("fleet on a cluster: separate processes", () => {
   it("three processes: one factory call per key for concurrent misses, and writes reach the others' in-process tiers", async () => {

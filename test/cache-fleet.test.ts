@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { leaseStoreKey } from "../src/cache.js";
 import type { CacheEventMap, Clock } from "../src/index.js";
-import { createCache } from "../src/index.js";
+import { createCache, InvalidOptionError } from "../src/index.js";
+import { newLeaseToken } from "../src/lease.js";
 import { type Deferred, deferred, flush, MapStore, manualClock } from "./helpers/core.js";
 import { waitFor } from "./helpers/ports.js";
 
@@ -148,8 +149,8 @@ describe("fleet-wide single-flight (lease)", () => {
 
   it("a waiter whose SET NX wins just after the holder wrote and released takes the landed value, not a second factory call", async () => {
     const { a, b, store, leases } = fleet();
-    // Someone holds the lease: b waits.
-    store.put(leaseStoreKey("k"), Buffer.from("holder's token"), 60_000);
+    // Someone holds the lease (a value in the lease format): b waits.
+    store.put(leaseStoreKey("k"), newLeaseToken(), 60_000);
     const setIfAbsent = store.setIfAbsent.bind(store);
     let attempts = 0;
     store.setIfAbsent = async (key, value, ttlMs) => {
@@ -172,6 +173,32 @@ describe("fleet-wide single-flight (lease)", () => {
     assert.ok(leases.includes("landed"));
     await flush();
     assert.equal(store.raw(leaseStoreKey("k")), undefined, "the lease b took is given back");
+  });
+
+  it("a foreign value under the lease key (store without takeLease) is replaced, not waited on", async () => {
+    const { a, store, leases } = fleet({ lease: { wait: 30_000 } });
+    store.put(leaseStoreKey("k"), Buffer.from("written by something else"), 60_000);
+    const answer = await Promise.race([
+      a.getOrSet("k", () => "fresh"),
+      new Promise((resolve) => setTimeout(resolve, 1_000, "still waiting")),
+    ]);
+    assert.equal(answer, "fresh");
+    assert.deepEqual(leases, ["acquired"]);
+    await flush();
+    assert.equal(store.raw(leaseStoreKey("k")), undefined, "the lease taken is released");
+  });
+
+  it("refuses a lease.ttl under 30 ms (renewed every third of it), naming the option", () => {
+    for (const ttl of [10, "20ms"]) {
+      assert.throws(
+        () => createCache({ lease: { ttl } }),
+        (error: unknown) =>
+          error instanceof InvalidOptionError &&
+          error.option === "createCache.lease.ttl" &&
+          error.code === "E_INVALID_OPTION",
+      );
+    }
+    assert.doesNotThrow(() => createCache({ lease: { ttl: 30 } }));
   });
 
   it("never fails because of the lease: a failing store means every instance runs its factory", async () => {

@@ -25,6 +25,7 @@ const CAPABILITIES = [
   "getMany",
   "setIfAbsent",
   "deleteIfEquals",
+  "extendIfEquals",
   "disconnect",
   "maxValueSize",
 ] as const;

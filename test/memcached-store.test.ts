@@ -16,7 +16,13 @@ import { manualClock } from "./helpers/core.js";
 import { type MemcachedServer, startMemcached } from "./helpers/memcached.js";
 import { waitFor } from "./helpers/ports.js";
 
-const CAPABILITIES = ["setIfAbsent", "deleteIfEquals", "disconnect", "maxValueSize"] as const;
+const CAPABILITIES = [
+  "setIfAbsent",
+  "deleteIfEquals",
+  "extendIfEquals",
+  "disconnect",
+  "maxValueSize",
+] as const;
 const DAY = 24 * 3600_000;
 const bytes = (text: string) => new TextEncoder().encode(text);
 const text = (value: Uint8Array | undefined) =>

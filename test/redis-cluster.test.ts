@@ -22,6 +22,8 @@ const CAPABILITIES = [
   "getMany",
   "setIfAbsent",
   "deleteIfEquals",
+  "extendIfEquals",
+  "takeLease",
   "publish",
   "subscribe",
   "disconnect",

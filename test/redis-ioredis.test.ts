@@ -19,6 +19,8 @@ const CAPABILITIES = [
   "getMany",
   "setIfAbsent",
   "deleteIfEquals",
+  "extendIfEquals",
+  "takeLease",
   "publish",
   "subscribe",
   "disconnect",

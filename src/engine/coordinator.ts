@@ -1,9 +1,9 @@
-import { randomBytes } from "node:crypto";
 import type { Factory, FactoryContext, Resolution } from "../cache.js";
 import type { Entry } from "../entry.js";
 import { FactoryHardTimeoutError } from "../errors.js";
 import type { Tier } from "../events.js";
 import type { GuardedStore } from "../guard.js";
+import { isLeaseValue, newLeaseToken } from "../lease.js";
 import type { EntryOptions, LeasePolicy, Policy } from "../options.js";
 import { resolvePolicy } from "../options.js";
 import type { HeldEntry } from "../stores/memory.js";
@@ -181,6 +181,11 @@ export class Coordinator {
         this.tiers.stale(full, staleTier, "timeout");
         return { entry: graceable, outcome: "stale", tier: staleTier, reason: "timeout" };
       }
+      if (entry === graceable) {
+        // Another instance holds the lease and is refreshing: its value will land.
+        this.tiers.stale(full, staleTier, "revalidating");
+        return { entry: graceable, outcome: "stale", tier: staleTier, reason: "revalidating" };
+      }
       if (events.wants("miss")) events.emit("miss", { key: full });
       return { entry: entry as Entry<T>, outcome: "miss", tier: undefined };
     } catch (error) {
@@ -227,29 +232,46 @@ export class Coordinator {
 
   /**
    * Take the fleet-wide lease for `full`, or wait for its holder's value to land. Resolves with
-   * the landed entry, or with the lease to release (`undefined` when the store could not say,
-   * or the wait ran out: run the factory anyway — never fail because of the lease).
+   * the landed entry, with `busy` when another instance holds the lease and this caller has a
+   * stale value to serve meanwhile (`stale`), or with the lease to hold (`undefined` when the
+   * store could not say, or the wait ran out: run the factory anyway — never fail because of
+   * the lease).
    */
   async #lease(
     full: string,
     lease: LeasePolicy,
     l2: GuardedStore,
-  ): Promise<{ landed: Entry } | { token: Buffer | undefined }> {
+    stale: boolean,
+  ): Promise<{ landed: Entry } | { busy: true } | { token: Buffer | undefined; life: number }> {
     const { clock, events } = this.#core;
     const key = leaseStoreKey(full);
-    const token = randomBytes(16);
+    const token = newLeaseToken();
+    // A lease its holder renews can be short; one it cannot must outlive the factory.
+    const life = l2.store.extendIfEquals ? lease.ttl : lease.unrenewedTtl;
+    const atomic = l2.store.takeLease !== undefined;
     const deadline = clock.now() + lease.wait;
     let delay = 5;
     let waiting = false;
     let waitBegan = 0;
+    let replaced = 0;
     const waited = () => performance.now() - waitBegan;
     for (;;) {
-      const acquired = await l2.setIfAbsent(key, token, lease.ttl);
+      const acquired = await l2.takeLease(key, token, life);
+      if (acquired === false && !atomic && replaced < 3) {
+        // A store without takeLease: a value that is not a lease (overwritten, written by
+        // something else) is replaced rather than waited on, only while it is still there.
+        const current = await l2.get(key);
+        if (current !== undefined && !isLeaseValue(current)) {
+          replaced++;
+          await l2.deleteIfEquals(key, current);
+          continue;
+        }
+      }
       if (acquired !== false) {
         if (acquired && waiting) {
           // The holder writes its value, then releases the lease: between this waiter's last
-          // read and this SET NX it may have done both. A value that landed wins over a second
-          // factory call; the lease just taken is given back.
+          // read and this acquisition it may have done both. A value that landed wins over a
+          // second factory call; the lease just taken is given back.
           const remote = await this.tiers.readL2(full);
           if (remote && this.tiers.freshness(remote.entry, clock.now()) === "fresh") {
             void l2.deleteIfEquals(key, token);
@@ -268,8 +290,10 @@ export class Coordinator {
               : { key: full, outcome: "acquired" },
           );
         }
-        return { token: acquired ? token : undefined };
+        return { token: acquired ? token : undefined, life };
       }
+      // Another instance is refreshing: a caller with a stale value serves it meanwhile.
+      if (stale) return { busy: true };
       if (!waiting) {
         waiting = true;
         waitBegan = performance.now();
@@ -288,10 +312,37 @@ export class Coordinator {
         if (events.wants("lease")) {
           events.emit("lease", { key: full, outcome: "timed-out", waited: waited() });
         }
-        return { token: undefined };
+        return { token: undefined, life };
       }
       delay = Math.min(delay * 2, 100);
     }
+  }
+
+  /**
+   * Renew the lease every third of its life while the factory runs, so that it can be short
+   * (a dead holder is noticed quickly) and still cover a slow factory. Stops when the lease is
+   * found gone or taken (the factory carries on; its value still lands, and the new owner's
+   * lease is left alone). Returns the function that stops it.
+   */
+  #heartbeat(key: string, token: Buffer, life: number, l2: GuardedStore): () => void {
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    const beat = () => {
+      timer = setTimeout(
+        async () => {
+          const renewed = await l2.extendIfEquals(key, token, life);
+          // `undefined`: the store could not answer this time; try again at the next beat.
+          if (!stopped && renewed !== false) beat();
+        },
+        Math.max(1, Math.floor(life / 3)),
+      );
+      timer.unref();
+    };
+    beat();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
   }
 
   /** Wait `ms`, or less when the bus says a value landed for `full`. */
@@ -341,10 +392,18 @@ export class Coordinator {
     };
     const l2 = this.#core.l2;
     let token: Buffer | undefined;
+    let stopHeartbeat: (() => void) | undefined;
     if (policy.lease && l2?.store.setIfAbsent) {
-      const outcome = await this.#lease(full, policy.lease, l2);
+      const outcome = await this.#lease(full, policy.lease, l2, stale !== undefined);
       if ("landed" in outcome) return outcome.landed;
-      token = outcome.token;
+      // The holder's value will land; meanwhile this caller answers with its stale value.
+      if ("busy" in outcome && stale !== undefined) return stale;
+      if ("token" in outcome) {
+        token = outcome.token;
+        if (token && l2.store.extendIfEquals) {
+          stopHeartbeat = this.#heartbeat(leaseStoreKey(full), token, outcome.life, l2);
+        }
+      }
     }
     try {
       let value: T;
@@ -381,6 +440,7 @@ export class Coordinator {
       if (!skipped) await this.tiers.write(full, entry);
       return entry;
     } finally {
+      stopHeartbeat?.();
       // Only the owner releases: a lease that expired and was taken over is left alone.
       if (token && l2) void l2.deleteIfEquals(leaseStoreKey(full), token);
     }

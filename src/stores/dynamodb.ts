@@ -11,6 +11,7 @@ import {
   type DynamoDBClientConfig,
   GetItemCommand,
   PutItemCommand,
+  UpdateItemCommand,
   UpdateTimeToLiveCommand,
 } from "@aws-sdk/client-dynamodb";
 import type { Duration } from "../duration.js";
@@ -352,6 +353,36 @@ export class DynamoDBStore implements Store {
               "#e": this.#attributes.expiresAt,
             },
             ExpressionAttributeValues: { ":v": { B: bytes }, ":now": { N: String(Date.now()) } },
+          }),
+          { abortSignal: signal },
+        ),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailed(error)) return false;
+      throw error;
+    }
+  }
+
+  /** A conditional update of the expiry: only while the item holds `value` and is live. */
+  async extendIfEquals(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const item = this.#item(key, value, ttlMs, "extendIfEquals");
+    const a = this.#attributes;
+    try {
+      await this.#send("extendIfEquals", (signal) =>
+        this.#client.send(
+          new UpdateItemCommand({
+            TableName: this.table,
+            Key: { [a.key]: item[a.key] as AttributeValue },
+            UpdateExpression: "SET #e = :e, #t = :t",
+            ConditionExpression: "#v = :v AND #e > :now",
+            ExpressionAttributeNames: { "#v": a.value, "#e": a.expiresAt, "#t": a.ttl },
+            ExpressionAttributeValues: {
+              ":v": item[a.value] as AttributeValue,
+              ":e": item[a.expiresAt] as AttributeValue,
+              ":t": item[a.ttl] as AttributeValue,
+              ":now": { N: String(Date.now()) },
+            },
           }),
           { abortSignal: signal },
         ),

@@ -525,6 +525,30 @@ export class MemcachedStore implements Store {
     return true;
   }
 
+  /**
+   * `GET` the value and its CAS version; if it equals `value`, `SET` it again with the new
+   * life and that CAS, which Memcached refuses when the item changed in between.
+   */
+  async extendIfEquals(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const expected = asBuffer(value, "memcachedStore.extendIfEquals(value)");
+    const current = await this.#request("extendIfEquals", OP_GET, key, undefined, undefined);
+    if (current.header.status === STATUS_NOT_FOUND) return false;
+    this.#expect("extendIfEquals", current, STATUS_OK);
+    if (!current.val.equals(expected)) return false;
+    const response = await this.#request(
+      "extendIfEquals",
+      OP_SET,
+      key,
+      expected,
+      ttlMs,
+      current.header.cas,
+    );
+    const status = response.header.status;
+    if (status === STATUS_NOT_FOUND || status === STATUS_EXISTS) return false;
+    this.#expect("extendIfEquals", response, STATUS_OK);
+    return true;
+  }
+
   async delete(key: string): Promise<boolean> {
     const response = await this.#request("delete", OP_DELETE, key, undefined, undefined);
     if (response.header.status === STATUS_NOT_FOUND) return false;

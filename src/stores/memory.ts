@@ -3,6 +3,7 @@ import type { Clock } from "../clock.js";
 import { systemClock } from "../clock.js";
 import type { Entry } from "../entry.js";
 import { InvalidOptionError } from "../errors.js";
+import { isLeaseValue } from "../lease.js";
 import { positiveInt } from "../options.js";
 import type { Store } from "../store.js";
 
@@ -147,6 +148,21 @@ export class MemoryStore implements Store {
     const slot = this.#live(key);
     if (!slot?.bytes || !Buffer.from(slot.bytes).equals(value)) return false;
     return this.#lru.delete(key);
+  }
+
+  async extendIfEquals(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const slot = this.#live(key);
+    if (!slot?.bytes || !Buffer.from(slot.bytes).equals(value)) return false;
+    await this.set(key, value, ttlMs);
+    return true;
+  }
+
+  /** Every value here has an expiry: only the format decides whether a live value is a lease. */
+  async takeLease(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const slot = this.#live(key);
+    if (slot && isLeaseValue(slot.bytes)) return false;
+    await this.set(key, value, ttlMs);
+    return true;
   }
 
   async delete(key: string): Promise<boolean> {

@@ -11,6 +11,7 @@ import type {
 import type { Duration } from "../duration.js";
 import { optionalMs } from "../duration.js";
 import { CachetError, InvalidOptionError, MissingPeerError, StoreError } from "../errors.js";
+import { LEASE_LENGTH, LEASE_MAGIC } from "../lease.js";
 import type { Store } from "../store.js";
 import { rejectUnknownOptions } from "../validate.js";
 import {
@@ -273,6 +274,18 @@ const DEFAULT_TOPOLOGY_REFRESH_DELAY = 1_000;
 /** Release a lease only while it still holds the owner's token. */
 const DELETE_IF_EQUALS = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`;
 const DELETE_IF_EQUALS_SHA = createHash("sha1").update(DELETE_IF_EQUALS).digest("hex");
+/** Renew a lease only while it still holds the owner's token. */
+const EXTEND_IF_EQUALS = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`;
+const EXTEND_IF_EQUALS_SHA = createHash("sha1").update(EXTEND_IF_EQUALS).digest("hex");
+/**
+ * Take a lease unless a live, well-formed one is there: an absent key, a value without the
+ * lease prefix and length (ARGV[3], ARGV[4]) or without an expiry (PTTL < 0) is replaced.
+ */
+const TAKE_LEASE = `local v = redis.call("GET", KEYS[1])
+if v and #v == tonumber(ARGV[4]) and string.sub(v, 1, #ARGV[3]) == ARGV[3] and redis.call("PTTL", KEYS[1]) > 0 then return 0 end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+return 1`;
+const TAKE_LEASE_SHA = createHash("sha1").update(TAKE_LEASE).digest("hex");
 
 /** Options the store sets on its own client; passing them in `clientOptions` is an error. */
 const MANAGED_CLIENT_OPTIONS: Record<string, string> = {
@@ -527,18 +540,52 @@ export class RedisStore implements Store {
 
   async deleteIfEquals(key: string, value: Uint8Array): Promise<boolean> {
     const args = [this.#key(key, "deleteIfEquals"), toBuffer(value, "deleteIfEquals")];
-    const removed = await this.#send<number>("deleteIfEquals", [
-      "EVALSHA",
+    const removed = await this.#script<number>(
+      "deleteIfEquals",
+      DELETE_IF_EQUALS,
       DELETE_IF_EQUALS_SHA,
-      "1",
-      ...args,
-    ]).catch((error: unknown) => {
+      args,
+    );
+    return removed > 0;
+  }
+
+  /** A Lua script: `PEXPIRE` only while the key holds `value`. */
+  async extendIfEquals(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const args = [
+      this.#key(key, "extendIfEquals"),
+      toBuffer(value, "extendIfEquals"),
+      ttlArg(ttlMs, "extendIfEquals"),
+    ];
+    const extended = await this.#script<number>(
+      "extendIfEquals",
+      EXTEND_IF_EQUALS,
+      EXTEND_IF_EQUALS_SHA,
+      args,
+    );
+    return extended > 0;
+  }
+
+  /** A Lua script: `SET PX` unless a live lease in the lease format (with a PTTL) is there. */
+  async takeLease(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
+    const args = [
+      this.#key(key, "takeLease"),
+      toBuffer(value, "takeLease"),
+      ttlArg(ttlMs, "takeLease"),
+      LEASE_MAGIC,
+      String(LEASE_LENGTH),
+    ];
+    const taken = await this.#script<number>("takeLease", TAKE_LEASE, TAKE_LEASE_SHA, args);
+    return taken > 0;
+  }
+
+  /** Run a one-key Lua script by its SHA, sending it whole when the server does not know it. */
+  #script<T>(operation: string, script: string, sha: string, args: RedisArgument[]): Promise<T> {
+    return this.#send<T>(operation, ["EVALSHA", sha, "1", ...args]).catch((error: unknown) => {
       // The script cache is empty after a restart or a SCRIPT FLUSH: send the script itself.
       if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
         throw error;
-      return this.#send<number>("deleteIfEquals", ["EVAL", DELETE_IF_EQUALS, "1", ...args]);
+      return this.#send<T>(operation, ["EVAL", script, "1", ...args]);
     });
-    return removed > 0;
   }
 
   async delete(key: string): Promise<boolean> {

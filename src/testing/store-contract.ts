@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it, type TestContext } from "node:test";
+import { newLeaseToken } from "../lease.js";
 import type { Store } from "../store.js";
 
 /** What a contract run needs: a store, and how to clean up after it. */
@@ -22,6 +23,8 @@ export type StoreCapability =
   | "getMany"
   | "setIfAbsent"
   | "deleteIfEquals"
+  | "extendIfEquals"
+  | "takeLease"
   | "publish"
   | "subscribe"
   | "disconnect"
@@ -31,6 +34,8 @@ const CAPABILITIES: readonly StoreCapability[] = [
   "getMany",
   "setIfAbsent",
   "deleteIfEquals",
+  "extendIfEquals",
+  "takeLease",
   "publish",
   "subscribe",
   "disconnect",
@@ -422,6 +427,62 @@ export function storeContract(
         assert.equal(await s.deleteIfEquals(key("cad"), Uint8Array.from(token)), true);
         assert.equal(await s.get(key("cad")), undefined);
         assert.equal(await s.deleteIfEquals(key("cad"), token), false, "on a missing key");
+      },
+    );
+
+    itIf(
+      has("extendIfEquals"),
+      "extendIfEquals renews the life only while the key holds exactly that value",
+      async () => {
+        const s = store();
+        if (!s.extendIfEquals) throw new Error("extendIfEquals is declared but missing");
+        const token = bytes("lease-extend-1");
+        const start = Date.now();
+        await s.set(key("extend"), token, shortTtl);
+        assert.equal(
+          await s.extendIfEquals(key("extend"), bytes("lease-extend-2"), LONG_TTL),
+          false,
+        );
+        assert.equal(await s.extendIfEquals(key("extend:missing"), token, LONG_TTL), false);
+        assert.equal(await s.extendIfEquals(key("extend"), token, LONG_TTL), true);
+        // Past the original life (and its grace), the renewed key is still there.
+        await new Promise((resolve) =>
+          setTimeout(resolve, Math.max(0, start + shortTtl + expiryGrace - Date.now())),
+        );
+        assertBytes(await s.get(key("extend")), token, "renewed past its first ttl");
+        // A short renewal shortens it again: the key expires.
+        const again = Date.now();
+        assert.equal(await s.extendIfEquals(key("extend"), token, shortTtl), true);
+        await observeExpiry(
+          async () => (await s.get(key("extend"))) !== undefined,
+          again,
+          shortTtl,
+          expiryGrace,
+        );
+        assert.equal(await s.extendIfEquals(key("extend"), token, LONG_TTL), false, "expired");
+      },
+    );
+
+    itIf(
+      has("takeLease"),
+      "takeLease replaces an absent key or a foreign value, never a live lease",
+      async () => {
+        const s = store();
+        if (!s.takeLease) throw new Error("takeLease is declared but missing");
+        const lease1 = newLeaseToken();
+        const lease2 = newLeaseToken();
+        assert.equal(await s.takeLease(key("take"), lease1, LONG_TTL), true, "absent");
+        assert.equal(await s.takeLease(key("take"), lease2, LONG_TTL), false, "a live lease");
+        assertBytes(await s.get(key("take")), lease1);
+        await s.set(key("take"), bytes("not a lease"), LONG_TTL);
+        assert.equal(await s.takeLease(key("take"), lease2, LONG_TTL), true, "a foreign value");
+        assertBytes(await s.get(key("take")), lease2);
+        const won = await Promise.all(
+          Array.from({ length: 20 }, () =>
+            s.takeLease!(key("take:race"), newLeaseToken(), LONG_TTL),
+          ),
+        );
+        assert.equal(won.filter(Boolean).length, 1, "concurrent takeLease: exactly one wins");
       },
     );
 
