@@ -4,7 +4,7 @@ import { systemClock } from "../clock.js";
 import type { Entry } from "../entry.js";
 import { InvalidOptionError } from "../errors.js";
 import { positiveInt } from "../options.js";
-import type { Store } from "../store.js";
+import type { Store, StoreEntry } from "../store.js";
 
 /** Options of {@link memoryStore}. */
 export interface MemoryStoreOptions {
@@ -151,6 +151,18 @@ export class MemoryStore implements Store {
 
   async delete(key: string): Promise<boolean> {
     return this.#lru.delete(key);
+  }
+
+  // ---- batch writes (setMany / deleteMany) ---------------------------------------------------
+
+  async setMany(entries: readonly StoreEntry[]): Promise<void> {
+    for (const { key, value, ttlMs } of entries) await this.set(key, value, ttlMs);
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    let removed = 0;
+    for (const key of keys) if (this.#lru.delete(key)) removed++;
+    return removed;
   }
 
   async disconnect(): Promise<void> {}
