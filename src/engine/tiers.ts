@@ -319,7 +319,7 @@ export class Tiers {
   async lookupMany<T>(fulls: readonly string[]): Promise<Array<Entry<T> | undefined>> {
     const { l2, events, clock } = this.core;
     this.core.bus?.start();
-    const out = new Array<Entry<T> | undefined>(fulls.length);
+    const out = new Array<Entry<T> | undefined>(fulls.length).fill(undefined);
     const missing: number[] = [];
     const now = clock.now();
     for (let i = 0; i < fulls.length; i++) {
