@@ -4,7 +4,14 @@ import { redisStore } from "../src/stores/redis.js";
 import { storeContract } from "../src/testing/store-contract.js";
 import { type RedisServer, startRedis } from "./helpers/redis.js";
 
-const ALL = ["getMany", "setMany", "deleteMany", "setIfAbsent", "deleteIfEquals", "disconnect"] as const;
+const ALL = [
+  "getMany",
+  "setMany",
+  "deleteMany",
+  "setIfAbsent",
+  "deleteIfEquals",
+  "disconnect",
+] as const;
 const REDIS = [...ALL, "publish", "subscribe"] as const;
 /** Short timeouts for the server-down tests (defaults are seconds). */
 const redisAt = ({ host, port }: { host: string; port: number }) =>
