@@ -1,6 +1,7 @@
 export type {
   CachedMethodDecorator,
   CachedMethodOptions,
+  CacheEntryInput,
   CacheHealth,
   CacheOptions,
   Factory,
@@ -44,6 +45,6 @@ export type { Logger } from "./logging.js";
 export type { EntryOptions } from "./options.js";
 export type { Serializer } from "./serializer.js";
 export { jsonSerializer, rawSerializer } from "./serializer.js";
-export type { Store } from "./store.js";
+export type { Store, StoreEntry } from "./store.js";
 export type { HeldEntry, MemoryStoreOptions } from "./stores/memory.js";
 export { MemoryStore, memoryStore } from "./stores/memory.js";

@@ -49,7 +49,9 @@ describe("a large value and the store timeout (real Redis)", () => {
   it("a 40 MB value is written and read back without a timeout, an error or the breaker opening", async () => {
     const cache = await instance();
     const errors: string[] = [];
-    cache.on("error", ({ operation, error }) => errors.push(`${operation}: ${error.message}`));
+    cache.on("error", ({ operation, error }) =>
+      errors.push(`${operation}: ${error instanceof Error ? error.message : String(error)}`),
+    );
     const big = "x".repeat(SIZE);
     let factoryCalls = 0;
     const key = `big:${run}`;
