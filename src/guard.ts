@@ -240,7 +240,7 @@ export class GuardedStore {
     const out = await this.#call("deleteMany", keys[0], () =>
       store.deleteMany
         ? store.deleteMany(keys)
-        : Promise.all(keys.map((k) => store.delete(k))).then((r) => r.filter(Boolean).length),
+        : Promise.all(keys.map((k) => store.delete(k))).then(() => {}),
     );
     return out !== FAILED;
   }

@@ -38,10 +38,10 @@ export interface Store {
    */
   setMany?(entries: readonly StoreEntry[]): Promise<void>;
   /**
-   * Remove several keys in one round trip (one per hash slot on a Redis Cluster); resolves how
-   * many were removed. A store without it gets parallel `delete`s.
+   * Remove several keys in one round trip (one per hash slot on a Redis Cluster; DynamoDB's
+   * batches of 25). A store without it gets parallel `delete`s.
    */
-  deleteMany?(keys: readonly string[]): Promise<number>;
+  deleteMany?(keys: readonly string[]): Promise<void>;
   /** Store only when `key` is absent; resolves whether it stored. Used for leases. */
   setIfAbsent?(key: string, value: Uint8Array, ttlMs: number): Promise<boolean>;
   /** Delete `key` only while it still holds `value`. Used to release leases. */

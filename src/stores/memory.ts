@@ -159,10 +159,8 @@ export class MemoryStore implements Store {
     for (const { key, value, ttlMs } of entries) await this.set(key, value, ttlMs);
   }
 
-  async deleteMany(keys: readonly string[]): Promise<number> {
-    let removed = 0;
-    for (const key of keys) if (this.#lru.delete(key)) removed++;
-    return removed;
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (const key of keys) this.#lru.delete(key);
   }
 
   async disconnect(): Promise<void> {}

@@ -588,8 +588,8 @@ export class RedisStore implements Store {
     );
   }
 
-  /** Remove every key with one `DEL` (one per hash slot on a cluster); resolves how many were. */
-  async deleteMany(keys: readonly string[]): Promise<number> {
+  /** Remove every key with one `DEL` (one per hash slot on a cluster). */
+  async deleteMany(keys: readonly string[]): Promise<void> {
     if (!Array.isArray(keys)) {
       throw new InvalidOptionError(
         "redisStore.deleteMany(keys)",
@@ -597,12 +597,11 @@ export class RedisStore implements Store {
       );
     }
     const names = keys.map((key) => this.#key(key, "deleteMany"));
-    const counts = await Promise.all(
+    await Promise.all(
       this.#bySlot(names).map((group) =>
         this.#send<number>("deleteMany", ["DEL", ...group.map((i) => names[i]!)]),
       ),
     );
-    return counts.reduce((sum, n) => sum + n, 0);
   }
 
   /** Indexes of `keys` grouped by hash slot on a cluster; one group otherwise (none if empty). */

@@ -366,6 +366,12 @@ export function storeContract(
       const start = Date.now();
       await s.setMany(entries);
       await s.setMany([]);
+      // One key twice in a batch: the last entry wins.
+      await s.setMany([
+        { key: key("setMany:twice"), value: bytes("first"), ttlMs: LONG_TTL },
+        { key: key("setMany:twice"), value: bytes("last"), ttlMs: LONG_TTL },
+      ]);
+      assertBytes(await s.get(key("setMany:twice")), bytes("last"), "the last entry of a key");
       const got = await Promise.all(entries.map((entry) => s.get(entry.key)));
       for (const [i, entry] of entries.entries()) {
         if (i !== 1) assertBytes(got[i], entry.value, `setMany: key #${i}`);
@@ -379,16 +385,16 @@ export function storeContract(
       assertBytes(await s.get(entries[2]!.key), bytes("v2"), "the long-ttl entries stay");
     });
 
-    itIf(has("deleteMany"), "deleteMany removes every key and counts them", async () => {
+    itIf(has("deleteMany"), "deleteMany removes every key, and only those", async () => {
       const s = store();
       if (!s.deleteMany) throw new Error("deleteMany is declared but missing");
       const keys = Array.from({ length: 20 }, (_, i) => key(`deleteMany:${i}`));
       for (const k of keys) await s.set(k, bytes("x"), LONG_TTL);
       await s.set(key("deleteMany:kept"), bytes("kept"), LONG_TTL);
-      assert.equal(await s.deleteMany([...keys, key("deleteMany:missing")]), 20);
+      await s.deleteMany([...keys, key("deleteMany:missing"), keys[0]!]);
       for (const k of keys) assert.equal(await s.get(k), undefined, k);
       assertBytes(await s.get(key("deleteMany:kept")), bytes("kept"));
-      assert.equal(await s.deleteMany([]), 0);
+      await s.deleteMany([]);
     });
 
     itIf(has("setIfAbsent"), "setIfAbsent stores only when the key is absent", async () => {
