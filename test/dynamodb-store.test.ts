@@ -279,12 +279,14 @@ describe("dynamodb store on dynalite", () => {
       await counted.setMany(keys.map((k, i) => ({ key: k, value: bytes(`v${i}`), ttlMs: 60_000 })));
       assert.equal(batches, 3, "60 puts: three BatchWriteItem calls");
       const got = await counted.getMany(keys);
-      keys.forEach((_, i) => assert.equal(text(got[i]), `v${i}`, `key #${i}`));
+      for (let i = 0; i < keys.length; i++) assert.equal(text(got[i]), `v${i}`, `key #${i}`);
       batches = 0;
       await counted.deleteMany([...keys.slice(0, 50), keys[0]!]);
       assert.equal(batches, 2, "50 distinct deletes: two BatchWriteItem calls");
       const after = await counted.getMany(keys);
-      keys.forEach((_, i) => assert.equal(text(after[i]), i < 50 ? undefined : `v${i}`, `#${i}`));
+      for (let i = 0; i < keys.length; i++) {
+        assert.equal(text(after[i]), i < 50 ? undefined : `v${i}`, `#${i}`);
+      }
     } finally {
       await counted.disconnect();
       client.destroy();
