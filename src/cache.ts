@@ -56,6 +56,13 @@ export interface CacheOptions extends EntryOptions {
   /** How long the breaker stays open before one probe call. @default "1s" */
   breakerCooldown?: Duration | undefined;
   /**
+   * The slowest rate the remote store is assumed to move bytes at, in bytes per second: a call
+   * carrying a large value (64 KiB or more), and calls queued behind one, get `storeTimeout`
+   * plus the time that value takes at this rate, so that a large value is not taken for a
+   * failing store. @default 16777216 (16 MiB/s)
+   */
+  storeThroughput?: number | undefined;
+  /**
    * How long a tag state read from the remote store is trusted before it is read again, when
    * no bus pushes invalidations: the longest an invalidation made by another instance takes
    * to be seen by reads that go to the remote tier. In-process (L1) copies are judged against
@@ -319,6 +326,79 @@ export class Cache {
     return this.#tiers.remove(this.#tiers.key(key));
   }
 
+  // ---- batches and remaining life -----------------------------------------------------------
+
+  /**
+   * The fresh values under `keys`, in the same order (`undefined` for a miss). In-process hits
+   * first, then one remote round trip for the rest (one per hash slot on a Redis Cluster),
+   * kept in-process for next time. A failing remote store makes its keys misses.
+   *
+   * @example
+   * const [a, b] = await cache.getMany<User>(["user:1", "user:2"]);
+   */
+  async getMany<T = unknown>(keys: readonly string[]): Promise<Array<T | undefined>> {
+    const tiers = this.#tiers;
+    const fulls = arrayArg(keys, "getMany(keys)").map((key) => tiers.key(key));
+    const entries = await tiers.lookupMany<T>(fulls);
+    return entries.map((entry) => entry?.value);
+  }
+
+  /**
+   * Store several values in every tier, each with its own options (`ttl`, `tags`, …, as for
+   * {@link set}): one remote round trip (one per hash slot on a Redis Cluster).
+   *
+   * @example
+   * await cache.setMany([
+   *   { key: "user:1", value: alice, ttl: "5m" },
+   *   { key: "user:2", value: bob, tags: ["team:7"] },
+   * ]);
+   */
+  async setMany<T>(entries: ReadonlyArray<CacheEntryInput<T>>): Promise<void> {
+    const tiers = this.#tiers;
+    const stamp = tiers.core.tags.stamp();
+    const items = arrayArg(entries, "setMany(entries)").map((item, i) => {
+      if (item === null || typeof item !== "object") {
+        throw new InvalidOptionError(
+          `setMany(entries[${i}])`,
+          "expected { key, value, ...options }",
+        );
+      }
+      const { key, value, ...options } = item;
+      const full = tiers.key(key);
+      const policy = tiers.policy(options, `setMany(entries[${i}])`);
+      return { full, entry: tiers.makeEntry(value, stamp, policy) };
+    });
+    await tiers.writeMany(items);
+  }
+
+  /**
+   * Remove several keys from every tier: one remote round trip (one per hash slot on a Redis
+   * Cluster), one bus message for other instances. Resolves whether the remote tier (or L1
+   * alone) confirmed.
+   */
+  deleteMany(keys: readonly string[]): Promise<boolean> {
+    const tiers = this.#tiers;
+    let fulls: string[];
+    try {
+      fulls = arrayArg(keys, "deleteMany(keys)").map((key) => tiers.key(key));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return tiers.removeMany(fulls);
+  }
+
+  /**
+   * How long the value under `key` stays fresh, in milliseconds; `undefined` when no fresh
+   * value is stored. With `{ stale: true }`: how long it can still be served at all (stale
+   * within its `swr`/`grace` window), `undefined` once it cannot.
+   *
+   * @example
+   * const ms = await cache.ttl("user:1"); // e.g. 299_412, or undefined
+   */
+  async ttl(key: string, options: { stale?: boolean } = {}): Promise<number | undefined> {
+    return this.#tiers.remaining(this.#tiers.key(key), options?.stale === true);
+  }
+
   /**
    * Expire every entry carrying any of `tags`, in one write per tag whatever the number of
    * entries. With `soft`, the entries become stale instead, so that stale-while-revalidate
@@ -474,6 +554,22 @@ export class Cache {
  * @example on Redis, with an in-process tier in front
  * const cache = createCache({ store: redisStore({ url: process.env.REDIS_URL }), l1: true });
  */
+/** One entry of {@link Cache.setMany}: a key, its value, and the options of {@link Cache.set}. */
+export interface CacheEntryInput<T = unknown> extends EntryOptions {
+  key: string;
+  value: T;
+}
+
+function arrayArg<T>(value: readonly T[], where: string): readonly T[] {
+  if (!Array.isArray(value)) {
+    throw new InvalidOptionError(
+      where,
+      `expected an array, got ${value === null ? "null" : typeof value}`,
+    );
+  }
+  return value;
+}
+
 export function createCache(options: CacheOptions = {}): Cache {
   const core = createCore(options);
   return new Cache(new Coordinator(new Tiers(core, "", [NAMESPACE_TAG_PREFIX], core.serializer)));

@@ -1,6 +1,6 @@
 import type { Clock } from "./clock.js";
 import { StoreError } from "./errors.js";
-import type { Store } from "./store.js";
+import type { Store, StoreEntry } from "./store.js";
 
 /** Options of the guard around a remote store. All durations in milliseconds. */
 export interface GuardOptions {
@@ -10,7 +10,21 @@ export interface GuardOptions {
   failureThreshold: number;
   /** How long the circuit stays open before one probe call is let through. @default 1000 */
   breakerCooldown: number;
+  /**
+   * The slowest transfer rate the store is assumed to sustain, in bytes per millisecond: a
+   * call moving `n` bytes (and every call queued behind bytes already in flight) gets
+   * `timeout + n / throughput`, so that a large value is not taken for a failing store.
+   * @default 16384 (16 MiB/s)
+   */
+  throughput?: number | undefined;
 }
+
+/** Below this many bytes, a payload does not stretch the timeout (nor is remembered). */
+export const LARGE_PAYLOAD = 64 * 1024;
+/** How many keys holding large values the guard remembers the size of (for reads). */
+const LARGE_KEYS_KEPT = 256;
+/** {@link GuardOptions.throughput}'s default, bytes per millisecond (16 MiB/s). */
+export const DEFAULT_THROUGHPUT = 16 * 1024;
 
 export type BreakerState = "closed" | "open" | "half-open";
 
@@ -66,6 +80,11 @@ export class GuardedStore {
    * (`performance.now()`): the store has been silent since then, unless a call settled after.
    */
   #silentSince: number | undefined;
+  // ---- payload-sized timeouts ----
+  /** Bytes of large payloads in calls not settled yet (what later calls may queue behind). */
+  #bytesInFlight = 0;
+  /** Sizes of large values last written or read, by key: a read of one waits long enough. */
+  readonly #largeKeys = new Map<string, number>();
 
   constructor(store: Store, options: GuardOptions, hooks: GuardHooks) {
     this.store = store;
@@ -96,7 +115,7 @@ export class GuardedStore {
 
   /** The bytes under `key`; `undefined` on a miss or on any failure. */
   async get(key: string): Promise<Uint8Array | undefined> {
-    const out = await this.#call("get", key, () => this.store.get(key));
+    const out = await this.#call("get", key, () => this.store.get(key), this.#largeKeys.get(key));
     return out === FAILED ? undefined : out;
   }
 
@@ -106,8 +125,13 @@ export class GuardedStore {
    */
   async getMany(keys: readonly string[]): Promise<Array<Uint8Array | undefined> | undefined> {
     const store = this.store;
-    const out = await this.#call("getMany", keys[0], () =>
-      store.getMany ? store.getMany(keys) : Promise.all(keys.map((k) => store.get(k))),
+    let expected = 0;
+    for (const key of keys) expected += this.#largeKeys.get(key) ?? 0;
+    const out = await this.#call(
+      "getMany",
+      keys[0],
+      () => (store.getMany ? store.getMany(keys) : Promise.all(keys.map((k) => store.get(k)))),
+      expected,
     );
     return out === FAILED ? undefined : out;
   }
@@ -129,12 +153,19 @@ export class GuardedStore {
       );
       return false;
     }
-    const out = await this.#call("set", key, () => this.store.set(key, value, ttlMs));
+    this.#remember(key, value.byteLength);
+    const out = await this.#call(
+      "set",
+      key,
+      () => this.store.set(key, value, ttlMs),
+      value.byteLength,
+    );
     return out !== FAILED;
   }
 
   /** Resolves `true` when the store confirmed the delete (whether or not the key existed). */
   async delete(key: string): Promise<boolean> {
+    this.#largeKeys.delete(key);
     const out = await this.#call("delete", key, () => this.store.delete(key));
     return out !== FAILED;
   }
@@ -182,10 +213,82 @@ export class GuardedStore {
     return out === FAILED ? undefined : out;
   }
 
+  // ---- batch writes (setMany / deleteMany) ---------------------------------------------------
+
+  /**
+   * Several writes in one call (one round trip when the store has `setMany`, parallel `set`s
+   * otherwise). Entries over the store's `maxValueSize` are left out (reported, not counted
+   * towards the breaker). Resolves `true` when the store confirmed the others.
+   */
+  async setMany(entries: readonly StoreEntry[]): Promise<boolean> {
+    const max = this.store.maxValueSize;
+    const kept: StoreEntry[] = [];
+    let bytes = 0;
+    for (const entry of entries) {
+      const size = entry.value.byteLength;
+      if (max !== undefined && size > max) {
+        this.#hooks.onError(
+          "setMany",
+          entry.key,
+          new StoreError(
+            this.store.name,
+            "setMany",
+            `value of ${size} bytes exceeds the store's maxValueSize (${max} bytes); not stored`,
+          ),
+        );
+        continue;
+      }
+      this.#remember(entry.key, size);
+      bytes += size;
+      kept.push(entry);
+    }
+    if (kept.length === 0) return entries.length === 0;
+    const store = this.store;
+    const out = await this.#call(
+      "setMany",
+      kept[0]!.key,
+      () =>
+        store.setMany
+          ? store.setMany(kept)
+          : Promise.all(kept.map((e) => store.set(e.key, e.value, e.ttlMs))).then(() => {}),
+      bytes,
+    );
+    return out !== FAILED && kept.length === entries.length;
+  }
+
+  /** Resolves `true` when the store confirmed the deletes (whether or not the keys existed). */
+  async deleteMany(keys: readonly string[]): Promise<boolean> {
+    if (keys.length === 0) return true;
+    for (const key of keys) this.#largeKeys.delete(key);
+    const store = this.store;
+    const out = await this.#call("deleteMany", keys[0], () =>
+      store.deleteMany
+        ? store.deleteMany(keys)
+        : Promise.all(keys.map((k) => store.delete(k))).then(() => {}),
+    );
+    return out !== FAILED;
+  }
+
+  /** Keep the size of a large value under `key` (forget it when the value is small). */
+  #remember(key: string, size: number): void {
+    const keys = this.#largeKeys;
+    keys.delete(key);
+    if (size < LARGE_PAYLOAD) return;
+    keys.set(key, size);
+    if (keys.size > LARGE_KEYS_KEPT) keys.delete(keys.keys().next().value!);
+  }
+
+  /** Bytes moved by a call's answer: a read's value(s), for {@link #remember}. */
+  #learn(operation: string, key: string | undefined, out: unknown): void {
+    if (operation === "get" && key !== undefined && out instanceof Uint8Array)
+      this.#remember(key, out.byteLength);
+  }
+
   async #call<T>(
     operation: string,
     key: string | undefined,
     run: () => Promise<T>,
+    bytes = 0,
   ): Promise<T | Failed> {
     if (!this.#admit()) return FAILED;
     const hooks = this.#hooks;
@@ -205,25 +308,30 @@ export class GuardedStore {
           { code: "E_STORE_TIMEOUT" },
         );
       }
+      // A large payload needs time to cross the wire, and so do calls queued behind one.
+      const large = bytes >= LARGE_PAYLOAD ? bytes : 0;
+      const limit =
+        this.options.timeout +
+        Math.ceil((this.#bytesInFlight + large) / (this.options.throughput ?? DEFAULT_THROUGHPUT));
+      this.#bytesInFlight += large;
       const pending = run();
       const settled = () => {
         this.#lastSettledAt = performance.now();
+        this.#bytesInFlight -= large;
       };
-      pending.then(settled, settled);
+      pending.then((value) => {
+        settled();
+        this.#learn(operation, key, value);
+      }, settled);
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
           if (this.#lastSettledAt <= started) this.#silentSince = started;
           reject(
-            new StoreError(
-              this.store.name,
-              operation,
-              `timed out after ${this.options.timeout} ms`,
-              {
-                code: "E_STORE_TIMEOUT",
-              },
-            ),
+            new StoreError(this.store.name, operation, `timed out after ${limit} ms`, {
+              code: "E_STORE_TIMEOUT",
+            }),
           );
-        }, this.options.timeout);
+        }, limit);
       });
       // A late answer after a timeout is dropped; its rejection must not go unhandled.
       pending.catch(() => {});

@@ -1,6 +1,7 @@
 export type {
   CachedMethodDecorator,
   CachedMethodOptions,
+  CacheEntryInput,
   CacheHealth,
   CacheOptions,
   Factory,
@@ -51,6 +52,6 @@ export {
   rawSerializer,
   registerCodec,
 } from "./serializer.js";
-export type { Store } from "./store.js";
+export type { Store, StoreEntry } from "./store.js";
 export type { HeldEntry, MemoryStoreOptions } from "./stores/memory.js";
 export { MemoryStore, memoryStore } from "./stores/memory.js";

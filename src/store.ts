@@ -32,6 +32,16 @@ export interface Store {
 
   /** Read several keys in one round trip; the result is aligned with `keys`. */
   getMany?(keys: readonly string[]): Promise<Array<Uint8Array | undefined>>;
+  /**
+   * Store several entries in one round trip (one per hash slot on a Redis Cluster). Each entry
+   * has its own TTL. A store without it gets parallel `set`s.
+   */
+  setMany?(entries: readonly StoreEntry[]): Promise<void>;
+  /**
+   * Remove several keys in one round trip (one per hash slot on a Redis Cluster; DynamoDB's
+   * batches of 25). A store without it gets parallel `delete`s.
+   */
+  deleteMany?(keys: readonly string[]): Promise<void>;
   /** Store only when `key` is absent; resolves whether it stored. Used for leases. */
   setIfAbsent?(key: string, value: Uint8Array, ttlMs: number): Promise<boolean>;
   /** Delete `key` only while it still holds `value`. Used to release leases. */
@@ -69,4 +79,11 @@ export interface Store {
   ): Promise<() => Promise<void>>;
   /** Release connections and timers. The store must not keep the process alive after this. */
   disconnect?(): Promise<void>;
+}
+
+/** One entry of {@link Store.setMany}: `value` under `key` for `ttlMs` milliseconds. */
+export interface StoreEntry {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly ttlMs: number;
 }

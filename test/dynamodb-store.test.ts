@@ -22,6 +22,8 @@ import { type DynaliteServer, startDynalite } from "./helpers/dynalite.js";
 import { waitFor } from "./helpers/ports.js";
 
 const CAPABILITIES = [
+  "setMany",
+  "deleteMany",
   "getMany",
   "setIfAbsent",
   "deleteIfEquals",
@@ -256,6 +258,36 @@ describe("dynamodb store on dynalite", () => {
         assert.ok(got[i] && Buffer.from(got[i]!).equals(v), `key #${i}`);
       }
       assert.ok(batches > 1, `one BatchGetItem answered everything (${batches})`);
+    } finally {
+      await counted.disconnect();
+      client.destroy();
+    }
+  });
+
+  it("setMany and deleteMany write in BatchWriteItem chunks of 25", async () => {
+    const client = db.client();
+    let batches = 0;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === "BatchWriteItemCommand") batches++;
+        return next(args);
+      },
+      { step: "initialize", name: "countBatchWrites" },
+    );
+    const counted = dynamodbStore({ table: TABLE, client, timeout: 5_000 });
+    try {
+      const keys = Array.from({ length: 60 }, (_, i) => key(`batch-write:${i}`));
+      await counted.setMany(keys.map((k, i) => ({ key: k, value: bytes(`v${i}`), ttlMs: 60_000 })));
+      assert.equal(batches, 3, "60 puts: three BatchWriteItem calls");
+      const got = await counted.getMany(keys);
+      for (let i = 0; i < keys.length; i++) assert.equal(text(got[i]), `v${i}`, `key #${i}`);
+      batches = 0;
+      await counted.deleteMany([...keys.slice(0, 50), keys[0]!]);
+      assert.equal(batches, 2, "50 distinct deletes: two BatchWriteItem calls");
+      const after = await counted.getMany(keys);
+      for (let i = 0; i < keys.length; i++) {
+        assert.equal(text(after[i]), i < 50 ? undefined : `v${i}`, `#${i}`);
+      }
     } finally {
       await counted.disconnect();
       client.destroy();

@@ -76,7 +76,9 @@ describe("the public Cache class", () => {
       "clear",
       "close",
       "delete",
+      "deleteMany",
       "get",
+      "getMany",
       "getOrSet",
       "has",
       "health",
@@ -87,7 +89,9 @@ describe("the public Cache class", () => {
       "on",
       "ready",
       "set",
+      "setMany",
       "storeState",
+      "ttl",
       "wrap",
     ]);
     const types = readFileSync(join(root, "dist/cache.d.ts"), "utf8");

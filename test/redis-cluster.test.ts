@@ -20,6 +20,8 @@ import { type RedisCluster, startRedisCluster } from "./helpers/redis-cluster.js
 
 const CAPABILITIES = [
   "getMany",
+  "setMany",
+  "deleteMany",
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",

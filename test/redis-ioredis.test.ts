@@ -17,6 +17,8 @@ import { type RedisServer, startRedis } from "./helpers/redis.js";
 
 const CAPABILITIES = [
   "getMany",
+  "setMany",
+  "deleteMany",
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",

@@ -17,6 +17,8 @@ import { type RedisSentinelSetup, startRedisSentinel } from "./helpers/redis-sen
 
 const CAPABILITIES = [
   "getMany",
+  "setMany",
+  "deleteMany",
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",

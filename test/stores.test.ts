@@ -6,6 +6,8 @@ import { type RedisServer, startRedis } from "./helpers/redis.js";
 
 const ALL = [
   "getMany",
+  "setMany",
+  "deleteMany",
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",

@@ -8,8 +8,7 @@ import type { Entry } from "../entry.js";
 import { InvalidOptionError } from "../errors.js";
 import type { Tier } from "../events.js";
 import { CacheEvents } from "../events.js";
-import type { GuardOptions } from "../guard.js";
-import { GuardedStore } from "../guard.js";
+import { DEFAULT_THROUGHPUT, GuardedStore, type GuardOptions } from "../guard.js";
 import type { Logger } from "../logging.js";
 import { attachLogger, isLogger } from "../logging.js";
 import type { Policy } from "../options.js";
@@ -77,6 +76,7 @@ const CACHE_OPTION_NAMES = [
   "storeTimeout",
   "breakerThreshold",
   "breakerCooldown",
+  "storeThroughput",
   "tagSyncInterval",
   "tagTtl",
   "clock",
@@ -112,6 +112,8 @@ export function createCore(options: CacheOptions): Core {
     timeout: optionalMs(options.storeTimeout, "storeTimeout", 50, false),
     failureThreshold: positiveInt(options.breakerThreshold, "breakerThreshold", 5),
     breakerCooldown: optionalMs(options.breakerCooldown, "breakerCooldown", 1_000, false),
+    throughput:
+      positiveInt(options.storeThroughput, "storeThroughput", DEFAULT_THROUGHPUT * 1000) / 1000,
   };
   const events = new CacheEvents();
   let l1: MemoryStore | undefined;

@@ -13,6 +13,7 @@ import type { EntryOptions, Policy } from "../options.js";
 import { resolvePolicy } from "../options.js";
 import { checksWhileEncoding, type Serializer } from "../serializer.js";
 import { estimateSize } from "../size.js";
+import type { StoreEntry } from "../store.js";
 import type { HeldEntry } from "../stores/memory.js";
 import type { Core, Decoded } from "./core.js";
 import { RESERVED_KEY_PREFIX } from "./core.js";
@@ -312,9 +313,13 @@ export class Tiers {
   }
 
   async #fetchL2(full: string, l2: GuardedStore): Promise<Decoded | undefined> {
-    const { events, tags } = this.core;
     const bytes = await l2.get(full);
     if (bytes === undefined) return undefined;
+    return this.#decode(full, bytes);
+  }
+
+  async #decode(full: string, bytes: Uint8Array): Promise<Decoded | undefined> {
+    const { events, tags } = this.core;
     let entry: Entry;
     try {
       entry = decodeEntry(full, bytes, this.serializer);
@@ -330,6 +335,134 @@ export class Tiers {
     }
     if (!tags.isSynced(entry.tags)) await tags.sync(entry.tags);
     return { entry, size: bytes.byteLength };
+  }
+
+  // ---- batches (getMany / setMany / deleteMany) and remaining life -------------------------
+
+  /**
+   * The fresh entries under `fulls`, aligned: L1 first, then one L2 batch (`getMany`, one round
+   * trip) for the keys L1 did not have, backfilling L1. A failing L2 makes them misses.
+   */
+  async lookupMany<T>(fulls: readonly string[]): Promise<Array<Entry<T> | undefined>> {
+    const { l2, events, clock } = this.core;
+    this.core.bus?.start();
+    const out = new Array<Entry<T> | undefined>(fulls.length).fill(undefined);
+    const missing: number[] = [];
+    const now = clock.now();
+    for (let i = 0; i < fulls.length; i++) {
+      const held = this.freshHeld<T>(fulls[i]!, now);
+      if (held !== undefined) {
+        this.hit(fulls[i]!, "l1");
+        out[i] = held.entry;
+      } else missing.push(i);
+    }
+    if (missing.length > 0 && l2) {
+      const keys = [...new Set(missing.map((i) => fulls[i]!))];
+      const replies = (await l2.getMany(keys)) ?? [];
+      const found = new Map<string, Decoded<T>>();
+      await Promise.all(
+        keys.map(async (full, j) => {
+          const bytes = replies[j];
+          const decoded = bytes === undefined ? undefined : await this.#decode(full, bytes);
+          if (decoded && this.freshness(decoded.entry, this.core.clock.now()) === "fresh") {
+            found.set(full, decoded as Decoded<T>);
+            this.hold(full, decoded.entry, decoded.size);
+          }
+        }),
+      );
+      for (const i of missing) {
+        const decoded = found.get(fulls[i]!);
+        if (decoded) {
+          this.hit(fulls[i]!, "l2");
+          out[i] = decoded.entry;
+        }
+      }
+    }
+    if (events.wants("miss")) {
+      for (let i = 0; i < fulls.length; i++)
+        if (out[i] === undefined) events.emit("miss", { key: fulls[i]! });
+    }
+    return out;
+  }
+
+  /**
+   * Write entries to both tiers: L1 at once, L2 in one batch (`setMany`, one round trip); the
+   * keys are announced on the bus (one message for the batch). Never throws.
+   */
+  async writeMany(items: ReadonlyArray<{ full: string; entry: Entry }>): Promise<void> {
+    const { l1, l2, clock, events, bus } = this.core;
+    bus?.start();
+    const now = clock.now();
+    const batch: StoreEntry[] = [];
+    const sizes: Array<number | undefined> = [];
+    for (const { full, entry } of items) {
+      const lifetime = entry.staleUntil - now;
+      let bytes: Buffer | undefined;
+      if (lifetime > 0 && l2) {
+        try {
+          bytes = encodeEntry(entry, this.serializer);
+          batch.push({ key: full, value: bytes, ttlMs: Math.ceil(lifetime) });
+        } catch (cause) {
+          const error = new SerializeError(
+            `the ${this.serializer.name} serializer failed for key "${full}"; the value is not shared`,
+            { cause },
+          );
+          if (events.wants("error"))
+            events.emit("error", { key: full, operation: "serialize", error });
+        }
+      }
+      if (lifetime > 0 && l1) this.hold(full, entry, bytes?.length);
+      sizes.push(lifetime > 0 ? (bytes?.length ?? -1) : undefined);
+    }
+    if (l2 && batch.length > 0) {
+      const stored = await l2.setMany(batch);
+      if (stored && bus) for (const { key } of batch) bus.key(key, true);
+    }
+    if (events.wants("set")) {
+      items.forEach(({ full, entry }, i) => {
+        const size = sizes[i];
+        if (size === undefined) return;
+        events.emit("set", {
+          key: full,
+          ttl: entry.freshUntil - entry.createdAt,
+          size: size < 0 ? undefined : size,
+        });
+      });
+    }
+  }
+
+  /**
+   * Remove keys from both tiers: L2 in one batch (`deleteMany`), announced on the bus in one
+   * message. Resolves whether the remote tier (or L1 alone) confirmed.
+   */
+  async removeMany(fulls: readonly string[]): Promise<boolean> {
+    const { l1, l2, events, bus } = this.core;
+    for (const full of fulls) l1?.deleteSync(full);
+    bus?.start();
+    const ok = l2 ? await l2.deleteMany(fulls) : true;
+    if (ok && bus) for (const full of fulls) bus.key(full, false);
+    if (events.wants("delete")) for (const full of fulls) events.emit("delete", { key: full });
+    return ok;
+  }
+
+  /**
+   * The remaining life of the entry under `full`, in ms: until it stops being fresh, or with
+   * `stale`, until it can no longer be served stale (its swr/grace window). `undefined` when
+   * there is no entry that is fresh (or, with `stale`, servable at all).
+   */
+  async remaining(full: string, stale: boolean): Promise<number | undefined> {
+    const { l1, clock } = this.core;
+    let entry = l1?.getHeld(full, clock.now())?.entry;
+    if (entry === undefined || this.freshness(entry, clock.now()) !== "fresh") {
+      const remote = await this.readL2(full);
+      if (remote !== undefined) entry = remote.entry;
+    }
+    if (entry === undefined) return undefined;
+    const now = clock.now();
+    const state = this.freshness(entry, now);
+    if (state === "expired") return undefined;
+    if (!stale) return state === "fresh" ? entry.freshUntil - now : undefined;
+    return entry.staleUntil - now;
   }
 
   /** `fresh`, `stale` (usable within stale windows) or `expired`, tags included. */

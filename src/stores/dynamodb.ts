@@ -3,6 +3,8 @@ import {
   type AttributeValue,
   BatchGetItemCommand,
   type BatchGetItemCommandOutput,
+  BatchWriteItemCommand,
+  type BatchWriteItemCommandOutput,
   CreateTableCommand,
   DeleteItemCommand,
   DescribeTableCommand,
@@ -13,11 +15,12 @@ import {
   PutItemCommand,
   UpdateItemCommand,
   UpdateTimeToLiveCommand,
+  type WriteRequest,
 } from "@aws-sdk/client-dynamodb";
 import type { Duration } from "../duration.js";
 import { optionalMs } from "../duration.js";
 import { CachetError, InvalidOptionError, StoreError } from "../errors.js";
-import type { Store } from "../store.js";
+import type { Store, StoreEntry } from "../store.js";
 import { asBuffer, causeText, checkKey, checkTtl, describeValue, withTimeout } from "./util.js";
 
 /**
@@ -120,6 +123,8 @@ const ITEM_OVERHEAD = 4 * 1024;
 export const DYNAMODB_MAX_KEY_LENGTH = 2048;
 /** BatchGetItem takes at most 100 keys. */
 const BATCH_GET_LIMIT = 100;
+/** BatchWriteItem takes at most 25 requests. */
+const BATCH_WRITE_LIMIT = 25;
 const HASH_MARK = "#";
 /** A UTF-16 surrogate without its pair: such a string has no UTF-8 form. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
@@ -426,6 +431,67 @@ export class DynamoDBStore implements Store {
       ).catch(() => {});
     }
     if (this.#owned) (this.#client as DynamoDBClient).destroy();
+  }
+
+  // ---- batch writes (setMany / deleteMany) ---------------------------------------------------
+
+  /**
+   * `BatchWriteItem` puts in chunks of 25 (the chunks in parallel), unprocessed items retried
+   * with backoff. A key given twice: the last entry wins.
+   */
+  async setMany(entries: readonly StoreEntry[]): Promise<void> {
+    if (!Array.isArray(entries)) {
+      throw new InvalidOptionError(
+        "dynamodbStore.setMany(entries)",
+        `expected an array of { key, value, ttlMs }, got ${describeValue(entries)}`,
+      );
+    }
+    const items = new Map<string, WriteRequest>();
+    for (const entry of entries) {
+      const item = this.#item(entry?.key, entry.value, entry.ttlMs, "setMany");
+      const pk = item[this.#attributes.key]!.S!;
+      items.delete(pk);
+      items.set(pk, { PutRequest: { Item: item } });
+    }
+    await this.#batchWrite("setMany", [...items.values()]);
+  }
+
+  /** `BatchWriteItem` deletes in chunks of 25, unprocessed ones retried with backoff. */
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    if (!Array.isArray(keys)) {
+      throw new InvalidOptionError(
+        "dynamodbStore.deleteMany(keys)",
+        `expected an array of strings, got ${describeValue(keys)}`,
+      );
+    }
+    const pks = new Set(keys.map((key) => this.#key(key, "deleteMany")));
+    await this.#batchWrite(
+      "deleteMany",
+      Array.from(pks, (pk) => ({ DeleteRequest: { Key: { [this.#attributes.key]: { S: pk } } } })),
+    );
+  }
+
+  async #batchWrite(operation: string, requests: WriteRequest[]): Promise<void> {
+    if (requests.length === 0) return;
+    await this.#send(operation, async (signal) => {
+      const chunks: WriteRequest[][] = [];
+      for (let i = 0; i < requests.length; i += BATCH_WRITE_LIMIT) {
+        chunks.push(requests.slice(i, i + BATCH_WRITE_LIMIT));
+      }
+      await Promise.all(
+        chunks.map(async (chunk) => {
+          let pending = chunk;
+          for (let attempt = 0; pending.length > 0; attempt++) {
+            if (attempt > 0) await sleep(Math.min(25 * 2 ** (attempt - 1), 500), signal);
+            const out: BatchWriteItemCommandOutput = await this.#client.send(
+              new BatchWriteItemCommand({ RequestItems: { [this.table]: pending } }),
+              { abortSignal: signal },
+            );
+            pending = out.UnprocessedItems?.[this.table] ?? [];
+          }
+        }),
+      );
+    });
   }
 
   /** One BatchGetItem chunk, with its unprocessed keys retried (backoff) until the signal. */

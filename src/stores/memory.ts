@@ -5,7 +5,7 @@ import type { Entry } from "../entry.js";
 import { InvalidOptionError } from "../errors.js";
 import { isLeaseValue } from "../lease.js";
 import { positiveInt } from "../options.js";
-import type { Store } from "../store.js";
+import type { Store, StoreEntry } from "../store.js";
 
 /** Options of {@link memoryStore}. */
 export interface MemoryStoreOptions {
@@ -167,6 +167,16 @@ export class MemoryStore implements Store {
 
   async delete(key: string): Promise<boolean> {
     return this.#lru.delete(key);
+  }
+
+  // ---- batch writes (setMany / deleteMany) ---------------------------------------------------
+
+  async setMany(entries: readonly StoreEntry[]): Promise<void> {
+    for (const { key, value, ttlMs } of entries) await this.set(key, value, ttlMs);
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (const key of keys) this.#lru.delete(key);
   }
 
   async disconnect(): Promise<void> {}

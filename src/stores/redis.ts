@@ -12,7 +12,7 @@ import type { Duration } from "../duration.js";
 import { optionalMs } from "../duration.js";
 import { CachetError, InvalidOptionError, MissingPeerError, StoreError } from "../errors.js";
 import { LEASE_LENGTH, LEASE_MAGIC } from "../lease.js";
-import type { Store } from "../store.js";
+import type { Store, StoreEntry } from "../store.js";
 import { rejectUnknownOptions } from "../validate.js";
 import {
   BUFFER_REPLIES,
@@ -23,6 +23,7 @@ import {
   isIoRedis,
   isRedisCluster,
   isRedisSentinel,
+  keySlot,
   type MultiHostUrl,
   parseMultiHostUrl,
   type RedisClusterLike,
@@ -286,6 +287,9 @@ if v and #v == tonumber(ARGV[4]) and string.sub(v, 1, #ARGV[3]) == ARGV[3] and r
 redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
 return 1`;
 const TAKE_LEASE_SHA = createHash("sha1").update(TAKE_LEASE).digest("hex");
+/** `setMany` in one command: `SET key value PX ttl` for each key (ARGV holds value, ttl pairs). */
+const SET_MANY = `for i = 1, #KEYS do redis.call("SET", KEYS[i], ARGV[2 * i - 1], "PX", ARGV[2 * i]) end return #KEYS`;
+const SET_MANY_SHA = createHash("sha1").update(SET_MANY).digest("hex");
 
 /** Options the store sets on its own client; passing them in `clientOptions` is an error. */
 const MANAGED_CLIENT_OPTIONS: Record<string, string> = {
@@ -591,6 +595,74 @@ export class RedisStore implements Store {
   async delete(key: string): Promise<boolean> {
     const removed = await this.#send<number>("delete", ["DEL", this.#key(key, "delete")]);
     return removed > 0;
+  }
+
+  // ---- batch writes (setMany / deleteMany) ---------------------------------------------------
+
+  /**
+   * Store every entry with its own TTL in one command: a script running `SET … PX` per key
+   * (`EVALSHA`, the script itself after a `NOSCRIPT`). On a cluster, one command per hash slot,
+   * the slots in parallel.
+   */
+  async setMany(entries: readonly StoreEntry[]): Promise<void> {
+    if (!Array.isArray(entries)) {
+      throw new InvalidOptionError(
+        "redisStore.setMany(entries)",
+        `expected an array of { key, value, ttlMs }, got ${describe(entries)}`,
+      );
+    }
+    const keys: string[] = [];
+    const argv: RedisArgument[] = [];
+    for (const entry of entries) {
+      keys.push(this.#key(entry?.key, "setMany"));
+      argv.push(toBuffer(entry.value, "setMany"), ttlArg(entry.ttlMs, "setMany"));
+    }
+    await Promise.all(
+      this.#bySlot(keys).map((group) => {
+        if (group.length === 1) {
+          const i = group[0]!;
+          return this.#send("setMany", ["SET", keys[i]!, argv[2 * i]!, "PX", argv[2 * i + 1]!]);
+        }
+        const args: RedisArgument[] = [String(group.length)];
+        for (const i of group) args.push(keys[i]!);
+        for (const i of group) args.push(argv[2 * i]!, argv[2 * i + 1]!);
+        return this.#send("setMany", ["EVALSHA", SET_MANY_SHA, ...args]).catch((error: unknown) => {
+          if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
+            throw error;
+          return this.#send("setMany", ["EVAL", SET_MANY, ...args]);
+        });
+      }),
+    );
+  }
+
+  /** Remove every key with one `DEL` (one per hash slot on a cluster). */
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    if (!Array.isArray(keys)) {
+      throw new InvalidOptionError(
+        "redisStore.deleteMany(keys)",
+        `expected an array of strings, got ${describe(keys)}`,
+      );
+    }
+    const names = keys.map((key) => this.#key(key, "deleteMany"));
+    await Promise.all(
+      this.#bySlot(names).map((group) =>
+        this.#send<number>("deleteMany", ["DEL", ...group.map((i) => names[i]!)]),
+      ),
+    );
+  }
+
+  /** Indexes of `keys` grouped by hash slot on a cluster; one group otherwise (none if empty). */
+  #bySlot(keys: readonly string[]): number[][] {
+    if (keys.length === 0) return [];
+    if (this.topology !== "cluster") return [keys.map((_, i) => i)];
+    const groups = new Map<number, number[]>();
+    for (let i = 0; i < keys.length; i++) {
+      const slot = keySlot(keys[i]!);
+      const group = groups.get(slot);
+      if (group) group.push(i);
+      else groups.set(slot, [i]);
+    }
+    return [...groups.values()];
   }
 
   /** Publish `message` on the bus channel `channel` (prefixed like keys). */

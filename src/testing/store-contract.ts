@@ -21,6 +21,8 @@ export interface StoreContractSetup {
  */
 export type StoreCapability =
   | "getMany"
+  | "setMany"
+  | "deleteMany"
   | "setIfAbsent"
   | "deleteIfEquals"
   | "extendIfEquals"
@@ -32,6 +34,8 @@ export type StoreCapability =
 
 const CAPABILITIES: readonly StoreCapability[] = [
   "getMany",
+  "setMany",
+  "deleteMany",
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",
@@ -353,6 +357,49 @@ export function storeContract(
       assertBytes(got[3], bytes("A"), "getMany[3] (repeated key)");
       assert.equal(got[4], undefined, "getMany[4] (missing)");
       assert.deepEqual(await s.getMany([]), []);
+    });
+
+    itIf(has("setMany"), "setMany stores every entry with its own ttl", async () => {
+      const s = store();
+      if (!s.setMany) throw new Error("setMany is declared but missing");
+      // Twenty keys: on a cluster they spread over several hash slots.
+      const entries = Array.from({ length: 20 }, (_, i) => ({
+        key: key(`setMany:${i}`),
+        value: i === 0 ? new Uint8Array(0) : bytes(`v${i}`),
+        ttlMs: i === 1 ? shortTtl : LONG_TTL,
+      }));
+      const start = Date.now();
+      await s.setMany(entries);
+      await s.setMany([]);
+      // One key twice in a batch: the last entry wins.
+      await s.setMany([
+        { key: key("setMany:twice"), value: bytes("first"), ttlMs: LONG_TTL },
+        { key: key("setMany:twice"), value: bytes("last"), ttlMs: LONG_TTL },
+      ]);
+      assertBytes(await s.get(key("setMany:twice")), bytes("last"), "the last entry of a key");
+      const got = await Promise.all(entries.map((entry) => s.get(entry.key)));
+      for (const [i, entry] of entries.entries()) {
+        if (i !== 1) assertBytes(got[i], entry.value, `setMany: key #${i}`);
+      }
+      await observeExpiry(
+        async () => (await s.get(entries[1]!.key)) !== undefined,
+        start,
+        shortTtl,
+        expiryGrace,
+      );
+      assertBytes(await s.get(entries[2]!.key), bytes("v2"), "the long-ttl entries stay");
+    });
+
+    itIf(has("deleteMany"), "deleteMany removes every key, and only those", async () => {
+      const s = store();
+      if (!s.deleteMany) throw new Error("deleteMany is declared but missing");
+      const keys = Array.from({ length: 20 }, (_, i) => key(`deleteMany:${i}`));
+      for (const k of keys) await s.set(k, bytes("x"), LONG_TTL);
+      await s.set(key("deleteMany:kept"), bytes("kept"), LONG_TTL);
+      await s.deleteMany([...keys, key("deleteMany:missing"), keys[0]!]);
+      for (const k of keys) assert.equal(await s.get(k), undefined, k);
+      assertBytes(await s.get(key("deleteMany:kept")), bytes("kept"));
+      await s.deleteMany([]);
     });
 
     itIf(has("setIfAbsent"), "setIfAbsent stores only when the key is absent", async () => {
