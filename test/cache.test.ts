@@ -283,6 +283,7 @@ describe("single-flight", () => {
   }
 });
 
+// Not skipped tests: `ctx.skip()` is the factory API under test (a result that is not stored).
 describe("a factory that skips its result (ctx.skip())", () => {
   for (const mode of ["memory", "remote", "remote with l1"] as const) {
     it(`answers the flight's callers and stores nothing (${mode})`, async () => {
