@@ -34,7 +34,9 @@ export class ServerProcess {
     return child !== undefined && child.exitCode === null && child.signalCode === null;
   }
 
+  /** Nothing when it is running (a second process would fail to bind and orphan the first). */
   async start(): Promise<void> {
+    if (this.running) return;
     let output = "";
     const proc = spawn(this.#file, this.#args, { stdio: ["ignore", "pipe", "pipe"] });
     this.#child = proc;

@@ -10,7 +10,7 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Kill it abruptly (SIGKILL), as a crash would; `start()` brings it back on the same port. */
   kill(): Promise<void>;
-  /** Start it again on the same port after `kill()`/`stop()`. */
+  /** Start it again on the same port after `kill()`/`stop()`; nothing when it is running. */
   start(): Promise<void>;
   /** Freeze it (SIGSTOP): connections stay open, nothing answers. */
   pause(): void;
@@ -52,6 +52,9 @@ async function launch(port: number, extraArgs: string[]): Promise<RedisServer> {
   ];
 
   const start = async () => {
+    // Already running: a second server would fail to bind while the first one answered the
+    // readiness ping, and the first would be orphaned (its handle keeps the test file alive).
+    if (child && child.exitCode === null && child.signalCode === null) return;
     let output = "";
     const proc = spawn("redis-server", args, { stdio: ["ignore", "pipe", "pipe"] });
     child = proc;
