@@ -1,5 +1,5 @@
 import type { Cache, CachedMethodDecorator, CachedMethodOptions, WrapOptions } from "./cache.js";
-import { engineOf } from "./engine/registry.js";
+import { engineOf, isCache } from "./engine/registry.js";
 import { InvalidOptionError } from "./errors.js";
 import { argsKey } from "./keys.js";
 
@@ -7,11 +7,13 @@ import { argsKey } from "./keys.js";
 export interface CachedOptions<This = unknown, A extends unknown[] = unknown[]>
   extends CachedMethodOptions<This, A> {
   /**
-   * The cache to use, or a function returning it. A function is called at the first call of
-   * the method, so the decorator can be applied before the cache is created (as the seed
-   * article's `@cache(expire=60)` is applied before `FastAPICache.init`).
+   * The cache to use, or a function returning it. A function is called when the method is
+   * called, with the instance, so the decorator can be applied before the cache is created (as
+   * the seed article's `@cache(expire=60)` is applied before `FastAPICache.init`), and can take
+   * the cache from the instance: `cache: (self: PostsService) => self.cache` for a cache
+   * injected into the constructor (NestJS's `@InjectCache()`).
    */
-  cache: Cache | (() => Cache);
+  cache: Cache | ((self: This) => Cache);
 }
 
 /**
@@ -57,16 +59,28 @@ export function cached<This, A extends unknown[], R>(
     ) {
       throw new InvalidOptionError("@cached", "applies to class methods only");
     }
-    let decorated: ((this: This, ...args: A) => Promise<R>) | undefined;
+    // One decorated method per cache: instances may hold different caches.
+    const decorated = new WeakMap<Cache, (this: This, ...args: A) => Promise<R>>();
     const cachedMethod = function cachedMethod(this: This, ...args: A): Promise<R> {
-      if (!decorated) {
-        const cache = typeof source === "function" ? source() : source;
-        decorated = cache.cached<This, A, R>(methodOptions)(
+      const cache = typeof source === "function" ? source(this) : source;
+      let call = decorated.get(cache);
+      if (!call) {
+        if (!isCache(cache)) {
+          // The method returns a promise: the mistake is a rejection, as its own errors are.
+          return Promise.reject(
+            new InvalidOptionError(
+              "cached.cache",
+              `the function returned ${cache === null ? "null" : typeof cache}, not a Cache`,
+            ),
+          );
+        }
+        call = cache.cached<This, A, R>(methodOptions)(
           method as (this: This, ...args: A) => Promise<R>,
           site as ClassMethodDecoratorContext<This, (this: This, ...args: A) => Promise<R>>,
         );
+        decorated.set(cache, call);
       }
-      return decorated.apply(this, args);
+      return call.apply(this, args);
     };
     // This function, not the inner one, is what the class holds: the key names its class.
     registerDecoratedMethod(cachedMethod, site);

@@ -1,4 +1,4 @@
-import { addExtension, Packr } from "msgpackr";
+import { addExtension, Packr } from "./vendor/msgpackr.js";
 import { UnsupportedValueError } from "./errors.js";
 import { type FidelityRules, findUnsupported, type UnsupportedAt } from "./fidelity.js";
 

@@ -281,6 +281,46 @@ describe("standalone @cached", () => {
     assert.deepEqual(keys(), ["Base.find:[1]", "Base.find:[2]"]);
   });
 
+  it("takes the cache from the instance (a cache injected into the constructor)", async () => {
+    const first = createCache({ clock: manualClock() });
+    const second = createCache({ clock: manualClock() });
+    let calls = 0;
+    class PostsService {
+      constructor(private readonly cache: Cache) {}
+      @cached({ cache: (self: PostsService) => self.cache, ttl: "60s" })
+      async list(page: number): Promise<number> {
+        calls++;
+        return page;
+      }
+    }
+    const a = new PostsService(first);
+    const b = new PostsService(second);
+    assert.equal(await a.list(1), 1);
+    assert.equal(await a.list(1), 1);
+    assert.equal(calls, 1);
+    // Each instance's own cache: b does not see a's entry, and writes its own.
+    assert.equal(await b.list(1), 1);
+    assert.equal(calls, 2);
+    assert.deepEqual(await first.get("PostsService.list:[1]"), 1);
+    assert.deepEqual(await second.get("PostsService.list:[1]"), 1);
+  });
+
+  it("says so when the cache function returns something that is not a cache", async () => {
+    class Service {
+      @cached({ cache: () => ({}) as Cache })
+      async find(): Promise<number> {
+        return 1;
+      }
+    }
+    await assert.rejects(
+      () => new Service().find(),
+      (error: unknown) =>
+        error instanceof InvalidOptionError &&
+        error.option === "cached.cache" &&
+        /returned object, not a Cache/.test(error.message),
+    );
+  });
+
   it("rejects a missing cache when applied", () => {
     for (const options of [undefined, {}, { cache: null }, { cache: 42 }]) {
       assert.throws(

@@ -97,6 +97,56 @@ origin.close();
   });
 });
 
+describe("npm install of the tarball", () => {
+  it("installs with npm in a fresh directory and prints no warning (no install script in the tree)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "cachet-npm-i-"));
+    try {
+      const pack = spawnSync(
+        "npm",
+        ["pack", "--ignore-scripts", "--json", "--pack-destination", dir],
+        { encoding: "utf8" },
+      );
+      assert.equal(pack.status, 0, pack.stderr);
+      const [{ filename }] = JSON.parse(pack.stdout) as [{ filename: string }];
+      writeFileSync(join(dir, "package.json"), '{ "name": "app", "private": true }');
+      // --offline: the dependencies come from npm's cache, which `npm ci` filled (no network
+      // in tests); a missing one fails with ENOTCACHED rather than passing unchecked.
+      const install = spawnSync(
+        "npm",
+        ["install", "--offline", "--no-audit", "--no-fund", `./${filename}`],
+        { encoding: "utf8", cwd: dir, timeout: 120_000 },
+      );
+      assert.equal(install.status, 0, install.stderr);
+      const printed = `${install.stdout}\n${install.stderr}`;
+      const warnings = printed.split("\n").filter((line) => /\bwarn/i.test(line));
+      assert.deepEqual(warnings, [], printed);
+      // Nothing native or with an install script came along (msgpackr is bundled, without
+      // its optional add-on).
+      const installed = readdirSync(join(dir, "node_modules")).sort();
+      assert.ok(installed.includes("cachet"));
+      assert.ok(!installed.includes("msgpackr-extract"), installed.join(", "));
+      assert.ok(!installed.includes("msgpackr"), installed.join(", "));
+      // The bundled codec works in the installed package: a structured value round-trips.
+      const run = spawnSync(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `import { msgpackSerializer as s } from "cachet";
+const v = { d: new Date(0), m: new Map([[1, new Set([2n])]]), u: undefined, b: Buffer.from("x") };
+const back = s.deserialize(s.serialize(v));
+console.log(JSON.stringify([back.d instanceof Date, back.m.get(1).has(2n), "u" in back, Buffer.isBuffer(back.b)]));`,
+        ],
+        { encoding: "utf8", cwd: dir },
+      );
+      assert.equal(run.status, 0, run.stderr);
+      assert.equal(run.stdout.trim(), "[true,true,true,true]");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("what the tarball holds", () => {
   const pack = spawnSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], {
     encoding: "utf8",
@@ -122,7 +172,10 @@ describe("what the tarball holds", () => {
     for (const must of ["LICENSE", "README.md", "dist/index.js", "dist/index.d.ts"]) {
       assert.ok(paths.includes(must), `${must} is shipped`);
     }
-    const js = paths.filter((p) => p.startsWith("dist/") && p.endsWith(".js"));
+    // dist/vendor/ holds a bundled dependency (msgpackr), internal: no public types.
+    const js = paths.filter(
+      (p) => p.startsWith("dist/") && !p.startsWith("dist/vendor/") && p.endsWith(".js"),
+    );
     const missingTypes = js.filter((p) => !paths.includes(p.replace(/\.js$/, ".d.ts")));
     assert.deepEqual(missingTypes, [], "every module ships its types");
   });

@@ -12,6 +12,11 @@ export function bindEngine(cache: Cache, engine: Coordinator): void {
   engines.set(cache, engine);
 }
 
+/** Whether `value` is a cache made by `createCache` (or one of its namespaces). */
+export function isCache(value: unknown): value is Cache {
+  return typeof value === "object" && value !== null && engines.has(value as Cache);
+}
+
 /** The engine of `cache`; throws for an object that is not a cache made by `createCache`. */
 export function engineOf(cache: Cache): Coordinator {
   const engine = engines.get(cache);
