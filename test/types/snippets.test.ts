@@ -21,7 +21,8 @@ import ts from "typescript";
  * resolved), under each compiler setting the README promises, each with `strict` and
  * `exactOptionalPropertyTypes`. Blocks are extracted from the markdown at test time, so a doc
  * cannot drift from what compiles; the names a snippet takes from the surrounding app (`db`,
- * `id`, …) are declared in `prelude.d.ts` below. A block fenced as ```ts ignore is left out.
+ * `id`, …) are declared in `prelude.d.ts` below. A block fenced as ```ts ignore is left out,
+ * and so are ```ts file=… blocks (an app's files, compiled by their doc's own test).
  * One program per setting keeps this to a few seconds of tsc.
  */
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -78,9 +79,11 @@ function extractSnippets(dir: string): Snippet[] {
   const snippets: Snippet[] = [];
   for (const doc of docs) {
     const text = readFileSync(join(root, doc), "utf8");
-    const fence = /^```ts[ \t]*(\w*)\n([\s\S]*?)^```/gm;
+    const fence = /^```ts[ \t]*([^\n]*)\n([\s\S]*?)^```/gm;
     for (let m = fence.exec(text); m !== null; m = fence.exec(text)) {
-      if (m[1] === "ignore") continue;
+      // `ts file=…` blocks are files of an app, compiled together with the app's own settings
+      // by their doc's test (docs/nestjs.md: test/nestjs/guide.test.ts).
+      if (m[1] === "ignore" || m[1]?.startsWith("file=")) continue;
       const body = m[2] ?? "";
       const line = text.slice(0, m.index).split("\n").length + 1;
       // In test/, as a consumer's test file would be (stores.md imports "../src/my-store.js").
