@@ -6,11 +6,19 @@ import type {
   InjectionToken,
   ModuleMetadata,
   NestInterceptor,
+  OnModuleInit,
   OptionalFactoryDependency,
   Provider,
 } from "@nestjs/common";
 import { Inject } from "@nestjs/common";
-import { APP_INTERCEPTOR, HttpAdapterHost, Reflector } from "@nestjs/core";
+import {
+  APP_INTERCEPTOR,
+  DiscoveryModule,
+  DiscoveryService,
+  HttpAdapterHost,
+  MetadataScanner,
+  Reflector,
+} from "@nestjs/core";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import type { FastifyInstance } from "fastify";
 import { Observable } from "rxjs";
@@ -104,14 +112,45 @@ interface Installed {
  * captured on the response); on Fastify the Fastify plugin's hooks do the work (installed by
  * the module, configured through the route config) and the interceptor lets requests through.
  */
-export class CachetInterceptor implements NestInterceptor {
+export class CachetInterceptor implements NestInterceptor, OnModuleInit {
   readonly #reflector: Reflector;
   readonly #express: CachetExpress | undefined;
+  readonly #discovery: DiscoveryService | undefined;
   readonly #routes = new WeakMap<object, RequestHandler>();
 
-  constructor(reflector: Reflector, express: CachetExpress | undefined) {
+  constructor(
+    reflector: Reflector,
+    express: CachetExpress | undefined,
+    discovery?: DiscoveryService | undefined,
+  ) {
     this.#reflector = reflector;
     this.#express = express;
+    this.#discovery = discovery;
+  }
+
+  /**
+   * Compile every `@CacheRoute` route's options when the app initializes, so that an invalid
+   * option fails `app.init()`/`app.listen()` naming it, as on the other adapters, rather than
+   * at the route's first request. (On Fastify the plugin does it when the route is added.)
+   */
+  onModuleInit(): void {
+    const express = this.#express;
+    if (!express || !this.#discovery) return;
+    const scanner = new MetadataScanner();
+    for (const wrapper of this.#discovery.getControllers()) {
+      const prototype = wrapper.instance ? Object.getPrototypeOf(wrapper.instance) : undefined;
+      if (!prototype) continue;
+      for (const name of scanner.getAllMethodNames(prototype)) {
+        const handler = prototype[name] as (...args: unknown[]) => unknown;
+        const options = this.#reflector.get<RouteCacheOptions | true | undefined>(
+          CACHE_ROUTE_METADATA,
+          handler,
+        );
+        if (options !== undefined && options !== null && !this.#routes.has(handler)) {
+          this.#routes.set(handler, express(options));
+        }
+      }
+    }
   }
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
@@ -220,9 +259,9 @@ function providers(options: Provider): Provider[] {
     },
     {
       provide: CachetInterceptor,
-      inject: [Reflector, INSTALLED],
-      useFactory: (reflector: Reflector, installed: Installed) =>
-        new CachetInterceptor(reflector, installed.express),
+      inject: [Reflector, INSTALLED, DiscoveryService],
+      useFactory: (reflector: Reflector, installed: Installed, discovery: DiscoveryService) =>
+        new CachetInterceptor(reflector, installed.express, discovery),
     },
     { provide: APP_INTERCEPTOR, useExisting: CachetInterceptor },
   ];
@@ -242,6 +281,7 @@ export class CachetModule {
     return {
       module: CachetModule,
       global: isGlobal === true,
+      imports: [DiscoveryModule],
       providers: providers({ provide: CACHET_OPTIONS, useValue: rest }),
       exports: [CACHET, CACHET_HTTP, CachetInterceptor],
     };
@@ -254,7 +294,7 @@ export class CachetModule {
     return {
       module: CachetModule,
       global: options.isGlobal === true,
-      imports: options.imports ?? [],
+      imports: [DiscoveryModule, ...(options.imports ?? [])],
       providers: providers({
         provide: CACHET_OPTIONS,
         inject: options.inject ?? [],

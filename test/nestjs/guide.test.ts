@@ -165,16 +165,13 @@ describe("docs/nestjs.md's app, built from the guide alone", { timeout: 180_000 
   });
 
   it("has the app's files: module, provider, controller, an Express and a Fastify bootstrap", () => {
-    assert.deepEqual(
-      [...files.keys()].sort(),
-      [
-        "src/app.module.ts",
-        "src/main-fastify.ts",
-        "src/main.ts",
-        "src/posts.controller.ts",
-        "src/posts.service.ts",
-      ],
-    );
+    assert.deepEqual([...files.keys()].sort(), [
+      "src/app.module.ts",
+      "src/main-fastify.ts",
+      "src/main.ts",
+      "src/posts.controller.ts",
+      "src/posts.service.ts",
+    ]);
   });
 
   it("compiles under Nest 11's starter settings (nodenext, isolatedModules)", () => {

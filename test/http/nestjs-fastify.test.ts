@@ -1,0 +1,4 @@
+import { nestAdapter } from "./adapters/nestjs.js";
+import { httpSuite } from "./suite.js";
+
+httpSuite("NestJS on Fastify", nestAdapter("fastify"));
