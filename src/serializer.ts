@@ -1,6 +1,6 @@
-import { addExtension, Packr } from "./vendor/msgpackr.js";
 import { UnsupportedValueError } from "./errors.js";
 import { type FidelityRules, findUnsupported, type UnsupportedAt } from "./fidelity.js";
+import { addExtension, Packr } from "./vendor/msgpackr.js";
 
 /**
  * Turns values into bytes for remote stores and back. Whatever a serializer returns from
