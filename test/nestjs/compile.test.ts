@@ -9,15 +9,13 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import ts from "typescript";
+import { consumerProject } from "../helpers/consumer.js";
 import { type RedisServer, startRedis } from "../helpers/redis.js";
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 const app = `
 import "reflect-metadata";
@@ -111,15 +109,7 @@ describe("cachet/nestjs under NestJS's compiler defaults, on Redis", () => {
     redis = await startRedis();
     dir = mkdtempSync(join(tmpdir(), "cachet-nest-"));
     // A commonjs consumer (no "type": "module"), as `nest new` generates.
-    writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "nest-app", private: true }));
-    const modules = join(dir, "node_modules");
-    // cachet is the repository itself; the rest are the repository's dependencies.
-    mkdirSync(modules);
-    for (const entry of readdirSync(join(root, "node_modules"))) {
-      if (entry.startsWith(".") || entry === "cachet") continue;
-      symlinkSync(join(root, "node_modules", entry), join(modules, entry));
-    }
-    symlinkSync(root, join(modules, "cachet"));
+    consumerProject(dir, "commonjs");
     writeFileSync(join(dir, "main.ts"), app);
   });
 

@@ -12,15 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import {
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -28,6 +20,7 @@ import { dirname, join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
+import { consumerProject } from "../helpers/consumer.js";
 import { freePort, waitFor } from "../helpers/ports.js";
 import { type RedisServer, startRedis } from "../helpers/redis.js";
 
@@ -137,13 +130,7 @@ describe("docs/nestjs.md's app, built from the guide alone", { timeout: 180_000 
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "cachet-nest-guide-"));
-    writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "nest-app", private: true }));
-    mkdirSync(join(dir, "node_modules"));
-    for (const entry of readdirSync(join(root, "node_modules"))) {
-      if (entry.startsWith(".") || entry === "cachet") continue;
-      symlinkSync(join(root, "node_modules", entry), join(dir, "node_modules", entry));
-    }
-    symlinkSync(root, join(dir, "node_modules", "cachet"));
+    consumerProject(dir, "commonjs");
     for (const [path, text] of files) {
       mkdirSync(dirname(join(dir, path)), { recursive: true });
       writeFileSync(join(dir, path), text);

@@ -1,18 +1,11 @@
 import assert from "node:assert/strict";
-import {
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
+import { consumerProject } from "../helpers/consumer.js";
 
 /**
  * The TypeScript snippets of README.md and docs/*.md compile against the BUILT package, imported
@@ -143,16 +136,7 @@ describe("README and docs snippets compile against the built package", () => {
     dir = mkdtempSync(join(tmpdir(), "cachet-snippets-"));
     // A consumer's project: its own package.json (ESM, as the docs' top-level await assumes) and
     // node_modules holding cachet itself plus the peers and types the snippets import.
-    writeFileSync(
-      join(dir, "package.json"),
-      JSON.stringify({ name: "consumer", private: true, type: "module" }),
-    );
-    mkdirSync(join(dir, "node_modules"));
-    for (const entry of readdirSync(join(root, "node_modules"))) {
-      if (entry.startsWith(".") || entry === "cachet") continue;
-      symlinkSync(join(root, "node_modules", entry), join(dir, "node_modules", entry));
-    }
-    symlinkSync(root, join(dir, "node_modules", "cachet"));
+    consumerProject(dir, "module");
     writeFileSync(join(dir, "prelude.d.ts"), prelude);
     mkdirSync(join(dir, "src"));
     mkdirSync(join(dir, "test"));

@@ -3,7 +3,26 @@ import { Readable } from "node:stream";
 import express from "express";
 import { cachetExpress } from "../../../src/adapters/express.js";
 import { socketHarness } from "../client.js";
-import type { AdapterFactory } from "../harness.js";
+import type { AdapterFactory, TestResponse } from "../harness.js";
+
+/** Send a test route's answer through Express's response. */
+export function answerExpress(res: express.Response, out: TestResponse): void {
+  res.status(out.status ?? 200);
+  if (out.headers) res.set(out.headers);
+  const body = out.body ?? "";
+  const bytes = Buffer.isBuffer(body)
+    ? body
+    : typeof body === "string"
+      ? body
+      : JSON.stringify(body);
+  if (out.stream) {
+    if (!out.headers?.["content-type"]) res.type("application/octet-stream");
+    Readable.from([Buffer.from(bytes)]).pipe(res);
+    return;
+  }
+  if (typeof body === "object" && !Buffer.isBuffer(body)) res.type("application/json");
+  res.send(bytes);
+}
 
 /** The shared HTTP suite's Express harness: a listening server, requests over real sockets. */
 export const expressAdapter: AdapterFactory = async ({ cache, http, routes, trustProxy }) => {
@@ -31,21 +50,7 @@ export const expressAdapter: AdapterFactory = async ({ cache, http, routes, trus
         });
         if (out.throws === "value") throw "handler failed (not an Error)";
         if (out.throws) throw new Error("handler failed");
-        res.status(out.status ?? 200);
-        if (out.headers) res.set(out.headers);
-        const body = out.body ?? "";
-        const bytes = Buffer.isBuffer(body)
-          ? body
-          : typeof body === "string"
-            ? body
-            : JSON.stringify(body);
-        if (out.stream) {
-          if (!out.headers?.["content-type"]) res.type("application/octet-stream");
-          Readable.from([Buffer.from(bytes)]).pipe(res);
-          return;
-        }
-        if (typeof body === "object" && !Buffer.isBuffer(body)) res.type("application/json");
-        res.send(bytes);
+        answerExpress(res, out);
       } catch (error) {
         next(error);
       }

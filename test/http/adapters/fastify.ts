@@ -1,8 +1,23 @@
 import { Readable } from "node:stream";
-import Fastify from "fastify";
+import Fastify, { type FastifyReply } from "fastify";
 import { cachetFastify } from "../../../src/adapters/fastify.js";
 import { socketHarness } from "../client.js";
-import type { AdapterFactory } from "../harness.js";
+import type { AdapterFactory, TestResponse } from "../harness.js";
+
+/** Send a test route's answer through Fastify's reply. */
+export function answerFastify(reply: FastifyReply, out: TestResponse): FastifyReply {
+  reply.code(out.status ?? 200);
+  if (out.headers) reply.headers(out.headers);
+  const body = out.body;
+  if (out.stream) {
+    const bytes = Buffer.isBuffer(body)
+      ? body
+      : Buffer.from(typeof body === "string" ? body : JSON.stringify(body));
+    if (!out.headers?.["content-type"]) reply.type("application/octet-stream");
+    return reply.send(Readable.from([bytes]));
+  }
+  return reply.send(body ?? "");
+}
 
 /** The shared HTTP suite's Fastify harness: a listening server, requests over real sockets. */
 export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes, trustProxy }) => {
@@ -22,17 +37,7 @@ export const fastifyAdapter: AdapterFactory = async ({ cache, http, routes, trus
         });
         if (out.throws === "value") throw "handler failed (not an Error)";
         if (out.throws) throw new Error("handler failed");
-        reply.code(out.status ?? 200);
-        if (out.headers) reply.headers(out.headers);
-        const body = out.body;
-        if (out.stream) {
-          const bytes = Buffer.isBuffer(body)
-            ? body
-            : Buffer.from(typeof body === "string" ? body : JSON.stringify(body));
-          if (!out.headers?.["content-type"]) reply.type("application/octet-stream");
-          return reply.send(Readable.from([bytes]));
-        }
-        return body ?? "";
+        return answerFastify(reply, out);
       },
     });
   }

@@ -1,5 +1,4 @@
 import "reflect-metadata";
-import { Readable } from "node:stream";
 import {
   Controller,
   Delete,
@@ -20,44 +19,11 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { CACHET_HTTP, CacheRoute, CachetModule } from "../../../src/adapters/nestjs.js";
 import type { HttpCache } from "../../../src/http/http-cache.js";
 import { socketHarness } from "../client.js";
-import type { AdapterFactory, TestResponse, TestRoute } from "../harness.js";
+import type { AdapterFactory, TestRoute } from "../harness.js";
+import { answerExpress } from "./express.js";
+import { answerFastify } from "./fastify.js";
 
 const methods = { GET: Get, POST: Post, PUT: Put, PATCH: Patch, DELETE: Delete } as const;
-
-/** Answer through Express's response, as a Nest handler with `@Res()` does. */
-function sendExpress(res: Response, out: TestResponse): void {
-  res.status(out.status ?? 200);
-  if (out.headers) res.set(out.headers);
-  const body = out.body ?? "";
-  const bytes = Buffer.isBuffer(body)
-    ? body
-    : typeof body === "string"
-      ? body
-      : JSON.stringify(body);
-  if (out.stream) {
-    if (!out.headers?.["content-type"]) res.type("application/octet-stream");
-    Readable.from([Buffer.from(bytes)]).pipe(res);
-    return;
-  }
-  if (typeof body === "object" && !Buffer.isBuffer(body)) res.type("application/json");
-  res.send(bytes);
-}
-
-/** Answer through Fastify's reply, as a Nest handler with `@Res()` does on platform-fastify. */
-function sendFastify(reply: FastifyReply, out: TestResponse): void {
-  reply.code(out.status ?? 200);
-  if (out.headers) reply.headers(out.headers);
-  const body = out.body;
-  if (out.stream) {
-    const bytes = Buffer.isBuffer(body)
-      ? body
-      : Buffer.from(typeof body === "string" ? body : JSON.stringify(body));
-    if (!out.headers?.["content-type"]) reply.type("application/octet-stream");
-    void reply.send(Readable.from([bytes]));
-    return;
-  }
-  void reply.send(body ?? "");
-}
 
 /**
  * The shared HTTP suite's NestJS harness: a Nest app on `platform`, its controller built from the
@@ -79,8 +45,8 @@ export function nestAdapter(platform: "express" | "fastify"): AdapterFactory {
         });
         if (out.throws === "value") throw "handler failed (not an Error)";
         if (out.throws) throw new Error("handler failed");
-        if (platform === "express") sendExpress(res as Response, out);
-        else sendFastify(res as FastifyReply, out);
+        if (platform === "express") answerExpress(res as Response, out);
+        else answerFastify(res as FastifyReply, out);
       };
       Req()(prototype, name, 0);
       Res()(prototype, name, 1);
