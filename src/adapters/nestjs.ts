@@ -101,6 +101,8 @@ export const CacheTTL = (ttl: RouteCacheOptions["ttl"]): MethodDecorator =>
 
 interface Installed {
   options: CachetModuleOptions;
+  /** The HTTP cache runs as the Fastify plugin (platform-fastify). */
+  fastify?: boolean;
   http: HttpCache | undefined;
   express: CachetExpress | undefined;
 }
@@ -116,16 +118,19 @@ export class CachetInterceptor implements NestInterceptor, OnModuleInit {
   readonly #reflector: Reflector;
   readonly #express: CachetExpress | undefined;
   readonly #discovery: DiscoveryService | undefined;
+  readonly #fastify: boolean;
   readonly #routes = new WeakMap<object, RequestHandler>();
 
   constructor(
     reflector: Reflector,
     express: CachetExpress | undefined,
     discovery?: DiscoveryService | undefined,
+    fastify = false,
   ) {
     this.#reflector = reflector;
     this.#express = express;
     this.#discovery = discovery;
+    this.#fastify = fastify;
   }
 
   /**
@@ -135,7 +140,7 @@ export class CachetInterceptor implements NestInterceptor, OnModuleInit {
    */
   onModuleInit(): void {
     const express = this.#express;
-    if (!express || !this.#discovery) return;
+    if ((!express && !this.#fastify) || !this.#discovery) return;
     const scanner = new MetadataScanner();
     for (const wrapper of this.#discovery.getControllers()) {
       const prototype = wrapper.instance ? Object.getPrototypeOf(wrapper.instance) : undefined;
@@ -146,9 +151,9 @@ export class CachetInterceptor implements NestInterceptor, OnModuleInit {
           CACHE_ROUTE_METADATA,
           handler,
         );
-        if (options !== undefined && options !== null && !this.#routes.has(handler)) {
-          this.#routes.set(handler, express(options));
-        }
+        if (options === undefined || options === null) continue;
+        if (this.#fastify) guardedOnFastify(options, handler, prototype.constructor, name);
+        if (express && !this.#routes.has(handler)) this.#routes.set(handler, express(options));
       }
     }
   }
@@ -192,6 +197,39 @@ export class CachetInterceptor implements NestInterceptor, OnModuleInit {
   }
 }
 
+/** Nest's metadata key for `@UseGuards` (GUARDS_METADATA in @nestjs/common/constants). */
+const GUARDS_METADATA = "__guards__";
+
+/**
+ * On platform-fastify, hits are answered in Fastify's `onRequest`, before Nest's guards run: a
+ * guarded `@CacheRoute` route would serve what the guard protects to requests the guard would
+ * refuse, unless the route says what its responses depend on (`key`, `vary`) or that they are
+ * the same for everyone (`public`). Refuse it at start-up, naming the route.
+ */
+function guardedOnFastify(
+  options: RouteCacheOptions | true,
+  handler: object,
+  controller: object,
+  method: string,
+): void {
+  const guards = [
+    ...((Reflect.getMetadata(GUARDS_METADATA, controller) as unknown[] | undefined) ?? []),
+    ...((Reflect.getMetadata(GUARDS_METADATA, handler) as unknown[] | undefined) ?? []),
+  ];
+  if (guards.length === 0) return;
+  const declared =
+    options !== true && (options.key !== undefined || options.vary !== undefined || options.public);
+  if (declared) return;
+  const name = `${(controller as { name?: string }).name ?? "controller"}.${method}`;
+  throw new InvalidOptionError(
+    `${name} @CacheRoute`,
+    "the route has guards (@UseGuards), and on @nestjs/platform-fastify cachet answers hits before " +
+      'guards run: say what the guard checks in `vary` (e.g. vary: ["x-api-key"]) or `key`, ' +
+      "or `public: true` when every caller may see the same response (Authorization and session " +
+      "cookies are already never shared)",
+  );
+}
+
 /** Closes the cache when the application shuts down. */
 class CachetLifecycle {
   readonly #installed: Installed;
@@ -224,7 +262,7 @@ async function install(options: CachetModuleOptions, host: HttpAdapterHost): Pro
       // The module closes the cache (onApplicationShutdown), once.
       closeCache: false,
     });
-    return { options, http: fastify.cachet, express: undefined };
+    return { options, http: fastify.cachet, express: undefined, fastify: true };
   }
   const express = cachetExpress({ cache: options.cache, ...httpOptions });
   if (type === "express" && invalidateOnUnsafe !== false) {
@@ -261,7 +299,7 @@ function providers(options: Provider): Provider[] {
       provide: CachetInterceptor,
       inject: [Reflector, INSTALLED, DiscoveryService],
       useFactory: (reflector: Reflector, installed: Installed, discovery: DiscoveryService) =>
-        new CachetInterceptor(reflector, installed.express, discovery),
+        new CachetInterceptor(reflector, installed.express, discovery, installed.fastify),
     },
     { provide: APP_INTERCEPTOR, useExisting: CachetInterceptor },
   ];

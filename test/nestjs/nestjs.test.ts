@@ -9,7 +9,15 @@ import "reflect-metadata";
 import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { Controller, Get, type INestApplication, Module, Post } from "@nestjs/common";
+import {
+  Controller,
+  type ExecutionContext,
+  Get,
+  type INestApplication,
+  Module,
+  Post,
+  UseGuards,
+} from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
 import { ExpressAdapter } from "@nestjs/platform-express";
 import { FastifyAdapter } from "@nestjs/platform-fastify";
@@ -186,4 +194,87 @@ describe("cachet/nestjs with Redis down", () => {
       }
     });
   }
+});
+
+/** A guard on something cachet does not know about: an API key header. */
+class ApiKeyGuard {
+  canActivate(context: ExecutionContext): boolean {
+    const request = context.switchToHttp().getRequest<{ headers: Record<string, unknown> }>();
+    return request.headers["x-api-key"] === "let-me-in";
+  }
+}
+
+async function guardedApp(
+  platform: "express" | "fastify",
+  options: Parameters<typeof CacheRoute>[0],
+): Promise<{ app: INestApplication; base: { host: string; port: number } }> {
+  class SecretController {
+    secret() {
+      return { secret: "only for key holders" };
+    }
+  }
+  decorate(SecretController.prototype, "secret", [Get(), CacheRoute(options)]);
+  UseGuards(ApiKeyGuard)(SecretController);
+  Controller("secret")(SecretController);
+  class AppModule {}
+  Module({
+    imports: [CachetModule.forRoot({ cache: createCache({ ttl: "60s" }) })],
+    controllers: [SecretController],
+  })(AppModule);
+  const adapter = platform === "express" ? new ExpressAdapter() : new FastifyAdapter();
+  const app = await NestFactory.create(AppModule, adapter, { logger: false });
+  try {
+    await app.listen(0, "127.0.0.1");
+  } catch (error) {
+    await app.close();
+    throw error;
+  }
+  const port = (app.getHttpServer().address() as AddressInfo).port;
+  return { app, base: { host: "127.0.0.1", port } };
+}
+
+describe("cachet/nestjs and guards", () => {
+  it("express: the interceptor runs after guards, so a cached response never skips one", async () => {
+    const { app, base } = await guardedApp("express", { ttl: "60s" });
+    try {
+      const key = { "x-api-key": "let-me-in" };
+      assert.equal((await send(base, { url: "/secret", headers: key })).status, 200);
+      const hit = await send(base, { url: "/secret", headers: key });
+      assert.match(String(hit.headers["cache-status"]), /; hit/);
+      const denied = await send(base, { url: "/secret" });
+      assert.equal(denied.status, 403);
+      assert.doesNotMatch(denied.body, /only for key holders/);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it("fastify: a guarded @CacheRoute that does not say what the guard checks fails at start-up", async () => {
+    await assert.rejects(
+      guardedApp("fastify", { ttl: "60s" }),
+      (error: Error & { code?: string; option?: string }) => {
+        assert.equal(error.code, "E_INVALID_OPTION");
+        assert.equal(error.option, "SecretController.secret @CacheRoute");
+        assert.match(error.message, /before guards run/);
+        return true;
+      },
+    );
+  });
+
+  it("fastify: with vary on the header the guard checks, a refused request is never served", async () => {
+    const { app, base } = await guardedApp("fastify", { ttl: "60s", vary: ["x-api-key"] });
+    try {
+      const key = { "x-api-key": "let-me-in" };
+      assert.equal((await send(base, { url: "/secret", headers: key })).status, 200);
+      const hit = await send(base, { url: "/secret", headers: key });
+      assert.match(String(hit.headers["cache-status"]), /; hit/);
+      for (const headers of [{}, { "x-api-key": "wrong" }] as Record<string, string>[]) {
+        const denied = await send(base, { url: "/secret", headers });
+        assert.equal(denied.status, 403);
+        assert.doesNotMatch(denied.body, /only for key holders/);
+      }
+    } finally {
+      await app.close();
+    }
+  });
 });
