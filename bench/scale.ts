@@ -21,6 +21,7 @@ import { ensureBuilt } from "./lib/build.js";
 import { machine } from "./lib/machine.js";
 import { numberOption, parseCount, parseCounts, parseOptions } from "./lib/options.js";
 import { ROOT } from "./lib/procs.js";
+import { formatFiles } from "./lib/report.js";
 import { renderScale, renderScaleSvg, type ScaleReport } from "./lib/scale-report.js";
 import type { ScaleJob, ScaleResult, ScaleStore } from "./scale-worker.js";
 
@@ -208,6 +209,7 @@ async function main(): Promise<void> {
   writeFileSync(join(out, `${name}.json`), `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(join(out, `${name}.svg`), renderScaleSvg(report));
   writeFileSync(join(out, `${name}.md`), renderScale(report, `${name}.svg`));
+  formatFiles([join(out, `${name}.md`), join(out, `${name}.json`)]);
   log(
     `done in ${report.elapsedSeconds} s; wrote ${join(out, `${name}.md`)}, ${name}.json, ${name}.svg`,
   );

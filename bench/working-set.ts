@@ -23,6 +23,7 @@ import { machine } from "./lib/machine.js";
 import { formatCount, numberOption, parseCount, parseOptions } from "./lib/options.js";
 import type { TargetProcess } from "./lib/procs.js";
 import { ROOT, startTarget, startUpstream } from "./lib/procs.js";
+import { formatFiles } from "./lib/report.js";
 import { max, median, min, shuffle, sleep } from "./lib/stats.js";
 import { redisCommandCalls, redisCpuSeconds } from "./lib/store-cpu.js";
 import { startStores } from "./lib/stores.js";
@@ -270,7 +271,13 @@ async function main(): Promise<void> {
   const results = new Map<string, WsTarget>();
   for (const t of infos) {
     const proc = procs.get(t.name)!;
-    const entry: WsTarget = { name: t.name, setup: t.setup, storage: t.storage, samples: [], refilled: [] };
+    const entry: WsTarget = {
+      name: t.name,
+      setup: t.setup,
+      storage: t.storage,
+      samples: [],
+      refilled: [],
+    };
     if (t.family !== "limit") {
       const t0 = performance.now();
       const passes: number[] = [];
@@ -415,6 +422,7 @@ async function main(): Promise<void> {
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "working-set.json"), `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(join(outDir, "WORKING-SET.md"), renderWorkingSet(report));
+  formatFiles([join(outDir, "WORKING-SET.md"), join(outDir, "working-set.json")]);
   log(
     `done in ${report.elapsedSeconds} s; wrote ${join(outDir, "WORKING-SET.md")} and working-set.json`,
   );

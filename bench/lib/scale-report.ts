@@ -162,6 +162,7 @@ export function renderScaleSvg(r: ScaleReport): string {
   ];
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
+    "<title>cachet: CPU per hit, p99 latency and memory per entry by number of entries (npm run bench:scale)</title>",
     `<rect width="${W}" height="${H}" fill="#fff"/>`,
     `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">cachet: cost by number of entries (npm run bench:scale, ${r.machine.date.slice(0, 10)})</text>`,
     `<text x="${W / 2}" y="38" text-anchor="middle" fill="#555">log scales; medians over ${r.settings.rounds} rounds; memory store: 1 caller, Redis: 50 callers; shared 2-core machine (load ${r.machine.loadAtStart[0]} → ${r.loadAtEnd[0]})</text>`,
