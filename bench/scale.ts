@@ -19,7 +19,7 @@ import type { RedisServer } from "../test/helpers/redis.js";
 import { startRedis } from "../test/helpers/redis.js";
 import { ensureBuilt } from "./lib/build.js";
 import { machine } from "./lib/machine.js";
-import { numberOption, parseCount, parseCounts, parseOptions } from "./lib/options.js";
+import { numberOption, parseCount, parseCounts, parseOptions, shellQuote } from "./lib/options.js";
 import { ROOT } from "./lib/procs.js";
 import { formatFiles } from "./lib/report.js";
 import { renderScale, renderScaleSvg, type ScaleReport } from "./lib/scale-report.js";
@@ -139,7 +139,7 @@ async function main(): Promise<void> {
   const port = redis?.port ?? 0;
   const report: ScaleReport = {
     label: values.get("label"),
-    command: `npm run bench:scale${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
+    command: `npm run bench:scale${process.argv.length > 2 ? ` -- ${process.argv.slice(2).map(shellQuote).join(" ")}` : ""}`,
     machine: facts,
     settings: {
       sizes,

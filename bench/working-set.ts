@@ -20,7 +20,7 @@ import type { LoadResult } from "./lib/load.js";
 import { wrk, wrkInstalled, wrkVersion } from "./lib/load.js";
 import type { Machine } from "./lib/machine.js";
 import { machine } from "./lib/machine.js";
-import { formatCount, numberOption, parseCount, parseOptions } from "./lib/options.js";
+import { formatCount, numberOption, parseCount, parseOptions, shellQuote } from "./lib/options.js";
 import type { TargetProcess } from "./lib/procs.js";
 import { ROOT, startTarget, startUpstream } from "./lib/procs.js";
 import { formatFiles } from "./lib/report.js";
@@ -398,7 +398,7 @@ async function main(): Promise<void> {
   const targets = infos.map((t) => summarise(results.get(t.name)!));
   const report: WsResults = {
     label: args.label,
-    command: `npm run bench:working-set${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
+    command: `npm run bench:working-set${process.argv.length > 2 ? ` -- ${process.argv.slice(2).map(shellQuote).join(" ")}` : ""}`,
     settings: {
       keys: args.keys,
       order: args.order,

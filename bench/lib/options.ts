@@ -98,3 +98,8 @@ export function numberOption(
   }
   return n;
 }
+
+/** An argument as a shell would need it written (for the command line printed in reports). */
+export function shellQuote(arg: string): string {
+  return /^[\w.,=/:@%+-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
+}
