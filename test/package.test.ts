@@ -162,9 +162,9 @@ describe("what the tarball holds", () => {
       /^LICENSE$/,
       /^dist\/.+\.(js|d\.ts)$/,
       /^docs\/[^/]+\.(md|json)$/,
-      /^bench\/(README|RESULTS)\.md$/,
+      /^bench\/(README|RESULTS|WORKING-SET)\.md$/,
       /^bench\/results\.(json|svg)$/,
-      /^bench\/runs\/[^/]+\.md$/,
+      /^bench\/runs\/[^/]+\.(md|svg)$/,
       /^conformance\/RESULTS\.md$/,
     ];
     const stray = paths.filter((p) => !allowed.some((re) => re.test(p)));

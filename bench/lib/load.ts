@@ -29,6 +29,11 @@ export interface LoadOptions {
   readonly connections: number;
   readonly seconds: number;
   readonly timeoutSeconds?: number;
+  /**
+   * wrk only: a Lua script of the bench's that chooses each request (it must also define wrk's
+   * `done`, e.g. by loading `wrk-report.lua`), and the arguments given to its `init`.
+   */
+  readonly script?: { readonly file: string; readonly args: readonly string[] };
 }
 
 export type LoadGenerator = (options: LoadOptions) => Promise<LoadResult>;
@@ -63,8 +68,9 @@ export const wrk: LoadGenerator = (options) =>
       `--timeout`,
       `${options.timeoutSeconds ?? 5}s`,
       "-s",
-      LUA,
+      options.script?.file ?? LUA,
       options.url,
+      ...(options.script ? ["--", ...options.script.args] : []),
     ];
     const [command, commandArgs] = loadCommand("wrk", args);
     const proc = spawn(command, commandArgs, { stdio: ["ignore", "pipe", "pipe"] });
@@ -101,6 +107,7 @@ export const wrk: LoadGenerator = (options) =>
 
 /** autocannon, in the harness's process (only when wrk is missing). */
 export const autocannon: LoadGenerator = async (options) => {
+  if (options.script) throw new Error("a scripted load (working set) needs wrk");
   const { default: run } = await import("autocannon");
   const result = await run({
     url: options.url,

@@ -356,6 +356,13 @@ function markdown(results: Results, chartFile: string): string {
       "[bench/README.md](README.md) for how to run it and how to read the figures.",
   );
   lines.push("");
+  lines.push(
+    "The hits below ask for one URL, which flatters Redis-backed caches (50 concurrent hits of one " +
+      "key are one coalesced Redis read). [WORKING-SET.md](WORKING-SET.md) (`npm run bench:working-set`) " +
+      "measures the same targets over 1,000 distinct URLs, each hit a lookup of its own; " +
+      "[runs/2026-12-05-scale.md](runs/2026-12-05-scale.md) (`npm run bench:scale`) how the cost grows with the number of entries.",
+  );
+  lines.push("");
   if (results.label) {
     lines.push(`> **${results.label}**`);
     lines.push("");
@@ -823,13 +830,17 @@ export function writeReport(results: Results, dir: string): string[] {
   writeFileSync(json, `${JSON.stringify({ ...results, verdicts: verdicts(results) }, null, 2)}\n`);
   writeFileSync(svg, chart(results));
   writeFileSync(md, markdown(results, "results.svg"));
-  // Formatted as the rest of the repository (biome), so that `biome check` passes on them.
+  formatFiles([md, json]);
+  return [md, json, svg].map((p) => relative(process.cwd(), p));
+}
+
+/** Format written reports as the rest of the repository (biome), so that `biome check` passes on them. */
+export function formatFiles(paths: readonly string[]): void {
   const biome = join(ROOT, "node_modules/.bin/biome");
   if (existsSync(biome)) {
-    spawnSync(biome, ["format", "--write", "--no-errors-on-unmatched", md, json], {
+    spawnSync(biome, ["format", "--write", "--no-errors-on-unmatched", ...paths], {
       cwd: ROOT,
       stdio: "ignore",
     });
   }
-  return [md, json, svg].map((p) => relative(process.cwd(), p));
 }

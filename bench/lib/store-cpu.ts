@@ -56,3 +56,25 @@ export async function memcachedCpuSeconds(port: number): Promise<number> {
   if (!Number.isFinite(total)) throw new Error(`stats: unexpected answer ${data.slice(0, 200)}`);
   return total;
 }
+
+/**
+ * Commands Redis has executed so far (the sum of `calls` in `INFO commandstats`), leaving out
+ * `INFO` itself, which is how the bench reads Redis. Sampled before and after a run, the
+ * difference over the requests is the commands each hit cost.
+ */
+export async function redisCommandCalls(port: number): Promise<number> {
+  const data = await ask(
+    port,
+    "INFO commandstats\r\n",
+    (d) => {
+      const header = /^\$(\d+)\r\n/.exec(d);
+      return header !== null && d.length >= header[0].length + Number(header[1]);
+    },
+    "INFO commandstats",
+  );
+  let total = 0;
+  for (const m of data.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    if (m[1] !== "info") total += Number(m[2]);
+  }
+  return total;
+}

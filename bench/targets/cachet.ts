@@ -59,8 +59,29 @@ async function makeCache(config: TargetConfig): Promise<Cache> {
   return createCache({ ttl });
 }
 
+/**
+ * The cache's own troubles, counted for the report: store errors by operation and error code
+ * (a timeout, a refused connection), and circuit-breaker openings. A cache that fails to write
+ * under load serves misses, and its figures are only readable next to these.
+ */
+function countTroubles(cache: Cache): () => Record<string, number> {
+  const counts: Record<string, number> = {};
+  const add = (name: string) => {
+    counts[name] = (counts[name] ?? 0) + 1;
+  };
+  cache.on("error", (e) => {
+    const code = (e.error as { code?: unknown } | undefined)?.code;
+    add(`error ${e.operation}${typeof code === "string" ? ` ${code}` : ""}`);
+  });
+  cache.on("breaker", (e) => {
+    if (e.state === "open") add("breaker open");
+  });
+  return () => ({ ...counts });
+}
+
 export async function start(config: TargetConfig): Promise<RunningTarget> {
   const cache = await makeCache(config);
+  const stats = countTroubles(cache);
   const ttl = config.ttlMs;
   const upstream = config.upstreamUrl;
 
@@ -72,7 +93,7 @@ export async function start(config: TargetConfig): Promise<RunningTarget> {
     app.get("/posts", cached({ ttl }), async (req, res) => {
       res.json(await fetchPosts(upstream, searchOf(req.originalUrl)));
     });
-    return listenExpress(app, () => cache.close());
+    return { ...(await listenExpress(app, () => cache.close())), stats };
   }
 
   if (config.name === "cachet-hono") {
@@ -91,6 +112,7 @@ export async function start(config: TargetConfig): Promise<RunningTarget> {
         await closeServer(server);
         await cache.close();
       },
+      stats,
     };
   }
 
@@ -103,5 +125,5 @@ export async function start(config: TargetConfig): Promise<RunningTarget> {
   app.addHook("onClose", async () => {
     await cache.close();
   });
-  return listenFastify(app);
+  return { ...(await listenFastify(app)), stats };
 }
