@@ -314,10 +314,17 @@ export class GuardedStore {
         this.options.timeout +
         Math.ceil((this.#bytesInFlight + large) / (this.options.throughput ?? DEFAULT_THROUGHPUT));
       this.#bytesInFlight += large;
+      // Released when the call settles, or when its own allowance has run out (a store that
+      // never answers must not stretch every later call's timeout).
+      let released = false;
+      const release = () => {
+        if (!released) this.#bytesInFlight -= large;
+        released = true;
+      };
       const pending = run();
       const settled = () => {
         this.#lastSettledAt = performance.now();
-        this.#bytesInFlight -= large;
+        release();
       };
       pending.then((value) => {
         settled();
@@ -325,6 +332,7 @@ export class GuardedStore {
       }, settled);
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
+          release();
           if (this.#lastSettledAt <= started) this.#silentSince = started;
           reject(
             new StoreError(this.store.name, operation, `timed out after ${limit} ms`, {

@@ -306,3 +306,86 @@ describe("GuardedStore: a stalled store is waited for once, not once per call", 
     assert.equal(calls.length, 2);
   });
 });
+
+/**
+ * A store whose calls wait until the test settles them, each call's deferred kept by key (and
+ * in order): `answer(key)` settles the oldest unanswered call on `key`.
+ */
+function manualStore() {
+  const calls: Array<{ key: string; call: ReturnType<typeof deferred<unknown>> }> = [];
+  const call = (key: string) => {
+    const d = deferred<unknown>();
+    calls.push({ key, call: d });
+    return d.promise;
+  };
+  const store: Store = {
+    name: "manual",
+    get: (key) => call(key) as Promise<Uint8Array | undefined>,
+    set: (key) => call(key) as Promise<void>,
+    delete: (key) => call(key) as Promise<boolean>,
+  };
+  const answer = (key: string, value?: unknown) => {
+    const i = calls.findIndex((c) => c.key === key);
+    assert.ok(i >= 0, `a call on ${key} is waiting`);
+    calls.splice(i, 1)[0]!.call.resolve(value);
+  };
+  return { store, calls, answer };
+}
+
+describe("GuardedStore: timeouts sized by the payload", () => {
+  it("gives a large write, and calls queued behind it, its transfer time; releases it when its own allowance runs out", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store, answer } = manualStore();
+    // 1 KiB per ms: a 1 MiB value gets 50 + 1024 ms.
+    const { guard, errors } = guarded(store, { throughput: 1024, failureThreshold: 100 });
+    const large = guard.set("big", Buffer.alloc(1024 * 1024), 60_000);
+    const queued = guard.get("small"); // sent while the megabyte is on the wire
+    await flush();
+    t.mock.timers.tick(50);
+    await flush();
+    assert.equal(await isSettled(large), false, "the large write is not cut at 50 ms");
+    assert.equal(await isSettled(queued), false, "nor the small read queued behind it");
+    t.mock.timers.tick(1023);
+    await flush();
+    assert.equal(await isSettled(large), false);
+    t.mock.timers.tick(1);
+    await flush();
+    assert.equal(await large, false, "its own allowance ran out: a failure");
+    assert.equal(await queued, undefined);
+    assert.deepEqual(
+      errors.map((e) => e.error.message.replace(/^cachet: manual store /, "")),
+      ["set: timed out after 1074 ms", "get: timed out after 1074 ms"],
+    );
+    // The read's answer comes in late: the store answers again (it is no longer "stalled"),
+    // while the megabyte is never answered.
+    answer("small");
+    await flush();
+    // A store that never answered the megabyte does not stretch later calls forever: a small
+    // call is bounded by 50 ms again.
+    const later = guard.get("y");
+    await flush();
+    t.mock.timers.tick(49);
+    await flush();
+    assert.equal(await isSettled(later), false);
+    t.mock.timers.tick(1);
+    await flush();
+    assert.equal(await isSettled(later), true, "timed out at 50 ms, not 50 + 1024");
+    assert.equal(errors.at(-1)?.error.message, "cachet: manual store get: timed out after 50 ms");
+  });
+
+  it("remembers a large value's size for its reads", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const store = new MapStore(manualClock());
+    const { guard } = guarded(store, { throughput: 1024, failureThreshold: 100 });
+    assert.equal(await guard.set("big", Buffer.alloc(1024 * 1024), 60_000), true);
+    store.hang = true;
+    const read = guard.get("big");
+    await flush();
+    t.mock.timers.tick(1073);
+    await flush();
+    assert.equal(await isSettled(read), false, "a read of a known 1 MiB value gets its time");
+    t.mock.timers.tick(1);
+    await flush();
+    assert.equal(await isSettled(read), true);
+  });
+});
