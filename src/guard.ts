@@ -4,7 +4,10 @@ import type { Store, StoreEntry } from "./store.js";
 
 /** Options of the guard around a remote store. All durations in milliseconds. */
 export interface GuardOptions {
-  /** Longest wait for any one store call before it counts as failed. @default 50 */
+  /**
+   * How long the store may be silent towards a call (answer neither it nor a call made before
+   * it) before the call counts as failed; see `#deadline`. @default 50
+   */
   timeout: number;
   /** Consecutive failures that open the circuit. @default 5 */
   failureThreshold: number;
