@@ -364,6 +364,8 @@ export class RedisStore implements Store {
   #subscriberOpening: Promise<void> | undefined;
   #subscriberAttempts = 0;
   #subscriberTimer: NodeJS.Timeout | undefined;
+  /** SHAs of the scripts the server has been sent whole (so `EVALSHA` finds them). */
+  readonly #scripts = new Set<string>();
   /** Where the bus subscriber's node rotation starts (cluster), so that a fleet spreads out. */
   readonly #subscriberSeed = Math.floor(Math.random() * 1024);
 
@@ -594,8 +596,19 @@ export class RedisStore implements Store {
     return taken > 0;
   }
 
-  /** Run a one-key Lua script by its SHA, sending it whole when the server does not know it. */
+  /**
+   * Run a one-key Lua script by its SHA, sending it whole when the server does not know it.
+   * Its first use sends it whole (`EVAL` caches it on the server): `EVALSHA` first would cost
+   * a round trip for the `NOSCRIPT` answer and another one, twice the time a call is given,
+   * for every concurrent first call of a burst.
+   */
   #script<T>(operation: string, script: string, sha: string, args: RedisArgument[]): Promise<T> {
+    if (!this.#scripts.has(sha)) {
+      return this.#send<T>(operation, ["EVAL", script, "1", ...args]).then((reply) => {
+        this.#scripts.add(sha);
+        return reply;
+      });
+    }
     return this.#send<T>(operation, ["EVALSHA", sha, "1", ...args]).catch((error: unknown) => {
       // The script cache is empty after a restart or a SCRIPT FLUSH: send the script itself.
       if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
@@ -638,6 +651,12 @@ export class RedisStore implements Store {
         const args: RedisArgument[] = [String(group.length)];
         for (const i of group) args.push(keys[i]!);
         for (const i of group) args.push(argv[2 * i]!, argv[2 * i + 1]!);
+        if (!this.#scripts.has(SET_MANY_SHA)) {
+          // Sent whole the first time, as in #script.
+          return this.#send("setMany", ["EVAL", SET_MANY, ...args]).then(() => {
+            this.#scripts.add(SET_MANY_SHA);
+          });
+        }
         return this.#send("setMany", ["EVALSHA", SET_MANY_SHA, ...args]).catch((error: unknown) => {
           if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
             throw error;
