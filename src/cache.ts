@@ -49,7 +49,15 @@ export interface CacheOptions extends EntryOptions {
    * @default true
    */
   freeze?: boolean | undefined;
-  /** Longest wait for one remote-store call before it counts as failed. @default 50 */
+  /**
+   * How long the remote store may stay silent towards a call before the call counts as
+   * failed: a window in which the store answers neither the call nor any call made before it.
+   * The window opens when the call can be on the wire and is judged after the process has
+   * read what arrived, so a busy event loop is not taken for a slow store; a call whose
+   * predecessors are being answered waits in line, 20 windows at most. A frozen store fails
+   * a call at the end of its first window (the second when the timer fired late).
+   * See docs/failure-modes.md. @default 50
+   */
   storeTimeout?: Duration | undefined;
   /** Consecutive remote-store failures that open the circuit breaker. @default 5 */
   breakerThreshold?: number | undefined;

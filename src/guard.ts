@@ -4,7 +4,10 @@ import type { Store, StoreEntry } from "./store.js";
 
 /** Options of the guard around a remote store. All durations in milliseconds. */
 export interface GuardOptions {
-  /** Longest wait for any one store call before it counts as failed. @default 50 */
+  /**
+   * How long the store may be silent towards a call (answer neither it nor a call made before
+   * it) before the call counts as failed; see `#deadline`. @default 50
+   */
   timeout: number;
   /** Consecutive failures that open the circuit. @default 5 */
   failureThreshold: number;
@@ -30,6 +33,11 @@ export type BreakerState = "closed" | "open" | "half-open";
 
 export interface GuardHooks {
   clock: Clock;
+  /**
+   * Monotonic milliseconds for timing calls (how long a store has been silent, how late a
+   * timer fired). @default performance.now
+   */
+  now?(): number;
   onError(operation: string, key: string | undefined, error: StoreError): void;
   onBreaker(state: BreakerState, error?: unknown): void;
   /** Whether calls should be timed for {@link onCall} (checked once per call). */
@@ -49,6 +57,27 @@ export interface GuardHooks {
    * available again. `since` is when it became unavailable, `failures` how many calls failed.
    */
   onRecovered?(since: number, failures: number): void;
+}
+
+/**
+ * The longest a call waits, in windows of its timeout (1 s at the default 50 ms), on a store
+ * that keeps answering the calls ahead of it: a queue that moves slower than that is a
+ * failing store, answering or not.
+ */
+export const MAX_WINDOWS = 20;
+/**
+ * A window whose timer fired later than this share of it says that the process could not run
+ * for that long: the machine is starved (or the loop was blocked), and the store may have been
+ * starved too. Its silence is not trusted; it gets that time again.
+ */
+export const LATE_SHARE = 0.2;
+/** Calls tracked as waiting at most (the oldest is forgotten past this). */
+const MAX_WAITING = 100_000;
+
+/** A call's timeout: `expired` rejects when it runs out; `cancel` once the call has settled. */
+interface Deadline {
+  readonly expired: Promise<never>;
+  cancel(): void;
 }
 
 const FAILED = Symbol("failed");
@@ -73,11 +102,19 @@ export class GuardedStore {
   #lastFailureAt = 0;
   #outageFailures = 0;
   #lastError: StoreError | undefined;
-  /** When a call last settled (answered or failed), `performance.now()`. */
+  readonly #now: () => number;
+  /** When a call last settled (answered or failed), on {@link #now}. */
   #lastSettledAt = 0;
+  /** The number of the last call made: calls are numbered in the order they are made. */
+  #calls = 0;
+  /**
+   * The numbers of the calls still waiting for an answer, oldest first (a Set keeps insertion
+   * order): those made before a call are the ones ahead of it on the connection.
+   */
+  readonly #waiting = new Set<number>();
   /**
    * When the latest call that timed out with nothing settling while it waited was sent
-   * (`performance.now()`): the store has been silent since then, unless a call settled after.
+   * (on {@link #now}): the store has been silent since then, unless a call settled after.
    */
   #silentSince: number | undefined;
   // ---- payload-sized timeouts ----
@@ -90,6 +127,7 @@ export class GuardedStore {
     this.store = store;
     this.options = options;
     this.#hooks = hooks;
+    this.#now = hooks.now ?? (() => performance.now());
   }
 
   get name(): string {
@@ -293,10 +331,14 @@ export class GuardedStore {
     if (!this.#admit()) return FAILED;
     const hooks = this.#hooks;
     // Timed only when someone listens: off, a call costs no clock read.
-    const began = hooks.timed?.() ? performance.now() : -1;
-    let timer: NodeJS.Timeout | undefined;
+    const began = hooks.timed?.() ? this.#now() : -1;
+    let deadline: Deadline | undefined;
+    // The call's payload allowance, released when it settles or fails (a call that timed out
+    // no longer counts as in flight: a store that never answers must not stretch every later
+    // call's timeout).
+    let release: (() => void) | undefined;
     try {
-      const started = performance.now();
+      const started = this.#now();
       if (this.#state === "closed" && this.#stalled(started)) {
         // A call waited a whole timeout and nothing has settled since it was sent: the store
         // is frozen or black-holed. Waiting another timeout here would make a request that
@@ -314,36 +356,45 @@ export class GuardedStore {
         this.options.timeout +
         Math.ceil((this.#bytesInFlight + large) / (this.options.throughput ?? DEFAULT_THROUGHPUT));
       this.#bytesInFlight += large;
+      let released = false;
+      release = () => {
+        if (!released) this.#bytesInFlight -= large;
+        released = true;
+      };
+      const free = release;
+      const id = ++this.#calls;
       const pending = run();
+      // Waiting until it settles, even after it timed out: it is still ahead of later calls
+      // on the connection, and its late answer is the store answering again.
+      this.#waiting.add(id);
+      let answered = false;
       const settled = () => {
-        this.#lastSettledAt = performance.now();
-        this.#bytesInFlight -= large;
+        answered = true;
+        this.#lastSettledAt = this.#now();
+        this.#waiting.delete(id);
+        free();
       };
       pending.then((value) => {
         settled();
         this.#learn(operation, key, value);
       }, settled);
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          if (this.#lastSettledAt <= started) this.#silentSince = started;
-          reject(
-            new StoreError(this.store.name, operation, `timed out after ${limit} ms`, {
-              code: "E_STORE_TIMEOUT",
-            }),
-          );
-        }, limit);
-      });
+      if (this.#waiting.size > MAX_WAITING) {
+        // A store that never settles some calls must not grow this set forever.
+        this.#waiting.delete(this.#waiting.values().next().value!);
+      }
+      deadline = this.#deadline(operation, id, limit, () => answered);
       // A late answer after a timeout is dropped; its rejection must not go unhandled.
       pending.catch(() => {});
-      const out = await Promise.race([pending, timeout]);
+      const out = await Promise.race([pending, deadline.expired]);
       this.#succeeded();
       if (began >= 0) {
         const outcome =
           operation !== "get" ? "ok" : out === undefined || out === null ? "miss" : "hit";
-        hooks.onCall?.(operation, key, performance.now() - began, outcome);
+        hooks.onCall?.(operation, key, this.#now() - began, outcome);
       }
       return out;
     } catch (error) {
+      release?.();
       const storeError =
         error instanceof StoreError
           ? error
@@ -351,12 +402,113 @@ export class GuardedStore {
       this.#failed(storeError);
       hooks.onError(operation, key, storeError);
       if (began >= 0) {
-        hooks.onCall?.(operation, key, performance.now() - began, "error", storeError);
+        hooks.onCall?.(operation, key, this.#now() - began, "error", storeError);
       }
       return FAILED;
     } finally {
-      if (timer) clearTimeout(timer);
+      deadline?.cancel();
     }
+  }
+
+  /**
+   * The timeout of call `id`: it fails when the store has been **silent towards it** for a
+   * window of `limit` ms, not merely when `limit` ms have passed. What a busy process does to
+   * a call's clock is not counted against the store:
+   *
+   * - the window opens when the call can be on the wire: clients write in the check phase of
+   *   the event-loop turn the call was made in (node-redis batches its writes in a
+   *   `setImmediate`), after whatever else that turn runs (a burst of requests encoding and
+   *   compressing bodies takes tens of milliseconds);
+   * - when the window's timer fires, the guard yields once (`setImmediate`) before judging:
+   *   timers run before I/O in each turn, so after the loop was blocked past the deadline, a
+   *   reply already waiting in the socket would otherwise go unread and its call be counted as
+   *   a failure of a store that had answered in a millisecond;
+   * - a call still unanswered then gets another window if the calls made before it (ahead of
+   *   it on the connection: Redis answers in order) were answered meanwhile, because the store
+   *   is working through a queue, not failing; or if the timer fired late by more than
+   *   {@link LATE_SHARE} of the window, because the process itself could not run then, so the
+   *   machine is starved and the store may have been starved with it: it gets that time again,
+   *   one window's worth at most in all.
+   *
+   * A frozen or black-holed store answers nothing, so it is judged at the end of the first
+   * window, `limit` after the call went out (plus one turn of the loop), or of the second on a
+   * starved machine. A store that answers but too slowly fails a call after
+   * {@link MAX_WINDOWS} windows in all.
+   */
+  #deadline(operation: string, id: number, limit: number, answered: () => boolean): Deadline {
+    let timer: NodeJS.Timeout | undefined;
+    let turn: NodeJS.Immediate | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      /** When the call could be on the wire. */
+      let sentAt = 0;
+      /** When the current window should end, and when its timer fired. */
+      let due = 0;
+      let firedAt = 0;
+      /** Calls made before this one still waiting, when the current window opened. */
+      let ahead = 0;
+      /** Windows' lengths so far. */
+      let waited = 0;
+      /** What is left of the extra time a late timer may give (one window in all). */
+      let grace = limit;
+      const open = (ms: number) => {
+        ahead = this.#ahead(id);
+        waited += ms;
+        due = this.#now() + ms;
+        timer = setTimeout(fire, ms);
+      };
+      const fire = () => {
+        timer = undefined;
+        firedAt = this.#now();
+        turn = setImmediate(judge);
+      };
+      const judge = () => {
+        turn = undefined;
+        if (answered()) return;
+        if (waited < limit * MAX_WINDOWS) {
+          if (this.#ahead(id) < ahead) return open(limit);
+          const late = Math.min(Math.ceil(firedAt - due), grace);
+          if (late > limit * LATE_SHARE) {
+            grace -= late;
+            return open(late);
+          }
+        }
+        if (this.#lastSettledAt <= sentAt) this.#silentSince = sentAt;
+        reject(
+          new StoreError(
+            this.store.name,
+            operation,
+            waited === limit
+              ? `timed out after ${limit} ms`
+              : waited >= limit * MAX_WINDOWS
+                ? `timed out after ${waited} ms (answering the calls ahead of it too slowly)`
+                : `timed out after ${waited} ms (nothing answered in its last window)`,
+            { code: "E_STORE_TIMEOUT" },
+          ),
+        );
+      };
+      turn = setImmediate(() => {
+        turn = undefined;
+        sentAt = this.#now();
+        open(limit);
+      });
+    });
+    return {
+      expired,
+      cancel: () => {
+        clearTimeout(timer);
+        clearImmediate(turn);
+      },
+    };
+  }
+
+  /** How many calls made before call `id` are still waiting for an answer. */
+  #ahead(id: number): number {
+    let count = 0;
+    for (const other of this.#waiting) {
+      if (other >= id) break;
+      count++;
+    }
+    return count;
   }
 
   /**

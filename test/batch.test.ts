@@ -72,7 +72,7 @@ describe("batch API on a real Redis", () => {
     // read: without a bus they are re-read each tagSyncInterval, one MGET more when due.
     const cache = await instance({ bus: false, tagSyncInterval: "1h" });
     const keys = Array.from({ length: 10 }, (_, i) => `one-trip:${run}:${i}`);
-    // The first setMany on a server loads the script (EVALSHA → NOSCRIPT → EVAL).
+    // The first setMany on a server sends the script whole (EVAL), which loads it.
     await cache.setMany([
       { key: `one-trip:${run}:load`, value: 0 },
       { key: `one-trip:${run}:load2`, value: 0 },
@@ -257,7 +257,7 @@ describe("batch API on a real Redis Cluster", () => {
     const reset = async () => {
       for (const { node } of await cluster!.masters()) await resetStats(node.port);
     };
-    // Load the script on every master first (EVALSHA → NOSCRIPT → EVAL, once per node).
+    // Load the script on every master first (sent whole, EVAL, the first time).
     await cache.setMany(keys.map((key) => ({ key, value: 0 })));
     await reset();
     await cache.setMany(keys.map((key) => ({ key, value: key })));

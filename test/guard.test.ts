@@ -1,12 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { GuardOptions } from "../src/guard.js";
-import { GuardedStore } from "../src/guard.js";
+import { GuardedStore, MAX_WINDOWS } from "../src/guard.js";
 import type { BreakerState, Store } from "../src/index.js";
 import { StoreError } from "../src/index.js";
 import { deferred, flush, isSettled, MapStore, manualClock } from "./helpers/core.js";
 
-function guarded(store: Store, options: Partial<GuardOptions> = {}, clock = manualClock()) {
+function guarded(
+  store: Store,
+  options: Partial<GuardOptions> = {},
+  clock = manualClock(),
+  now?: () => number,
+) {
   const errors: Array<{ operation: string; key: string | undefined; error: StoreError }> = [];
   const states: Array<{ state: BreakerState; error?: unknown }> = [];
   const guard = new GuardedStore(
@@ -14,6 +19,7 @@ function guarded(store: Store, options: Partial<GuardOptions> = {}, clock = manu
     { timeout: 50, failureThreshold: 3, breakerCooldown: 1000, ...options },
     {
       clock,
+      ...(now ? { now } : {}),
       onError: (operation, key, error) => errors.push({ operation, key, error }),
       onBreaker: (state, error) => states.push({ state, error }),
     },
@@ -304,5 +310,258 @@ describe("GuardedStore: a stalled store is waited for once, not once per call", 
     t.mock.timers.tick(30);
     assert.equal(await second, undefined);
     assert.equal(calls.length, 2);
+  });
+});
+
+/**
+ * A store whose calls wait until the test settles them, each call's deferred kept by key (and
+ * in order): `answer(key)` settles the oldest unanswered call on `key`.
+ */
+function manualStore() {
+  const calls: Array<{ key: string; call: ReturnType<typeof deferred<unknown>> }> = [];
+  const call = (key: string) => {
+    const d = deferred<unknown>();
+    calls.push({ key, call: d });
+    return d.promise;
+  };
+  const store: Store = {
+    name: "manual",
+    get: (key) => call(key) as Promise<Uint8Array | undefined>,
+    set: (key) => call(key) as Promise<void>,
+    delete: (key) => call(key) as Promise<boolean>,
+  };
+  const answer = (key: string, value?: unknown) => {
+    const i = calls.findIndex((c) => c.key === key);
+    assert.ok(i >= 0, `a call on ${key} is waiting`);
+    calls.splice(i, 1)[0]!.call.resolve(value);
+  };
+  return { store, calls, answer };
+}
+
+describe("GuardedStore: timeouts sized by the payload", () => {
+  it("gives a large write, and calls queued behind it, its transfer time; releases it when its own allowance runs out", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store, answer } = manualStore();
+    // 1 KiB per ms: a 1 MiB value gets 50 + 1024 ms.
+    const { guard, errors } = guarded(store, { throughput: 1024, failureThreshold: 100 });
+    const large = guard.set("big", Buffer.alloc(1024 * 1024), 60_000);
+    const queued = guard.get("small"); // sent while the megabyte is on the wire
+    await flush();
+    t.mock.timers.tick(50);
+    await flush();
+    assert.equal(await isSettled(large), false, "the large write is not cut at 50 ms");
+    assert.equal(await isSettled(queued), false, "nor the small read queued behind it");
+    t.mock.timers.tick(1023);
+    await flush();
+    assert.equal(await isSettled(large), false);
+    t.mock.timers.tick(1);
+    await flush();
+    assert.equal(await large, false, "its own allowance ran out: a failure");
+    assert.equal(await queued, undefined);
+    assert.deepEqual(
+      errors.map((e) => e.error.message.replace(/^cachet: manual store /, "")),
+      ["set: timed out after 1074 ms", "get: timed out after 1074 ms"],
+    );
+    // The read's answer comes in late: the store answers again (it is no longer "stalled"),
+    // while the megabyte is never answered.
+    answer("small");
+    await flush();
+    // A store that never answered the megabyte does not stretch later calls forever: a small
+    // call is bounded by 50 ms again.
+    const later = guard.get("y");
+    await flush();
+    t.mock.timers.tick(49);
+    await flush();
+    assert.equal(await isSettled(later), false);
+    t.mock.timers.tick(1);
+    await flush();
+    assert.equal(await isSettled(later), true, "timed out at 50 ms, not 50 + 1024");
+    assert.equal(errors.at(-1)?.error.message, "cachet: manual store get: timed out after 50 ms");
+  });
+
+  it("remembers a large value's size for its reads", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const store = new MapStore(manualClock());
+    const { guard } = guarded(store, { throughput: 1024, failureThreshold: 100 });
+    assert.equal(await guard.set("big", Buffer.alloc(1024 * 1024), 60_000), true);
+    store.hang = true;
+    const read = guard.get("big");
+    await flush();
+    t.mock.timers.tick(1073);
+    await flush();
+    assert.equal(await isSettled(read), false, "a read of a known 1 MiB value gets its time");
+    t.mock.timers.tick(1);
+    await flush();
+    assert.equal(await isSettled(read), true);
+  });
+});
+
+/** A monotonic clock the test moves by hand (the guard's `now`), to make timers fire late. */
+function monotonic() {
+  let at = 1_000;
+  return {
+    now: () => at,
+    advance(ms: number) {
+      at += ms;
+    },
+  };
+}
+
+describe("GuardedStore: a busy process is not a failing store", () => {
+  it("reads what arrived before judging: a reply read in the turn its timer fires is an answer", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store, answer } = manualStore();
+    const { guard, errors, states } = guarded(store);
+    const read = guard.get("k");
+    await flush();
+    // The loop was blocked past the deadline: in the next turn the timer runs first, then
+    // the poll phase reads the reply that has been waiting in the socket.
+    t.mock.timers.tick(50);
+    answer("k", Buffer.from("v"));
+    assert.deepEqual(await read, Buffer.from("v"));
+    assert.deepEqual(errors, []);
+    assert.deepEqual(states, []);
+  });
+
+  it("starts the clock when the call can be on the wire, not while the turn that made it runs on", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store } = manualStore();
+    const { guard, errors } = guarded(store);
+    const read = guard.get("k");
+    // The rest of the turn that made the call (other requests' work) takes 60 ms; the
+    // client writes in the check phase, after it.
+    t.mock.timers.tick(60);
+    await flush();
+    assert.equal(await isSettled(read), false);
+    t.mock.timers.tick(49);
+    assert.equal(await isSettled(read), false);
+    t.mock.timers.tick(1);
+    await flush();
+    assert.equal(await read, undefined);
+    assert.equal(errors[0]?.error.message, "cachet: manual store get: timed out after 50 ms");
+  });
+
+  it("a call behind calls the store is answering waits in line; it fails once the line stops", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store, answer } = manualStore();
+    const { guard, errors } = guarded(store, { failureThreshold: 2 });
+    const a = guard.set("a", Buffer.from("1"), 1000);
+    const b = guard.set("b", Buffer.from("2"), 1000);
+    const c = guard.get("c");
+    await flush();
+    t.mock.timers.tick(40);
+    answer("a");
+    await flush();
+    t.mock.timers.tick(10); // b and c reach 50 ms: a call ahead of each was answered
+    await flush();
+    assert.equal(await a, true);
+    assert.equal(await isSettled(b), false, "b waits in line");
+    assert.equal(await isSettled(c), false, "c waits in line");
+    t.mock.timers.tick(30);
+    answer("b");
+    await flush();
+    t.mock.timers.tick(20);
+    await flush();
+    assert.equal(await b, true);
+    assert.equal(await isSettled(c), false, "b was answered in c's second window");
+    assert.equal(errors.length, 0);
+    t.mock.timers.tick(50); // nothing ahead of c, and no answer for a whole window
+    await flush();
+    assert.equal(await c, undefined);
+    assert.deepEqual(
+      errors.map((e) => e.error.message),
+      ["cachet: manual store get: timed out after 150 ms (nothing answered in its last window)"],
+    );
+    assert.equal(guard.state, "closed", "one failure; the two answered calls reset the count");
+  });
+
+  it("a store that answers the calls ahead too slowly still fails calls, after MAX_WINDOWS windows", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store, answer } = manualStore();
+    const { guard, errors } = guarded(store, { failureThreshold: 100 });
+    const reads = Array.from({ length: 25 }, (_, i) => guard.get(`k${i}`));
+    await flush();
+    // One answer every 50 ms, in order: each window of every call sees the line move.
+    for (let i = 0; i < 20; i++) {
+      t.mock.timers.tick(25);
+      answer(`k${i}`, Buffer.from("v"));
+      await flush();
+      t.mock.timers.tick(25);
+      await flush();
+    }
+    for (let i = 0; i < 20; i++) assert.deepEqual(await reads[i], Buffer.from("v"));
+    assert.equal(MAX_WINDOWS * 50, 1000);
+    for (let i = 20; i < 25; i++) assert.equal(await reads[i], undefined, `k${i}`);
+    assert.deepEqual(
+      errors.map((e) => `${e.key} ${e.error.message}`),
+      [20, 21, 22, 23, 24].map(
+        (i) =>
+          `k${i} cachet: manual store get: timed out after 1000 ms (answering the calls ahead of it too slowly)`,
+      ),
+    );
+  });
+
+  it("a frozen store fails every waiting call at the end of its first window", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store } = manualStore();
+    const { guard, errors, states } = guarded(store);
+    const calls = [guard.get("a"), guard.set("b", Buffer.from("v"), 1000), guard.get("c")];
+    await flush();
+    t.mock.timers.tick(49);
+    await flush();
+    for (const call of calls) assert.equal(await isSettled(call), false);
+    t.mock.timers.tick(1);
+    await flush();
+    assert.deepEqual(await Promise.all(calls), [undefined, false, undefined]);
+    assert.deepEqual(
+      errors.map((e) => e.error.message.replace("cachet: manual store ", "")),
+      ["get: timed out after 50 ms", "set: timed out after 50 ms", "get: timed out after 50 ms"],
+    );
+    assert.deepEqual(
+      states.map((s) => s.state),
+      ["open"],
+      "three consecutive failures open the breaker",
+    );
+  });
+
+  it("a timer that fired late gives the store that time again, one window's worth at most", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const clock = monotonic();
+    const { store } = manualStore();
+    const { guard, errors } = guarded(store, {}, manualClock(), clock.now);
+    const read = guard.get("k");
+    await flush();
+    // The process could not run for 30 ms past the deadline (the machine is starved): the
+    // store may have been starved with it.
+    clock.advance(80);
+    t.mock.timers.tick(50);
+    await flush();
+    assert.equal(await isSettled(read), false, "given 30 ms more");
+    clock.advance(60);
+    t.mock.timers.tick(30); // late again, by 30 ms: only 20 ms of grace are left
+    await flush();
+    assert.equal(await isSettled(read), false, "given 20 ms more");
+    clock.advance(40);
+    t.mock.timers.tick(20); // late again: no grace left
+    await flush();
+    assert.equal(await read, undefined);
+    assert.equal(
+      errors[0]?.error.message,
+      "cachet: manual store get: timed out after 100 ms (nothing answered in its last window)",
+    );
+  });
+
+  it("a timer on time is trusted: no extra time without a late timer or an answer ahead", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const clock = monotonic();
+    const { store } = manualStore();
+    const { guard, errors } = guarded(store, {}, manualClock(), clock.now);
+    const read = guard.get("k");
+    await flush();
+    clock.advance(59); // 9 ms late: under a fifth of the window
+    t.mock.timers.tick(50);
+    await flush();
+    assert.equal(await read, undefined);
+    assert.equal(errors[0]?.error.message, "cachet: manual store get: timed out after 50 ms");
   });
 });

@@ -269,6 +269,18 @@ const DEFAULT_COMMAND_TIMEOUT = 1_000;
 const DEFAULT_MAX_RECONNECT_DELAY = 2_000;
 const FIRST_RECONNECT_DELAY = 50;
 const URL_SCHEMES = new Set(["redis:", "rediss:", "unix:"]);
+/**
+ * The write buffer of the store's own connections, in bytes. node-redis stops writing once
+ * this much waits in the socket's buffer and resumes on `drain`, in a later turn of the event
+ * loop: at Node's default (16 KiB) each command larger than that leaves alone, one per turn,
+ * so a busy process fills a burst of 30 KB writes at a few dozen a second and keeps the rest
+ * queued in the client, where their store timeout runs out before Redis has seen them (see
+ * docs/failure-modes.md, "A burst of fills is not an outage"). It only sets when writing
+ * pauses: while Redis answers, the kernel takes the bytes at once; a frozen Redis holds at most
+ * this much in the process, per connection. `clientOptions.socket.writableHighWaterMark`
+ * overrides it.
+ */
+const WRITE_HIGH_WATER_MARK = 8 * 1024 * 1024;
 /** node-redis asks the other nodes for the layout this soon after a node starts failing. */
 const DEFAULT_TOPOLOGY_REFRESH_DELAY = 1_000;
 
@@ -352,6 +364,8 @@ export class RedisStore implements Store {
   #subscriberOpening: Promise<void> | undefined;
   #subscriberAttempts = 0;
   #subscriberTimer: NodeJS.Timeout | undefined;
+  /** SHAs of the scripts the server has been sent whole (so `EVALSHA` finds them). */
+  readonly #scripts = new Set<string>();
   /** Where the bus subscriber's node rotation starts (cluster), so that a fleet spreads out. */
   readonly #subscriberSeed = Math.floor(Math.random() * 1024);
 
@@ -582,8 +596,19 @@ export class RedisStore implements Store {
     return taken > 0;
   }
 
-  /** Run a one-key Lua script by its SHA, sending it whole when the server does not know it. */
+  /**
+   * Run a one-key Lua script by its SHA, sending it whole when the server does not know it.
+   * Its first use sends it whole (`EVAL` caches it on the server): `EVALSHA` first would cost
+   * a round trip for the `NOSCRIPT` answer and another one, twice the time a call is given,
+   * for every concurrent first call of a burst.
+   */
   #script<T>(operation: string, script: string, sha: string, args: RedisArgument[]): Promise<T> {
+    if (!this.#scripts.has(sha)) {
+      return this.#send<T>(operation, ["EVAL", script, "1", ...args]).then((reply) => {
+        this.#scripts.add(sha);
+        return reply;
+      });
+    }
     return this.#send<T>(operation, ["EVALSHA", sha, "1", ...args]).catch((error: unknown) => {
       // The script cache is empty after a restart or a SCRIPT FLUSH: send the script itself.
       if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
@@ -626,6 +651,12 @@ export class RedisStore implements Store {
         const args: RedisArgument[] = [String(group.length)];
         for (const i of group) args.push(keys[i]!);
         for (const i of group) args.push(argv[2 * i]!, argv[2 * i + 1]!);
+        if (!this.#scripts.has(SET_MANY_SHA)) {
+          // Sent whole the first time, as in #script.
+          return this.#send("setMany", ["EVAL", SET_MANY, ...args]).then(() => {
+            this.#scripts.add(SET_MANY_SHA);
+          });
+        }
         return this.#send("setMany", ["EVALSHA", SET_MANY_SHA, ...args]).catch((error: unknown) => {
           if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
             throw error;
@@ -781,27 +812,39 @@ export class RedisStore implements Store {
   #bounded<T>(operation: string, pending: Promise<T>): Promise<T> {
     const limit = this.#commandTimeout;
     return new Promise<T>((resolve, reject) => {
+      let replied = false;
+      let turn: NodeJS.Immediate | undefined;
       const timer =
         limit > 0
           ? setTimeout(() => {
-              const error = new StoreError(
-                this.name,
-                operation,
-                `no reply within commandTimeout (${limit} ms)`,
-                { code: "E_STORE_TIMEOUT" },
-              );
-              this.#lastError = error;
-              reject(error);
+              // Timers run before I/O in each turn of the event loop: after a blocked loop,
+              // let the reply already waiting in the socket be read before judging.
+              turn = setImmediate(() => {
+                if (replied) return;
+                const error = new StoreError(
+                  this.name,
+                  operation,
+                  `no reply within commandTimeout (${limit} ms)`,
+                  { code: "E_STORE_TIMEOUT" },
+                );
+                this.#lastError = error;
+                reject(error);
+              });
             }, limit)
           : undefined;
       timer?.unref();
+      const done = () => {
+        replied = true;
+        clearTimeout(timer);
+        clearImmediate(turn);
+      };
       pending.then(
         (reply) => {
-          clearTimeout(timer);
+          done();
           resolve(reply);
         },
         (error: unknown) => {
-          clearTimeout(timer);
+          done();
           // Errors from Redis or the socket are worth reporting; the store's own "not
           // connected" rejections would only hide the reason behind them.
           if (!(error instanceof CachetError)) this.#recordError(error);
@@ -899,6 +942,7 @@ export class RedisStore implements Store {
       ...options,
       disableOfflineQueue: true,
       socket: {
+        writableHighWaterMark: WRITE_HIGH_WATER_MARK,
         ...options.socket,
         connectTimeout: this.#connectTimeout,
         reconnectStrategy: this.#nodeReconnect,
@@ -952,6 +996,7 @@ export class RedisStore implements Store {
       url: this.#url,
       disableOfflineQueue: true,
       socket: {
+        writableHighWaterMark: WRITE_HIGH_WATER_MARK,
         ...options.socket,
         connectTimeout: this.#connectTimeout,
         reconnectStrategy: false as const,

@@ -11,6 +11,7 @@ import { type FakeUpstream, startFakeUpstream } from "../../demo/fake-upstream.j
 import { startService } from "../demo/helpers.js";
 import { cacheHealth, redisCli, stopAll, timed, untilHit } from "../helpers/fleet.js";
 import { waitFor } from "../helpers/ports.js";
+import { prioritizeRedis } from "../helpers/priority.js";
 import { type RedisServer, startRedis } from "../helpers/redis.js";
 
 /**
@@ -229,5 +230,67 @@ describe("Redis fails under a running demo (tiered store)", { timeout: 60_000 },
       10_000,
       100,
     );
+  });
+});
+
+/** The sum of a Prometheus counter's series whose line matches `pattern`, from `/metrics`. */
+async function counter(service: Child, pattern: RegExp): Promise<number> {
+  const text = (await timed(`${service.url}/metrics`)).body.toString();
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (pattern.test(line)) total += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return total;
+}
+
+describe("a burst of fills is not a Redis outage (demo, tiered store)", {
+  timeout: 120_000,
+}, () => {
+  let fake: FakeUpstream | undefined;
+  let redis: RedisServer | undefined;
+  let service: Child | undefined;
+  after(async () => {
+    try {
+      await stopAll([service]);
+    } finally {
+      await fake?.close();
+      await redis?.stop();
+    }
+  });
+
+  it("50 keep-alive clients fill 1,000 lists of 27 KB (origin at 100 ms, 50 ms store timeout): no store timeout, the breaker never opens, every response in Redis", async (t) => {
+    fake = await startFakeUpstream({ latencyMs: 100 });
+    redis = await startRedis();
+    // This test is about the demo's own burst; see prioritizeRedis.
+    await prioritizeRedis(redis.port);
+    // The demo's defaults: CACHE_STORE_TIMEOUT 50 ms, the breaker after 5 failures, the lease on.
+    service = await startService({ UPSTREAM_URL: fake.url, REDIS_URL: redis.url });
+    const KEYS = 1_000;
+    let next = 0;
+    const statuses = new Map<number, number>();
+    const began = performance.now();
+    await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        while (next < KEYS) {
+          const response = await timed(`${service!.url}/posts?_k=${next++}`, {}, 30_000);
+          statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+        }
+      }),
+    );
+    const wallMs = performance.now() - began;
+    assert.deepEqual([...statuses], [[200, KEYS]], "every request answered 200");
+    const errors = await counter(service, /^cachet_errors_total\{/);
+    const opened = await counter(service, /^cachet_breaker_transitions_total\{.*state="open"/);
+    const stored = (await storedResponses(redis)).filter((key) => key.includes("_k=")).length;
+    t.diagnostic(
+      `${KEYS} fills in ${wallMs.toFixed(0)} ms: ${errors} store errors, breaker opened ${opened} times, ${stored} responses in Redis`,
+    );
+    const logged = service
+      .output()
+      .filter((line) => /store unavailable|circuit open|timed out/.test(line));
+    assert.deepEqual(logged, [], "no outage logged");
+    assert.equal(errors, 0, "no store call failed");
+    assert.equal(opened, 0, "the breaker never opened");
+    assert.equal(stored, KEYS, "every response reached Redis");
   });
 });
