@@ -72,7 +72,7 @@ export const MAX_WINDOWS = 20;
  */
 export const LATE_SHARE = 0.2;
 /** Calls tracked as waiting at most (the oldest is forgotten past this). */
-const MAX_WAITING = 100_000;
+const SETTLE_LOG = 65_536;
 
 /** A call's timeout: `expired` rejects when it runs out; `cancel` once the call has settled. */
 interface Deadline {
@@ -108,10 +108,15 @@ export class GuardedStore {
   /** The number of the last call made: calls are numbered in the order they are made. */
   #calls = 0;
   /**
-   * The numbers of the calls still waiting for an answer, oldest first (a Set keeps insertion
-   * order): those made before a call are the ones ahead of it on the connection.
+   * The numbers of the calls that settled, in the order they settled (a ring of the last
+   * {@link SETTLE_LOG} ones), and how many settled in all: a call waiting since settle number
+   * `n` sees progress ahead of it when one settled since then has a lower number (it was made
+   * before, so it is ahead on the connection). Checking this costs what settled during the
+   * window, usually one look (the queue answers in order), not the number of calls waiting:
+   * a burst of ten thousand calls must not cost each of them a walk over the others.
    */
-  readonly #waiting = new Set<number>();
+  readonly #settleLog = new Float64Array(SETTLE_LOG);
+  #settles = 0;
   /**
    * When the latest call that timed out with nothing settling while it waited was sent
    * (on {@link #now}): the store has been silent since then, unless a call settled after.
@@ -364,24 +369,20 @@ export class GuardedStore {
       const free = release;
       const id = ++this.#calls;
       const pending = run();
-      // Waiting until it settles, even after it timed out: it is still ahead of later calls
-      // on the connection, and its late answer is the store answering again.
-      this.#waiting.add(id);
+      // Logged when it settles, even after it timed out: until then it is still ahead of later
+      // calls on the connection, and its late answer is the store answering again.
       let answered = false;
       const settled = () => {
         answered = true;
         this.#lastSettledAt = this.#now();
-        this.#waiting.delete(id);
+        this.#settleLog[this.#settles % SETTLE_LOG] = id;
+        this.#settles++;
         free();
       };
       pending.then((value) => {
         settled();
         this.#learn(operation, key, value);
       }, settled);
-      if (this.#waiting.size > MAX_WAITING) {
-        // A store that never settles some calls must not grow this set forever.
-        this.#waiting.delete(this.#waiting.values().next().value!);
-      }
       deadline = this.#deadline(operation, id, limit, () => answered);
       // A late answer after a timeout is dropped; its rejection must not go unhandled.
       pending.catch(() => {});
@@ -444,14 +445,14 @@ export class GuardedStore {
       /** When the current window should end, and when its timer fired. */
       let due = 0;
       let firedAt = 0;
-      /** Calls made before this one still waiting, when the current window opened. */
-      let ahead = 0;
+      /** How many calls had settled when the current window opened. */
+      let mark = 0;
       /** Windows' lengths so far. */
       let waited = 0;
       /** What is left of the extra time a late timer may give (one window in all). */
       let grace = limit;
       const open = (ms: number) => {
-        ahead = this.#ahead(id);
+        mark = this.#settles;
         waited += ms;
         due = this.#now() + ms;
         timer = setTimeout(fire, ms);
@@ -465,7 +466,7 @@ export class GuardedStore {
         turn = undefined;
         if (answered()) return;
         if (waited < limit * MAX_WINDOWS) {
-          if (this.#ahead(id) < ahead) return open(limit);
+          if (this.#progressAhead(id, mark)) return open(limit);
           const late = Math.min(Math.ceil(firedAt - due), grace);
           if (late > limit * LATE_SHARE) {
             grace -= late;
@@ -501,14 +502,14 @@ export class GuardedStore {
     };
   }
 
-  /** How many calls made before call `id` are still waiting for an answer. */
-  #ahead(id: number): number {
-    let count = 0;
-    for (const other of this.#waiting) {
-      if (other >= id) break;
-      count++;
+  /** Whether a call made before call `id` settled since settle number `since`. */
+  #progressAhead(id: number, since: number): boolean {
+    // More settled than the ring keeps: the store has been answering a great deal.
+    if (this.#settles - since > SETTLE_LOG) return true;
+    for (let n = since; n < this.#settles; n++) {
+      if (this.#settleLog[n % SETTLE_LOG]! < id) return true;
     }
-    return count;
+    return false;
   }
 
   /**

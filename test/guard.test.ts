@@ -441,6 +441,32 @@ describe("GuardedStore: a busy process is not a failing store", () => {
     assert.equal(errors[0]?.error.message, "cachet: manual store get: timed out after 50 ms");
   });
 
+  it("a burst of 30,000 calls in line: each window's check costs what settled, not the line's length", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { store, calls } = manualStore();
+    const { guard, errors } = guarded(store, { failureThreshold: 1_000_000 });
+    const n = 30_000;
+    const reads = Array.from({ length: n }, (_, i) => guard.get(`k${i}`));
+    await flush();
+    const started = performance.now();
+    // Three windows in which the store answers the head of the line: every call is still in
+    // line, and each of the 30,000 judges its window. Walking the line at each judgement (as
+    // the guard once did) is 30,000 × 15,000 steps per window: seconds, which on a real loop
+    // is the very busyness that made calls time out.
+    for (let window = 0; window < 3; window++) {
+      for (const { call } of calls.splice(0, 100)) call.resolve(undefined);
+      await flush();
+      t.mock.timers.tick(50);
+      await flush();
+    }
+    const ms = performance.now() - started;
+    assert.equal(errors.length, 0, "calls in a moving line do not fail");
+    assert.ok(ms < 1_500, `three windows of 30,000 judgements took ${ms.toFixed(0)} ms`);
+    for (const { call } of calls.splice(0)) call.resolve(undefined);
+    await Promise.all(reads);
+    assert.equal(errors.length, 0);
+  });
+
   it("a call behind calls the store is answering waits in line; it fails once the line stops", async (t) => {
     t.mock.timers.enable({ apis: ["setTimeout"] });
     const { store, answer } = manualStore();
