@@ -405,8 +405,14 @@ export class Tiers {
     return this.#decode(full, bytes);
   }
 
-  async #decode(full: string, bytes: Uint8Array): Promise<Decoded | undefined> {
-    const { events, tags } = this.core;
+  async #decode(full: string, read: Uint8Array): Promise<Decoded | undefined> {
+    const { events, tags, l1 } = this.core;
+    // Values may keep views into the bytes read (HTTP bodies do: no copy on a hit). A value
+    // that L1 will keep must not keep a much larger buffer alive with them (a socket read of
+    // which the reply is a part): it gets bytes of its own. Without L1, nothing outlives the
+    // request, and nothing is copied.
+    const bytes =
+      l1 !== undefined && read.buffer.byteLength > read.byteLength * 2 ? Buffer.from(read) : read;
     let entry: Entry;
     try {
       entry = decodeEntry(full, bytes, this.serializer);

@@ -261,10 +261,9 @@ export const recordSerializer: Serializer = {
     const metaLength = bytes.readUInt32BE(0);
     if (4 + metaLength > bytes.length) throw new Error("truncated response record");
     const meta = JSON.parse(bytes.toString("utf8", 4, 4 + metaLength)) as Record<string, unknown>;
-    // The body is a view into the entry's bytes (no copy on a hit), unless those bytes are a
-    // small part of a larger buffer (a socket read), which the record must not keep alive.
-    const view = bytes.subarray(4 + metaLength);
-    const body = bytes.buffer.byteLength <= bytes.length * 2 ? view : Buffer.from(view);
+    // The body is a view into the entry's bytes: no copy on a hit. (Whoever keeps the record
+    // longer than the request, L1, is handed bytes of their own: see `Tiers`' decode.)
+    const body = bytes.subarray(4 + metaLength);
     if (Array.isArray(meta.v)) {
       if (!meta.v.every((v) => typeof v === "string") || body.length !== 0) {
         throw new Error("malformed vary marker");

@@ -26,6 +26,8 @@ const payload = Array.from({ length: 200 }, (_, i) => ({
   body: `lorem ipsum dolor sit amet ${i} `.repeat(4),
 }));
 const BODY = Buffer.from(JSON.stringify(payload));
+/** A fresh hit (its ttl depends on how long the machine took since the response was stored). */
+const HIT = /^cachet; hit; ttl=\d+$/;
 
 describe("HTTP cache on Redis: a hit reads only the body it sends", { timeout: 60_000 }, () => {
   let redis: RedisServer;
@@ -126,7 +128,7 @@ describe("HTTP cache on Redis: a hit reads only the body it sends", { timeout: 6
     }, "the other response and its bodies to be stored");
     // ...then read it from Redis: the reader now knows the states of the path's tags.
     const res = await reader.inject({ url: "/posts?other" });
-    assert.equal(res.headers["cache-status"], "cachet; hit; ttl=59");
+    assert.match(String(res.headers["cache-status"]), HIT);
   }
 
   it("stores the identity body with the response and each coded body apart", async () => {
@@ -154,7 +156,7 @@ describe("HTTP cache on Redis: a hit reads only the body it sends", { timeout: 6
     await tagsKnown(reader);
     const head = Number(await admin.strLen(headKey));
     const { result, get, mget, out } = await measured(() => reader.inject({ url: "/posts" }));
-    assert.equal(result.headers["cache-status"], "cachet; hit; ttl=59");
+    assert.match(String(result.headers["cache-status"]), HIT);
     assert.equal(result.headers["content-encoding"], undefined);
     assert.deepEqual(result.rawPayload, BODY);
     assert.equal(get, 1);
@@ -176,7 +178,7 @@ describe("HTTP cache on Redis: a hit reads only the body it sends", { timeout: 6
       const { result, get, mget, out } = await measured(() =>
         reader.inject({ url: "/posts", headers: { "accept-encoding": coding } }),
       );
-      assert.equal(result.headers["cache-status"], "cachet; hit; ttl=59");
+      assert.match(String(result.headers["cache-status"]), HIT);
       assert.equal(result.headers["content-encoding"], coding);
       const decoded =
         coding === "br" ? brotliDecompressSync(result.rawPayload) : gunzipSync(result.rawPayload);
@@ -215,7 +217,7 @@ describe("HTTP cache on Redis: a hit reads only the body it sends", { timeout: 6
     await admin.set(`${headKey} ~br`, stale, { PX: 60_000 });
     const { app: reader } = await app();
     const res = await reader.inject({ url: "/posts", headers: { "accept-encoding": "br" } });
-    assert.equal(res.headers["cache-status"], "cachet; hit; ttl=59");
+    assert.match(String(res.headers["cache-status"]), HIT);
     assert.equal(res.headers["content-encoding"], undefined);
     assert.deepEqual(res.rawPayload, BODY);
     assert.match(String(res.headers.vary), /accept-encoding/i);
@@ -283,7 +285,7 @@ describe("HTTP cache on Redis: a hit reads only the body it sends", { timeout: 6
     const second = await measured(() =>
       reader.inject({ url: "/posts", headers: { "accept-encoding": "gzip, br" } }),
     );
-    assert.equal(second.result.headers["cache-status"], "cachet; hit; ttl=59");
+    assert.match(String(second.result.headers["cache-status"]), HIT);
     assert.equal(second.result.headers["content-encoding"], "br");
     assert.deepEqual(brotliDecompressSync(second.result.rawPayload), BODY);
     assert.equal(second.get + second.mget, 0, "served from L1");
