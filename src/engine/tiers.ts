@@ -405,7 +405,8 @@ export class Tiers {
     return this.#decode(full, bytes);
   }
 
-  async #decode(full: string, read: Uint8Array): Promise<Decoded | undefined> {
+  /** Synchronous unless the entry's tag states must be read first (not once per read). */
+  #decode(full: string, read: Uint8Array): Decoded | undefined | Promise<Decoded | undefined> {
     const { events, tags, l1 } = this.core;
     // Values may keep views into the bytes read (HTTP bodies do: no copy on a hit). A value
     // that L1 will keep must not keep a much larger buffer alive with them (a socket read of
@@ -426,8 +427,8 @@ export class Tiers {
       if (events.wants("error")) events.emit("error", { key: full, operation: "decode", error });
       return undefined;
     }
-    if (!tags.isSynced(entry.tags)) await tags.sync(entry.tags);
-    return { entry, size: bytes.byteLength };
+    const decoded: Decoded = { entry, size: bytes.byteLength };
+    return tags.isSynced(entry.tags) ? decoded : tags.sync(entry.tags).then(() => decoded);
   }
 
   // ---- batches (getMany / setMany / deleteMany) and remaining life -------------------------
