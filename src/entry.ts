@@ -159,8 +159,13 @@ export function decodeEntry<T = unknown>(
     throw new CorruptEntryError(key, "too short");
   }
   const h = 4 + nameLength;
-  const written = buf.toString("utf8", 4, h);
-  if (written !== serializer.name && options?.anySerializer !== true) {
+  // Compared as bytes: no string is made for the name on every read.
+  const expected = serializerName(serializer);
+  if (
+    options?.anySerializer !== true &&
+    (nameLength !== expected.length || buf.compare(expected, 0, nameLength, 4, h) !== 0)
+  ) {
+    const written = buf.toString("utf8", 4, h);
     throw new OutdatedEntryError(
       key,
       `written with the ${written} serializer, read with ${serializer.name}`,

@@ -938,10 +938,18 @@ function describeValue(
       const text = `vary marker: responses vary on ${record.vary.join(", ")}`;
       return { text, json: { vary: record.vary }, format: "http vary marker" };
     }
+    if (record.kind === "coded") {
+      const text = `${record.coding} body (${record.body.length} bytes) of the response with etag ${record.etag}`;
+      return {
+        text,
+        json: { coding: record.coding, etag: record.etag },
+        format: "http coded body",
+      };
+    }
     const body = printable(record.body)
       ? record.body.toString("utf8")
       : `<${record.body.length} bytes>`;
-    const codings = Object.keys(record.encoded);
+    const codings = record.codings;
     const text =
       `HTTP ${record.status}, ${record.headers["content-type"] ?? "no content-type"}, etag ${record.etag}` +
       `${codings.length ? `, stored also as ${codings.join(", ")}` : ""}\n${" ".repeat(13)}${clip(body)}`;

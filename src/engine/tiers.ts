@@ -39,6 +39,8 @@ export class Tiers {
   readonly nsTags: readonly string[];
   readonly serializer: Serializer;
   readonly #prefix: string;
+  /** Pair reads under way ({@link lookupWith}), shared by concurrent callers of one pair. */
+  readonly #pairs = new Map<string, Promise<[Decoded | undefined, Decoded | undefined]>>();
 
   constructor(core: Core, path: string, nsTags: readonly string[], serializer: Serializer) {
     this.core = core;
@@ -115,6 +117,91 @@ export class Tiers {
   /** The fresh entry under `key` from either tier (backfilling L1), without a factory. */
   lookupEntry<T>(key: string, options?: { quiet?: boolean }): Promise<Entry<T> | undefined> {
     return this.lookup<T>(this.key(key), options?.quiet === true);
+  }
+
+  /**
+   * The fresh entry under `key` from either tier (backfilling L1), and the fresh one under
+   * `extra` read with it: from L1 when `key` is there, else in the same round trip to L2 (one
+   * `getMany`: one `MGET` on Redis). Events (`hit`, `miss`) are about `key` only; `extra` is
+   * a part of its value kept apart (an HTTP response's compressed body).
+   */
+  async lookupWith<T, U>(
+    key: string,
+    extra: string,
+  ): Promise<[Entry<T> | undefined, Entry<U> | undefined]> {
+    const full = this.key(key);
+    const fullExtra = this.key(extra);
+    this.core.bus?.start();
+    const now = this.core.clock.now();
+    const held = this.freshHeld<T>(full, now);
+    if (held !== undefined) {
+      this.hit(full, "l1");
+      return [held.entry, this.freshHeld<U>(fullExtra, now)?.entry];
+    }
+    const l2 = this.core.l2;
+    let pair: [Decoded | undefined, Decoded | undefined] = [undefined, undefined];
+    if (l2) {
+      const id = `${full}\n${fullExtra}`;
+      let pending = this.#pairs.get(id);
+      if (!pending) {
+        pending = this.#fetchPair(full, fullExtra, l2);
+        this.#pairs.set(id, pending);
+        const done = () => this.#pairs.delete(id);
+        pending.then(done, done);
+      }
+      pair = await pending;
+    }
+    const [head, part] = pair;
+    const at = this.core.clock.now();
+    if (head !== undefined && this.freshness(head.entry, at) === "fresh") {
+      this.hold(full, head.entry, head.size);
+      this.hit(full, "l2");
+      const fresh = part !== undefined && this.freshness(part.entry, at) === "fresh";
+      if (fresh) this.hold(fullExtra, part.entry, part.size);
+      return [head.entry as Entry<T>, fresh ? (part.entry as Entry<U>) : undefined];
+    }
+    const events = this.core.events;
+    if (events.wants("miss")) events.emit("miss", { key: full });
+    return [undefined, undefined];
+  }
+
+  async #fetchPair(
+    full: string,
+    fullExtra: string,
+    l2: GuardedStore,
+  ): Promise<[Decoded | undefined, Decoded | undefined]> {
+    const replies = (await l2.getMany([full, fullExtra])) ?? [];
+    const [a, b] = replies;
+    return Promise.all([
+      a === undefined ? undefined : this.#decode(full, a),
+      b === undefined ? undefined : this.#decode(fullExtra, b),
+    ]);
+  }
+
+  /**
+   * Write `entry` under `key` to the remote tier only (a part of a value this process already
+   * holds whole, such as an HTTP response's compressed body). Nothing is announced: such parts
+   * are only used with the value they belong to. Never throws.
+   */
+  async storeRemote(key: string, entry: Entry): Promise<void> {
+    const l2 = this.core.l2;
+    if (!l2) return;
+    const lifetime = entry.staleUntil - this.core.clock.now();
+    if (lifetime <= 0) return;
+    const full = this.key(key);
+    let bytes: Buffer;
+    try {
+      bytes = encodeEntry(entry, this.serializer);
+    } catch (cause) {
+      const events = this.core.events;
+      const error = new SerializeError(
+        `the ${this.serializer.name} serializer failed for key "${full}"; the value is not shared`,
+        { cause },
+      );
+      if (events.wants("error")) events.emit("error", { key: full, operation: "serialize", error });
+      return;
+    }
+    await l2.set(full, bytes, Math.ceil(lifetime));
   }
 
   /** Store `value` under `key` with a resolved policy. */
@@ -318,8 +405,15 @@ export class Tiers {
     return this.#decode(full, bytes);
   }
 
-  async #decode(full: string, bytes: Uint8Array): Promise<Decoded | undefined> {
-    const { events, tags } = this.core;
+  /** Synchronous unless the entry's tag states must be read first (not once per read). */
+  #decode(full: string, read: Uint8Array): Decoded | undefined | Promise<Decoded | undefined> {
+    const { events, tags, l1 } = this.core;
+    // Values may keep views into the bytes read (HTTP bodies do: no copy on a hit). A value
+    // that L1 will keep must not keep a much larger buffer alive with them (a socket read of
+    // which the reply is a part): it gets bytes of its own. Without L1, nothing outlives the
+    // request, and nothing is copied.
+    const bytes =
+      l1 !== undefined && read.buffer.byteLength > read.byteLength * 2 ? Buffer.from(read) : read;
     let entry: Entry;
     try {
       entry = decodeEntry(full, bytes, this.serializer);
@@ -333,8 +427,8 @@ export class Tiers {
       if (events.wants("error")) events.emit("error", { key: full, operation: "decode", error });
       return undefined;
     }
-    if (!tags.isSynced(entry.tags)) await tags.sync(entry.tags);
-    return { entry, size: bytes.byteLength };
+    const decoded: Decoded = { entry, size: bytes.byteLength };
+    return tags.isSynced(entry.tags) ? decoded : tags.sync(entry.tags).then(() => decoded);
   }
 
   // ---- batches (getMany / setMany / deleteMany) and remaining life -------------------------

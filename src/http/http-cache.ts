@@ -24,13 +24,22 @@ import {
   varyKey,
 } from "./key.js";
 import type {
+  CodedBody,
   Coding,
   CompressionOptions,
   StoredRecord,
   StoredResponse,
   VaryMarker,
 } from "./record.js";
-import { CODINGS, codedEtag, compressRecord, negotiate, recordSerializer } from "./record.js";
+import {
+  CODINGS,
+  codedBodyOf,
+  codedEtag,
+  compressRecord,
+  negotiate,
+  recordSerializer,
+  variantKey,
+} from "./record.js";
 import type { CompiledRoute, HttpCacheOptions, RouteCacheOptions } from "./route.js";
 import { compileRoute, compressionOptions, DEFAULT_STATUSES, statusSet } from "./route.js";
 import { byteRange, notModifiedHeaders } from "./serve.js";
@@ -269,6 +278,9 @@ export class HttpCache {
         // Stored under this key, produced for other selecting header values (RFC 9111 §4.1).
         return this.#forward("vary-miss", "vary-mismatch", key, route, request);
       }
+      if (value.kind === "coded") {
+        return this.#forward("uri-miss", undefined, key, route, request);
+      }
       const secondary = varyKey(key, value.vary, request.headers);
       const variant = this.#tiers.peek<StoredRecord>(secondary);
       if (variant?.value.kind === "response" && usable(variant.value, request)) {
@@ -299,11 +311,35 @@ export class HttpCache {
     key: string,
     dispatch: Dispatch | undefined,
   ): Promise<Decision> {
-    const entry = await this.#tiers.lookupEntry<StoredRecord>(key, { quiet: true });
+    // A client that takes a stored coding gets the response and that coding's body in one
+    // round trip; the other codings' bodies are not read.
+    const wanted =
+      request.headers.range === undefined
+        ? negotiate(headerString(request.headers["accept-encoding"]), CODINGS)
+        : undefined;
+    let entry: Entry<StoredRecord> | undefined;
+    let coded: Entry<StoredRecord> | undefined;
+    if (wanted === undefined) {
+      entry = await this.#tiers.lookupEntry<StoredRecord>(key, { quiet: true });
+    } else {
+      [entry, coded] = await this.#tiers.lookupWith<StoredRecord, StoredRecord>(
+        key,
+        variantKey(key, wanted),
+      );
+    }
     if (entry?.value.kind === "response" && usable(entry.value, request)) {
       return {
         kind: "respond",
-        reply: this.#serve(entry as Entry<StoredResponse>, request, route, key, "hit"),
+        reply: this.#serve(
+          entry as Entry<StoredResponse>,
+          request,
+          route,
+          key,
+          "hit",
+          undefined,
+          undefined,
+          coded?.value,
+        ),
       };
     }
     return this.#lookup(request, route, key, dispatch, { mayRetry: true, primary: key });
@@ -569,6 +605,7 @@ export class HttpCache {
         ? { entry: entry as Entry<StoredResponse>, key }
         : undefined;
     }
+    if (entry.value.kind !== "vary") return undefined;
     const secondary = varyKey(key, entry.value.vary, request.headers);
     const variant = await this.#tiers.lookupEntry<StoredRecord>(secondary);
     return variant?.value.kind === "response" && usable(variant.value, request)
@@ -691,6 +728,10 @@ export class HttpCache {
     if (first === LEAD) return { kind: "forward", exchange, cacheStatus: undefined };
     if (first.ok) {
       const value = first.value.entry.value;
+      if (value.kind === "coded") {
+        // Only a custom key can meet a coded body's key: never served as a response.
+        return this.#forward(fwd, "not-storable", key, route, request);
+      }
       if (value.kind === "response" && !usable(value, request)) {
         // The response produced for this key varies on headers this request does not share.
         return this.#forward("vary-miss", "vary-mismatch", key, route, request);
@@ -848,8 +889,12 @@ export class HttpCache {
     if (validated) response = freshened(previous, response, responseTime);
     const outcome = this.#record(route, request, response, key, { requestTime, responseTime });
     if (outcome instanceof NotStorable) throw new NotStorable(outcome.reason, response, owner);
-    // The body did not change: neither do its compressed copies.
-    const record = validated ? { ...outcome.record, encoded: previous.encoded } : outcome.record;
+    // The body did not change: neither do its compressed copies, when this process holds them
+    // (with a remote tier they are compressed again, to be stored with the new lifetime).
+    const record =
+      validated && !this.#tiers.hasRemote
+        ? { ...outcome.record, codings: previous.codings, encoded: previous.encoded }
+        : outcome.record;
     return this.#place(context, options.primary, key, request, route, record, outcome.freshness);
   }
 
@@ -871,13 +916,28 @@ export class HttpCache {
     const record = entry.value;
     const options = this.#compress;
     if (!options || record.kind !== "response" || record.body.length < options.threshold) return;
-    if (Object.keys(record.encoded).length > 0) return;
+    if (record.codings.length > 0) return;
     compressRecord(record, options)
-      .then((compressed) =>
-        compressed === record
-          ? false
-          : this.#tiers.replaceValue<StoredRecord>(key, entry, compressed),
-      )
+      .then(async (compressed) => {
+        if (compressed === record) return false;
+        // Remote: each coded body is an entry of its own (same life, same tags), written before
+        // the response that lists it, so that a hit reads only the body it sends.
+        await Promise.all(
+          compressed.codings.map((coding) =>
+            this.#tiers.storeRemote(variantKey(key, coding), {
+              ...entry,
+              value: {
+                kind: "coded",
+                coding,
+                etag: compressed.etag,
+                length: compressed.body.length,
+                body: compressed.encoded[coding]!,
+              } satisfies CodedBody,
+            }),
+          ),
+        );
+        return this.#tiers.replaceValue<StoredRecord>(key, entry, compressed);
+      })
       .catch(() => {});
   }
 
@@ -942,6 +1002,7 @@ export class HttpCache {
       | "stale-backoff",
     fwdStatus?: number,
     fwd: "uri-miss" | "vary-miss" | "request" = "uri-miss",
+    coded?: StoredRecord,
   ): ReplyPlan {
     const record = entry.value;
     const now = this.#tiers.clock.now();
@@ -949,10 +1010,17 @@ export class HttpCache {
     const ttl = Math.floor((entry.freshUntil - now) / 1000);
     // A range is of the identity body (RFC 9110 §14.1.2: ranges of the selected representation).
     const ranged = request.headers.range !== undefined && request.method === "GET";
-    const coding = ranged
-      ? undefined
-      : negotiate(headerString(request.headers["accept-encoding"]), record.encoded);
-    const body = coding === undefined ? record.body : record.encoded[coding]!;
+    let coding =
+      ranged || record.codings.length === 0
+        ? undefined
+        : negotiate(headerString(request.headers["accept-encoding"]), record.codings);
+    let body = record.body;
+    if (coding !== undefined) {
+      const found = record.encoded[coding] ?? this.#codedBody(key, record, coding, coded);
+      // Without that body at hand (evicted, expired, not yet written), identity is served.
+      if (found === undefined) coding = undefined;
+      else body = found;
+    }
     const etag = codedEtag(record.etag, coding);
     // No content-length: it is the body's length, which every server sets from the body
     // (one header fewer to validate on the hot path).
@@ -1040,12 +1108,23 @@ export class HttpCache {
     if (header === undefined) return false;
     if (ifNoneMatchHits(header, codedEtag(record.etag, coding))) return true;
     if (coding !== undefined && ifNoneMatchHits(header, record.etag)) return true;
-    for (const c of CODINGS) {
-      if (c !== coding && record.encoded[c] && ifNoneMatchHits(header, codedEtag(record.etag, c))) {
-        return true;
-      }
+    for (const c of record.codings) {
+      if (c !== coding && ifNoneMatchHits(header, codedEtag(record.etag, c))) return true;
     }
     return false;
+  }
+
+  /** The `coding` body of `record` stored under `key`: `coded` when given, else from L1. */
+  #codedBody(
+    key: string,
+    record: StoredResponse,
+    coding: Coding,
+    coded: StoredRecord | undefined,
+  ): Buffer | undefined {
+    if (coded !== undefined) return codedBodyOf(record, coding, coded);
+    const tiers = this.#tiers;
+    const held = tiers.freshHeld<StoredRecord>(tiers.key(variantKey(key, coding)));
+    return held === undefined ? undefined : codedBodyOf(record, coding, held.entry.value);
   }
 
   #passThrough(

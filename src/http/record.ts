@@ -37,7 +37,14 @@ export interface StoredResponse {
   readonly staleIfError: number | undefined;
   /** `Last-Modified` in ms since the epoch, when the origin sent one. */
   readonly lastModified: number | undefined;
-  /** The body compressed once at store time, by coding. */
+  /**
+   * The codings the body was compressed to once at store time (best first). Their bodies are
+   * in {@link encoded} when this process holds them; a record read from a remote store has
+   * none there: each coded body is an entry of its own, under {@link variantKey} (see
+   * {@link CodedBody}), so that a hit reads only the body it sends.
+   */
+  readonly codings: readonly Coding[];
+  /** The coded bodies this process holds, by coding (a subset of {@link codings}). */
   readonly encoded: Readonly<Partial<Record<Coding, Buffer>>>;
   /**
    * Request headers the response varies on beyond what the route's key covers (its own
@@ -58,7 +65,43 @@ export interface VaryMarker {
   readonly vary: readonly string[];
 }
 
-export type StoredRecord = StoredResponse | VaryMarker;
+/**
+ * One compressed body of a stored response, stored under {@link variantKey} of the response's
+ * key, with the same lifetime and tags. Served only with a response whose `etag` (and identity
+ * body length) it carries: whatever replaced the response, an old copy is never served with it.
+ */
+export interface CodedBody {
+  readonly kind: "coded";
+  readonly coding: Coding;
+  readonly etag: string;
+  readonly length: number;
+  readonly body: Buffer;
+}
+
+export type StoredRecord = StoredResponse | VaryMarker | CodedBody;
+
+/**
+ * The key of a stored response's body in `coding`. A space never appears in a request key
+ * (the request target grammar has none, and such targets are never cached), so no request's
+ * key can be a variant's.
+ */
+export function variantKey(key: string, coding: Coding): string {
+  return `${key} ~${coding}`;
+}
+
+/** Whether `coded` is the `coding` body of `record` (same entity tag and identity length). */
+export function codedBodyOf(
+  record: StoredResponse,
+  coding: Coding,
+  coded: StoredRecord | undefined,
+): Buffer | undefined {
+  return coded?.kind === "coded" &&
+    coded.coding === coding &&
+    coded.etag === record.etag &&
+    coded.length === record.body.length
+    ? coded.body
+    : undefined;
+}
 
 /** The entity tag of a coded body: the identity tag with the coding appended inside the quotes. */
 export function codedEtag(etag: string, coding: Coding | undefined): string {
@@ -131,14 +174,15 @@ export async function compressRecord(
       if (out.length < record.body.length) encoded[coding] = out;
     }),
   );
-  if (Object.keys(encoded).length === 0) return record;
+  const codings = CODINGS.filter((c) => encoded[c] !== undefined);
+  if (codings.length === 0) return record;
   // The representation now depends on Accept-Encoding, whichever coding a client gets.
   const vary = record.headers.vary;
   const names = (Array.isArray(vary) ? vary.join(",") : (vary ?? "")) as string;
   const headers = /(^|,)\s*accept-encoding\s*(,|$)/i.test(names)
     ? record.headers
     : { ...record.headers, vary: names.trim() ? `${names}, Accept-Encoding` : "Accept-Encoding" };
-  return { ...record, headers, encoded };
+  return { ...record, headers, codings, encoded };
 }
 
 /**
@@ -148,7 +192,7 @@ export async function compressRecord(
  */
 export function negotiate(
   acceptEncoding: string | undefined,
-  available: Readonly<Partial<Record<Coding, Buffer>>>,
+  available: readonly Coding[],
 ): Coding | undefined {
   if (!acceptEncoding) return undefined;
   let star: number | undefined;
@@ -168,7 +212,7 @@ export function negotiate(
   let best: Coding | undefined;
   let bestQ = 0;
   for (const coding of CODINGS) {
-    if (!available[coding]) continue;
+    if (!available.includes(coding)) continue;
     const q =
       weights.get(coding) ?? (coding === "gzip" ? weights.get("x-gzip") : undefined) ?? star ?? 0;
     if (q > bestQ) {
@@ -180,24 +224,25 @@ export function negotiate(
 }
 
 /**
- * Binary form: `u32` length of a JSON metadata block, the block, then the identity body and
- * the coded bodies back to back (their lengths are in the metadata). Bodies are never escaped
- * or re-encoded.
+ * Binary form: `u32` length of a JSON metadata block, the block, then the body. A response
+ * carries its identity body only (its coded bodies are entries of their own, {@link CodedBody},
+ * listed by name in the metadata); a coded body carries its bytes. Bodies are never escaped or
+ * re-encoded, and decoded records keep views into the entry's bytes.
+ *
+ * The serializer's name is recorded in every entry: format 2 (coded bodies apart) is
+ * `http-response-2`, so that an entry of the previous layout (`http-response`, every body in
+ * one value) is a miss, never decoded as this one.
  */
 export const recordSerializer: Serializer = {
-  name: "http-response",
+  name: "http-response-2",
   serialize(value) {
     const record = value as StoredRecord;
-    if (record.kind === "vary") {
-      const meta = Buffer.from(JSON.stringify({ v: record.vary }), "utf8");
-      const out = Buffer.allocUnsafe(4 + meta.length);
-      out.writeUInt32BE(meta.length, 0);
-      meta.copy(out, 4);
-      return out;
+    if (record.kind === "vary") return withMeta({ v: record.vary }, undefined);
+    if (record.kind === "coded") {
+      return withMeta({ k: record.coding, e: record.etag, n: record.length }, record.body);
     }
-    const codings = CODINGS.filter((c) => record.encoded[c] !== undefined);
-    const meta = Buffer.from(
-      JSON.stringify({
+    return withMeta(
+      {
         s: record.status,
         h: record.headers,
         e: record.etag,
@@ -205,34 +250,40 @@ export const recordSerializer: Serializer = {
         o: record.originEtag,
         a: record.age0,
         ...(record.staleIfError === undefined ? {} : { g: record.staleIfError }),
-        b: record.body.length,
-        c: codings.map((c) => [c, record.encoded[c]!.length]),
+        c: record.codings,
         ...(record.varyOn.length > 0 ? { x: record.varyOn, y: record.selecting } : {}),
-      }),
-      "utf8",
+      },
+      record.body,
     );
-    const parts = [record.body, ...codings.map((c) => record.encoded[c]!)];
-    const size = 4 + meta.length + parts.reduce((n, p) => n + p.length, 0);
-    const out = Buffer.allocUnsafe(size);
-    out.writeUInt32BE(meta.length, 0);
-    meta.copy(out, 4);
-    let offset = 4 + meta.length;
-    for (const p of parts) {
-      p.copy(out, offset);
-      offset += p.length;
-    }
-    return out;
   },
   deserialize(bytes) {
     if (bytes.length < 4) throw new Error("truncated response record");
     const metaLength = bytes.readUInt32BE(0);
     if (4 + metaLength > bytes.length) throw new Error("truncated response record");
     const meta = JSON.parse(bytes.toString("utf8", 4, 4 + metaLength)) as Record<string, unknown>;
+    // The body is a view into the entry's bytes: no copy on a hit. (Whoever keeps the record
+    // longer than the request, L1, is handed bytes of their own: see `Tiers`' decode.)
+    const body = bytes.subarray(4 + metaLength);
     if (Array.isArray(meta.v)) {
-      if (!meta.v.every((v) => typeof v === "string")) throw new Error("malformed vary marker");
+      if (!meta.v.every((v) => typeof v === "string") || body.length !== 0) {
+        throw new Error("malformed vary marker");
+      }
       return { kind: "vary", vary: meta.v } satisfies VaryMarker;
     }
-    const { s, h, e, m, b, c, x = [], y = [], o = false, a = 0, g } = meta;
+    if (meta.k !== undefined) {
+      const { k, e, n } = meta;
+      if (
+        (k !== "br" && k !== "gzip") ||
+        typeof e !== "string" ||
+        typeof n !== "number" ||
+        !Number.isInteger(n) ||
+        n < 0
+      ) {
+        throw new Error("malformed coded body");
+      }
+      return { kind: "coded", coding: k, etag: e, length: n, body } satisfies CodedBody;
+    }
+    const { s, h, e, m, c, x = [], y = [], o = false, a = 0, g } = meta;
     if (
       typeof s !== "number" ||
       !Number.isInteger(s) ||
@@ -241,8 +292,8 @@ export const recordSerializer: Serializer = {
       typeof e !== "string" ||
       !isHeaderRecord(h) ||
       !(m === null || typeof m === "number") ||
-      typeof b !== "number" ||
       !Array.isArray(c) ||
+      !c.every((v, i) => (v === "br" || v === "gzip") && c.indexOf(v) === i) ||
       !Array.isArray(x) ||
       !Array.isArray(y) ||
       x.length !== y.length ||
@@ -254,27 +305,6 @@ export const recordSerializer: Serializer = {
     ) {
       throw new Error("malformed response record");
     }
-    let offset = 4 + metaLength;
-    // Bodies are views into the entry's bytes (no copy on a hit), unless those bytes are a
-    // small part of a larger buffer (a socket read), which the record must not keep alive.
-    const share = bytes.buffer.byteLength <= bytes.length * 2;
-    const take = (n: unknown): Buffer => {
-      if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || offset + n > bytes.length) {
-        throw new Error("malformed response record lengths");
-      }
-      const view = bytes.subarray(offset, offset + n);
-      offset += n;
-      return share ? view : Buffer.from(view);
-    };
-    const body = take(b);
-    const encoded: Partial<Record<Coding, Buffer>> = {};
-    for (const pair of c) {
-      if (!Array.isArray(pair) || (pair[0] !== "br" && pair[0] !== "gzip")) {
-        throw new Error("malformed response record codings");
-      }
-      encoded[pair[0] as Coding] = take(pair[1]);
-    }
-    if (offset !== bytes.length) throw new Error("trailing bytes in response record");
     return {
       kind: "response",
       status: s,
@@ -282,7 +312,8 @@ export const recordSerializer: Serializer = {
       body,
       etag: e,
       lastModified: m ?? undefined,
-      encoded,
+      codings: c as Coding[],
+      encoded: {},
       originEtag: o,
       age0: a,
       staleIfError: g as number | undefined,
@@ -291,6 +322,17 @@ export const recordSerializer: Serializer = {
     } satisfies StoredResponse;
   },
 };
+
+/** `u32` metadata length, the metadata as JSON, then `body`. */
+function withMeta(meta: object, body: Buffer | undefined): Buffer {
+  const json = JSON.stringify(meta);
+  const metaLength = Buffer.byteLength(json, "utf8");
+  const out = Buffer.allocUnsafe(4 + metaLength + (body?.length ?? 0));
+  out.writeUInt32BE(metaLength, 0);
+  out.write(json, 4, "utf8");
+  if (body) body.copy(out, 4 + metaLength);
+  return out;
+}
 
 function isHeaderRecord(value: unknown): value is Record<string, string | string[]> {
   if (value === null || typeof value !== "object" || Array.isArray(value)) return false;

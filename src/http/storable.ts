@@ -189,6 +189,7 @@ export function storedResponse(
       etag,
       originEtag,
       lastModified,
+      codings: [],
       encoded: {},
       varyOn,
       selecting: varyOn.map((name) => selectingValue(request.headers[name])),

@@ -78,3 +78,26 @@ describe("a route registered before the Fastify plugin", { timeout: 30_000 }, ()
     );
   });
 });
+
+describe("the Fastify plugin registered before every route", () => {
+  it("adds no global hook: a route without cache config runs none of cachet's hooks", async () => {
+    const app = Fastify();
+    await app.register(cachetFastify, { cache: createCache() });
+    app.get("/plain", async () => "plain");
+    app.get("/cached", { config: { cache: { ttl: "60s" } } }, async () => "cached");
+    await app.ready();
+    const hooks = app.printRoutes({ includeHooks: true, commonPrefix: false });
+    const plain = hooks.slice(hooks.indexOf("/plain (GET)"), hooks.indexOf("/cached"));
+    const cached = hooks.slice(hooks.indexOf("/cached (GET)"));
+    assert.doesNotMatch(plain, /cachet/, `the plain route's hooks:\n${plain}`);
+    assert.match(cached, /cachetOnRequest/);
+    assert.match(cached, /cachetOnSend/);
+    assert.doesNotMatch(hooks, /cachetEarly/);
+    const first = await app.inject({ url: "/cached" });
+    assert.equal(first.headers["cache-status"], "cachet; fwd=uri-miss; stored");
+    const hit = await app.inject({ url: "/cached" });
+    assert.match(String(hit.headers["cache-status"]), /^cachet; hit; ttl=(59|60)$/);
+    assert.equal(hit.body, "cached");
+    await app.close();
+  });
+});

@@ -61,7 +61,7 @@ describe("header parsers on malformed input", () => {
         notModifiedSince(value, undefined, Date.now());
         parseVary(value);
         splitList(value);
-        const coding = negotiate(value, { br: Buffer.from("x"), gzip: Buffer.from("y") });
+        const coding = negotiate(value, ["br", "gzip"]);
         assert.ok(coding === undefined || coding === "br" || coding === "gzip");
       }),
       { numRuns: 5_000 },
