@@ -14,6 +14,7 @@
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import Fastify, { type FastifyInstance } from "fastify";
+import { createClient } from "redis";
 import { cachetFastify } from "../src/adapters/fastify.js";
 import { createCache } from "../src/cache.js";
 import { redisStore } from "../src/stores/redis.js";
@@ -144,6 +145,35 @@ async function main(): Promise<void> {
         `| ${name} | ${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}) | ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}) |`,
       );
     }
+    // What one Redis-only hit reads from Redis: commands and bytes (INFO commandstats / stats).
+    const client = createClient({ url: redis.url });
+    await client.connect();
+    const counters = async () => {
+      const stats = String(await client.sendCommand(["INFO", "commandstats"]));
+      const calls = [...stats.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)]
+        .filter((m) => m[1] !== "info")
+        .reduce((a, m) => a + Number(m[2]), 0);
+      const info = String(await client.sendCommand(["INFO", "stats"]));
+      return { calls, out: Number(/^total_net_output_bytes:(\d+)/m.exec(info)?.[1]) };
+    };
+    const app = apps.get("cachet-redis")!;
+    const a = await counters();
+    for (let i = 0; i < BATCH; i++) await app.inject({ url: url(n++), headers });
+    const b = await counters();
+    const entry = Number(await client.sendCommand(["STRLEN", `r:@http:localhost:80${url(0)}`]));
+    const head = `r:@http:localhost:80${url(0)}`;
+    const keys: string[] = [];
+    let stored = 0;
+    for (const k of [head, `${head} ~br`, `${head} ~gzip`]) {
+      const length = Number(await client.sendCommand(["STRLEN", k]));
+      if (length > 0) keys.push(k);
+      stored += length;
+    }
+    console.log("");
+    console.log(
+      `cachet-redis: ${((b.calls - a.calls - 1) / BATCH).toFixed(2)} commands and ${Math.round((b.out - a.out) / BATCH)} bytes from Redis per hit; the response's entry ${entry} B, ${keys.length} key(s) ${stored} B in all`,
+    );
+    await client.quit();
   } finally {
     for (const app of apps.values()) await app.close();
     await redis.stop();
