@@ -62,11 +62,8 @@ export function keySlot(key: RedisArgument): number {
  * meets `TRYAGAIN` (its slot is being migrated and its keys are split between two nodes) is
  * read key by key instead, each `GET` following the `ASK` redirection on its own.
  */
-export async function mgetBySlot(
-  keys: readonly RedisArgument[],
-  mget: (keys: RedisArgument[]) => Promise<Array<Buffer | null>>,
-  get: (key: RedisArgument) => Promise<Buffer | null>,
-): Promise<Array<Buffer | null>> {
+/** Indexes of `keys` grouped by hash slot, in the order each slot first appears. */
+export function indexesBySlot(keys: readonly RedisArgument[]): number[][] {
   const groups = new Map<number, number[]>();
   for (let i = 0; i < keys.length; i++) {
     const slot = keySlot(keys[i]!);
@@ -74,6 +71,15 @@ export async function mgetBySlot(
     if (group) group.push(i);
     else groups.set(slot, [i]);
   }
+  return [...groups.values()];
+}
+
+export async function mgetBySlot(
+  keys: readonly RedisArgument[],
+  mget: (keys: RedisArgument[]) => Promise<Array<Buffer | null>>,
+  get: (key: RedisArgument) => Promise<Buffer | null>,
+): Promise<Array<Buffer | null>> {
+  const groups = indexesBySlot(keys);
   const readGroup = (group: RedisArgument[]) =>
     group.length === 1
       ? get(group[0]!).then((reply) => [reply])
@@ -82,10 +88,10 @@ export async function mgetBySlot(
             return Promise.all(group.map(get));
           throw error;
         });
-  if (groups.size === 1) return readGroup([...keys]);
+  if (groups.length === 1) return readGroup([...keys]);
   const out = new Array<Buffer | null>(keys.length);
   await Promise.all(
-    Array.from(groups.values(), async (indexes) => {
+    groups.map(async (indexes) => {
       const replies = await readGroup(indexes.map((i) => keys[i]!));
       for (let j = 0; j < indexes.length; j++) out[indexes[j]!] = replies[j] ?? null;
     }),

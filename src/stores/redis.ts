@@ -20,10 +20,10 @@ import {
   ClusterClient,
   IoRedisClient,
   type IoRedisLike,
+  indexesBySlot,
   isIoRedis,
   isRedisCluster,
   isRedisSentinel,
-  keySlot,
   type MultiHostUrl,
   parseMultiHostUrl,
   type RedisClusterLike,
@@ -686,14 +686,7 @@ export class RedisStore implements Store {
   #bySlot(keys: readonly string[]): number[][] {
     if (keys.length === 0) return [];
     if (this.topology !== "cluster") return [keys.map((_, i) => i)];
-    const groups = new Map<number, number[]>();
-    for (let i = 0; i < keys.length; i++) {
-      const slot = keySlot(keys[i]!);
-      const group = groups.get(slot);
-      if (group) group.push(i);
-      else groups.set(slot, [i]);
-    }
-    return [...groups.values()];
+    return indexesBySlot(keys);
   }
 
   /** Publish `message` on the bus channel `channel` (prefixed like keys). */
