@@ -53,6 +53,7 @@ const SCRIPT = fileURLToPath(new URL("./working-set.lua", import.meta.url));
 export const DEFAULT_TARGETS = [
   "limit",
   "limit-aa",
+  "limit-redis",
   "cachet-memory",
   "cachet-tiered",
   "cachet-redis",
@@ -78,7 +79,9 @@ const USAGE = `usage: npm run bench:working-set -- [options]
   --seed N              seed of the per-round target order and of the random order
   --label TEXT          what this run is (top of the report)
   --out DIR             output directory (default bench/ for the default set-up, else bench/.tmp/)
-  --no-pin              do not pin the targets to core 0 and wrk to core 1`;
+  --no-pin              do not pin the targets to core 0 and wrk to core 1
+  --profile TARGET      no rounds: a V8 CPU profile of TARGET's main thread under the
+                        working-set load, summarised (bench/.tmp/profiles/ws-TARGET.md)`;
 
 interface Args {
   keys: number;
@@ -92,6 +95,8 @@ interface Args {
   label: string | undefined;
   out: string | undefined;
   noPin: boolean;
+  /** `--profile`: the one target to profile under load (no rounds, no report). */
+  profile: string | undefined;
   /** The default targets and key count: the run may replace the reference results. */
   reference: boolean;
 }
@@ -109,6 +114,7 @@ function parseArgs(argv: readonly string[]): Args {
       "seed",
       "label",
       "out",
+      "profile",
     ],
     flags: ["no-pin"],
     usage: USAGE,
@@ -126,7 +132,10 @@ function parseArgs(argv: readonly string[]): Args {
     ?.split(",")
     .map((s) => s.trim())
     .filter(Boolean);
-  const names = new Set(["limit", "limit-aa", ...(listed ?? DEFAULT_TARGETS)]);
+  const profile = values.get("profile");
+  const names = new Set(
+    profile !== undefined ? [profile] : ["limit", "limit-aa", ...(listed ?? DEFAULT_TARGETS)],
+  );
   for (const n of names) targetInfo(n); // fails on an unknown name
   const keys = values.has("keys")
     ? parseCount(values.get("keys")!, "--keys", 1, 10_000_000)
@@ -143,7 +152,12 @@ function parseArgs(argv: readonly string[]): Args {
     label: values.get("label"),
     out: values.get("out"),
     noPin: flags.has("no-pin"),
-    reference: listed === undefined && keys === DEFAULT_KEYS && order === "round-robin",
+    profile,
+    reference:
+      profile === undefined &&
+      listed === undefined &&
+      keys === DEFAULT_KEYS &&
+      order === "round-robin",
   };
 }
 
@@ -202,7 +216,7 @@ export interface WsTarget {
 export interface WsResults {
   readonly label: string | undefined;
   readonly command: string;
-  readonly settings: Omit<Args, "label" | "out" | "reference" | "targets"> & {
+  readonly settings: Omit<Args, "label" | "out" | "reference" | "targets" | "profile"> & {
     ttlMs: number;
     upstreamLatencyMs: number;
     limitEvery: number;
@@ -321,6 +335,11 @@ async function main(): Promise<void> {
     for (const t of infos) await run(procs.get(t.name)!, args.warmup, -1);
   }
 
+  if (args.profile !== undefined) {
+    await profileTarget(procs.get(args.profile)!, args, run);
+    return;
+  }
+
   const troubles0 = new Map<string, Record<string, number>>();
   for (const [name, proc] of procs) troubles0.set(name, (await proc.usage()).stats);
   const limitRps: number[][] = [];
@@ -426,6 +445,40 @@ async function main(): Promise<void> {
   log(
     `done in ${report.elapsedSeconds} s; wrote ${join(outDir, "WORKING-SET.md")} and working-set.json`,
   );
+}
+
+/**
+ * `--profile`: a V8 CPU profile of the target's main thread during one run of the working-set
+ * load (after the JIT warm-up), and its summary: where a hit's time goes, by area and function.
+ */
+async function profileTarget(
+  proc: TargetProcess,
+  args: Args,
+  run: (proc: TargetProcess, seconds: number, round: number) => Promise<LoadResult>,
+): Promise<void> {
+  const dir = join(ROOT, "bench/.tmp/profiles");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `ws-${proc.name}.cpuprofile`);
+  const usage0 = await proc.usage();
+  await proc.profileStart();
+  const result = await run(proc, Math.max(args.duration, 5), 0);
+  await proc.profileStop(file);
+  const usage1 = await proc.usage();
+  const cpu = usage1.cpu.user + usage1.cpu.system - (usage0.cpu.user + usage0.cpu.system);
+  log(
+    `${proc.name}: ${Math.round(result.rps)} req/s, p99 ${result.p99.toFixed(2)} ms, ` +
+      `${(cpu / Math.max(1, result.requests)).toFixed(1)} µs CPU per hit (profiler included)`,
+  );
+  const { summariseFile } = await import("./profile.js");
+  const summary = summariseFile(
+    file,
+    `${proc.name}, working set of ${formatCount(args.keys)} URLs`,
+    result,
+  );
+  const md = join(dir, `ws-${proc.name}.md`);
+  writeFileSync(md, summary);
+  console.log(summary);
+  log(`profile: ${file}; summary: ${md}`);
 }
 
 /** GET /posts?k=1..n, `WARM_CONCURRENCY` at a time; every answer must be a 200. */

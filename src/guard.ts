@@ -6,7 +6,7 @@ import type { Store, StoreEntry } from "./store.js";
 export interface GuardOptions {
   /**
    * How long the store may be silent towards a call (answer neither it nor a call made before
-   * it) before the call counts as failed; see `#deadline`. @default 50
+   * it) before the call counts as failed; see `#open`. @default 50
    */
   timeout: number;
   /** Consecutive failures that open the circuit. @default 5 */
@@ -74,14 +74,78 @@ export const LATE_SHARE = 0.2;
 /** Calls tracked as waiting at most (the oldest is forgotten past this). */
 const SETTLE_LOG = 65_536;
 
-/** A call's timeout: `expired` rejects when it runs out; `cancel` once the call has settled. */
-interface Deadline {
-  readonly expired: Promise<never>;
-  cancel(): void;
-}
-
 const FAILED = Symbol("failed");
 type Failed = typeof FAILED;
+/** What a call that fails before reaching the store resolves with. */
+const FAILED_CALL: Promise<Failed> = Promise.resolve(FAILED);
+
+/** A call in flight, as the guard tracks it until its caller has an answer. */
+class Call {
+  /** Its caller has an answer (the store's, or a failure): nothing more happens for it. */
+  done = false;
+  cohort: Cohort | undefined;
+  constructor(
+    readonly id: number,
+    readonly operation: string,
+    readonly key: string | undefined,
+    /** When it began (for `onCall`), or `-1` when calls are not timed. */
+    readonly began: number,
+    /** Its payload allowance: bytes counted in flight while it runs. */
+    readonly large: number,
+    readonly resolve: (value: unknown) => void,
+  ) {}
+}
+
+/**
+ * Calls made in one turn of the event loop with one time limit: they go on the wire together
+ * and share one window, one timer and one judgement (a call that the judgement keeps moves to
+ * a successor cohort for its next window). See `GuardedStore.#open`.
+ */
+class Cohort {
+  readonly calls: Call[] = [];
+  /** Calls not done yet: at 0, the timer is cleared. */
+  open = 0;
+  /** When the calls could be on the wire. */
+  sentAt = 0;
+  /** When the current window should end, and when its timer fired. */
+  due = 0;
+  firedAt = 0;
+  /** How many calls had settled when the current window opened. */
+  mark = 0;
+  /** Windows' lengths so far. */
+  waited = 0;
+  /** What is left of the extra time a late timer may give (one window in all). */
+  grace: number;
+  timer: NodeJS.Timeout | undefined;
+  turn: NodeJS.Immediate | undefined;
+
+  constructor(readonly limit: number) {
+    this.grace = limit;
+  }
+
+  add(call: Call): void {
+    call.cohort = this;
+    this.calls.push(call);
+    this.open++;
+  }
+
+  /** A cohort for `calls`' next window, carrying what they have waited so far. */
+  successor(calls: readonly Call[]): Cohort {
+    const next = new Cohort(this.limit);
+    next.sentAt = this.sentAt;
+    next.waited = this.waited;
+    next.grace = this.grace;
+    for (const call of calls) next.add(call);
+    return next;
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    clearImmediate(this.turn);
+    this.timer = undefined;
+    this.turn = undefined;
+  }
+}
 
 /**
  * Wraps a remote store so that it can never fail or stall a request: every call is bounded
@@ -116,6 +180,8 @@ export class GuardedStore {
    * a burst of ten thousand calls must not cost each of them a walk over the others.
    */
   readonly #settleLog = new Float64Array(SETTLE_LOG);
+  /** The cohorts of calls made in this turn of the event loop, by time limit; see {@link Cohort}. */
+  #forming: Map<number, Cohort> | undefined;
   #settles = 0;
   /**
    * When the latest call that timed out with nothing settling while it waited was sent
@@ -157,9 +223,10 @@ export class GuardedStore {
   }
 
   /** The bytes under `key`; `undefined` on a miss or on any failure. */
-  async get(key: string): Promise<Uint8Array | undefined> {
-    const out = await this.#call("get", key, () => this.store.get(key), this.#largeKeys.get(key));
-    return out === FAILED ? undefined : out;
+  get(key: string): Promise<Uint8Array | undefined> {
+    return this.#call("get", key, () => this.store.get(key), this.#largeKeys.get(key)).then(
+      missOnFailure,
+    );
   }
 
   /**
@@ -327,99 +394,164 @@ export class GuardedStore {
       this.#remember(key, out.byteLength);
   }
 
-  async #call<T>(
+  /**
+   * Run one store call under the guard. Resolves with the store's answer, or {@link FAILED}
+   * (the failure reported, counted towards the breaker) when it failed or timed out; never
+   * rejects. A call costs one promise, one small record and a place in its turn's cohort (see
+   * {@link Cohort}); timers are per turn of the event loop, not per call.
+   */
+  #call<T>(
     operation: string,
     key: string | undefined,
     run: () => Promise<T>,
     bytes = 0,
   ): Promise<T | Failed> {
-    if (!this.#admit()) return FAILED;
-    const hooks = this.#hooks;
-    // Timed only when someone listens: off, a call costs no clock read.
-    const began = hooks.timed?.() ? this.#now() : -1;
-    let deadline: Deadline | undefined;
-    // The call's payload allowance, released when it settles or fails (a call that timed out
-    // no longer counts as in flight: a store that never answers must not stretch every later
-    // call's timeout).
-    let release: (() => void) | undefined;
-    try {
-      const started = this.#now();
-      if (this.#state === "closed" && this.#stalled(started)) {
-        // A call waited a whole timeout and nothing has settled since it was sent: the store
-        // is frozen or black-holed. Waiting another timeout here would make a request that
-        // calls the store several times (read, lease, write) wait on it several times over.
-        throw new StoreError(
+    if (!this.#admit()) return FAILED_CALL;
+    const began = this.#hooks.timed?.() ? this.#now() : -1;
+    if (this.#state === "closed" && this.#stalled(this.#now())) {
+      // A call waited a whole timeout and nothing has settled since it was sent: the store
+      // is frozen or black-holed. Waiting another timeout here would make a request that
+      // calls the store several times (read, lease, write) wait on it several times over.
+      this.#fail(
+        operation,
+        key,
+        began,
+        new StoreError(
           this.store.name,
           operation,
           `not answering (silent for more than ${this.options.timeout} ms)`,
           { code: "E_STORE_TIMEOUT" },
-        );
-      }
-      // A large payload needs time to cross the wire, and so do calls queued behind one.
-      const large = bytes >= LARGE_PAYLOAD ? bytes : 0;
-      const limit =
-        this.options.timeout +
-        Math.ceil((this.#bytesInFlight + large) / (this.options.throughput ?? DEFAULT_THROUGHPUT));
-      this.#bytesInFlight += large;
-      let released = false;
-      release = () => {
-        if (!released) this.#bytesInFlight -= large;
-        released = true;
-      };
-      const free = release;
-      const id = ++this.#calls;
-      const pending = run();
-      // Logged when it settles, even after it timed out: until then it is still ahead of later
-      // calls on the connection, and its late answer is the store answering again.
-      let answered = false;
-      const settled = () => {
-        answered = true;
-        this.#lastSettledAt = this.#now();
-        this.#settleLog[this.#settles % SETTLE_LOG] = id;
-        this.#settles++;
-        free();
-      };
-      pending.then((value) => {
-        settled();
-        this.#learn(operation, key, value);
-      }, settled);
-      deadline = this.#deadline(operation, id, limit, () => answered);
-      // A late answer after a timeout is dropped; its rejection must not go unhandled.
-      pending.catch(() => {});
-      const out = await Promise.race([pending, deadline.expired]);
-      this.#succeeded();
-      if (began >= 0) {
-        const outcome =
-          operation !== "get" ? "ok" : out === undefined || out === null ? "miss" : "hit";
-        hooks.onCall?.(operation, key, this.#now() - began, outcome);
-      }
-      return out;
-    } catch (error) {
-      release?.();
-      const storeError =
-        error instanceof StoreError
-          ? error
-          : new StoreError(this.store.name, operation, errorMessage(error), { cause: error });
-      this.#failed(storeError);
-      hooks.onError(operation, key, storeError);
-      if (began >= 0) {
-        hooks.onCall?.(operation, key, this.#now() - began, "error", storeError);
-      }
-      return FAILED;
-    } finally {
-      deadline?.cancel();
+        ),
+      );
+      return FAILED_CALL;
     }
+    // A large payload needs time to cross the wire, and so do calls queued behind one.
+    const large = bytes >= LARGE_PAYLOAD ? bytes : 0;
+    const limit =
+      this.options.timeout +
+      Math.ceil((this.#bytesInFlight + large) / (this.options.throughput ?? DEFAULT_THROUGHPUT));
+    const id = ++this.#calls;
+    let pending: Promise<T>;
+    try {
+      pending = run();
+    } catch (error) {
+      this.#settled(id);
+      this.#fail(operation, key, began, this.#storeError(operation, error));
+      return FAILED_CALL;
+    }
+    this.#bytesInFlight += large;
+    return new Promise<T | Failed>((resolve) => {
+      const call = new Call(id, operation, key, began, large, resolve as (value: unknown) => void);
+      this.#join(call, limit);
+      // Logged when it settles, even after it timed out: until then it is still ahead of later
+      // calls on the connection, and its late answer is the store answering again. A late
+      // answer is dropped; a late rejection is handled here.
+      pending.then(
+        (value) => this.#answered(call, value),
+        (error: unknown) => this.#rejected(call, error),
+      );
+    });
+  }
+
+  #answered(call: Call, value: unknown): void {
+    this.#settled(call.id);
+    this.#learn(call.operation, call.key, value);
+    if (call.done) return;
+    this.#finish(call);
+    this.#succeeded();
+    if (call.began >= 0) {
+      const outcome =
+        call.operation !== "get" ? "ok" : value === undefined || value === null ? "miss" : "hit";
+      this.#hooks.onCall?.(call.operation, call.key, this.#now() - call.began, outcome);
+    }
+    call.resolve(value);
+  }
+
+  #rejected(call: Call, error: unknown): void {
+    this.#settled(call.id);
+    if (call.done) return;
+    this.#finish(call);
+    this.#fail(call.operation, call.key, call.began, this.#storeError(call.operation, error));
+    call.resolve(FAILED);
+  }
+
+  /** The call's timeout ran out: it fails now; its answer, if one comes, is dropped. */
+  #expired(call: Call, error: StoreError): void {
+    this.#finish(call);
+    this.#fail(call.operation, call.key, call.began, error);
+    call.resolve(FAILED);
+  }
+
+  /** A call is over for its caller: release its payload allowance and its cohort's timer. */
+  #finish(call: Call): void {
+    call.done = true;
+    // A call that timed out no longer counts as in flight: a store that never answers must
+    // not stretch every later call's timeout.
+    this.#bytesInFlight -= call.large;
+    const cohort = call.cohort;
+    if (cohort !== undefined && --cohort.open === 0) cohort.stop();
+  }
+
+  /** Call `id` settled (answered or failed, in time or late): the store is moving. */
+  #settled(id: number): void {
+    this.#lastSettledAt = this.#now();
+    this.#settleLog[this.#settles % SETTLE_LOG] = id;
+    this.#settles++;
+  }
+
+  #fail(operation: string, key: string | undefined, began: number, error: StoreError): void {
+    this.#failed(error);
+    this.#hooks.onError(operation, key, error);
+    if (began >= 0) this.#hooks.onCall?.(operation, key, this.#now() - began, "error", error);
+  }
+
+  #storeError(operation: string, error: unknown): StoreError {
+    return error instanceof StoreError
+      ? error
+      : new StoreError(this.store.name, operation, errorMessage(error), { cause: error });
   }
 
   /**
-   * The timeout of call `id`: it fails when the store has been **silent towards it** for a
-   * window of `limit` ms, not merely when `limit` ms have passed. What a busy process does to
-   * a call's clock is not counted against the store:
+   * Put `call` in the cohort of this turn of the event loop with its time limit, opening that
+   * cohort's window at the end of the turn (one `setImmediate` per turn for every cohort).
+   */
+  #join(call: Call, limit: number): void {
+    let forming = this.#forming;
+    if (forming === undefined) {
+      forming = this.#forming = new Map();
+      setImmediate(this.#openForming);
+    }
+    let cohort = forming.get(limit);
+    if (cohort === undefined) {
+      cohort = new Cohort(limit);
+      forming.set(limit, cohort);
+    }
+    cohort.add(call);
+  }
+
+  /** The cohorts formed in the turn that just ended: their calls can be on the wire now. */
+  readonly #openForming = (): void => {
+    const forming = this.#forming;
+    this.#forming = undefined;
+    if (forming === undefined) return;
+    const now = this.#now();
+    for (const cohort of forming.values()) {
+      if (cohort.open === 0) continue;
+      cohort.sentAt = now;
+      this.#open(cohort, cohort.limit);
+    }
+  };
+
+  /**
+   * The timeout of a cohort's calls: a call fails when the store has been **silent towards
+   * it** for a window of `limit` ms, not merely when `limit` ms have passed. What a busy
+   * process does to a call's clock is not counted against the store:
    *
    * - the window opens when the call can be on the wire: clients write in the check phase of
    *   the event-loop turn the call was made in (node-redis batches its writes in a
    *   `setImmediate`), after whatever else that turn runs (a burst of requests encoding and
-   *   compressing bodies takes tens of milliseconds);
+   *   compressing bodies takes tens of milliseconds); the calls made in one turn with one
+   *   limit share that window and its timer (a cohort);
    * - when the window's timer fires, the guard yields once (`setImmediate`) before judging:
    *   timers run before I/O in each turn, so after the loop was blocked past the deadline, a
    *   reply already waiting in the socket would otherwise go unread and its call be counted as
@@ -436,80 +568,84 @@ export class GuardedStore {
    * starved machine. A store that answers but too slowly fails a call after
    * {@link MAX_WINDOWS} windows in all.
    */
-  #deadline(operation: string, id: number, limit: number, answered: () => boolean): Deadline {
-    let timer: NodeJS.Timeout | undefined;
-    let turn: NodeJS.Immediate | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      /** When the call could be on the wire. */
-      let sentAt = 0;
-      /** When the current window should end, and when its timer fired. */
-      let due = 0;
-      let firedAt = 0;
-      /** How many calls had settled when the current window opened. */
-      let mark = 0;
-      /** Windows' lengths so far. */
-      let waited = 0;
-      /** What is left of the extra time a late timer may give (one window in all). */
-      let grace = limit;
-      const open = (ms: number) => {
-        mark = this.#settles;
-        waited += ms;
-        due = this.#now() + ms;
-        timer = setTimeout(fire, ms);
-      };
-      const fire = () => {
-        timer = undefined;
-        firedAt = this.#now();
-        turn = setImmediate(judge);
-      };
-      const judge = () => {
-        turn = undefined;
-        if (answered()) return;
-        if (waited < limit * MAX_WINDOWS) {
-          if (this.#progressAhead(id, mark)) return open(limit);
-          const late = Math.min(Math.ceil(firedAt - due), grace);
-          if (late > limit * LATE_SHARE) {
-            grace -= late;
-            return open(late);
-          }
-        }
-        if (this.#lastSettledAt <= sentAt) this.#silentSince = sentAt;
-        reject(
-          new StoreError(
-            this.store.name,
-            operation,
-            waited === limit
-              ? `timed out after ${limit} ms`
-              : waited >= limit * MAX_WINDOWS
-                ? `timed out after ${waited} ms (answering the calls ahead of it too slowly)`
-                : `timed out after ${waited} ms (nothing answered in its last window)`,
-            { code: "E_STORE_TIMEOUT" },
-          ),
-        );
-      };
-      turn = setImmediate(() => {
-        turn = undefined;
-        sentAt = this.#now();
-        open(limit);
+  #open(cohort: Cohort, ms: number): void {
+    cohort.mark = this.#settles;
+    cohort.waited += ms;
+    cohort.due = this.#now() + ms;
+    cohort.timer = setTimeout(() => {
+      cohort.timer = undefined;
+      cohort.firedAt = this.#now();
+      cohort.turn = setImmediate(() => {
+        cohort.turn = undefined;
+        this.#judge(cohort);
       });
-    });
-    return {
-      expired,
-      cancel: () => {
-        clearTimeout(timer);
-        clearImmediate(turn);
-      },
-    };
+    }, ms);
   }
 
-  /** Whether a call made before call `id` settled since settle number `since`. */
-  #progressAhead(id: number, since: number): boolean {
-    // More settled than the ring keeps: the store has been answering a great deal.
-    if (this.#settles - since > SETTLE_LOG) return true;
-    for (let n = since; n < this.#settles; n++) {
-      if (this.#settleLog[n % SETTLE_LOG]! < id) return true;
+  #judge(cohort: Cohort): void {
+    const { limit } = cohort;
+    const waiting = cohort.calls.filter((call) => !call.done);
+    if (waiting.length === 0) return;
+    const again: Call[] = [];
+    const failing: Call[] = [];
+    let late = 0;
+    if (cohort.waited < limit * MAX_WINDOWS) {
+      // The lowest call number settled in this window: every call made after it saw progress.
+      const ahead = this.#lowestSettledSince(cohort.mark);
+      for (const call of waiting) (call.id > ahead ? again : failing).push(call);
+      late = Math.min(Math.ceil(cohort.firedAt - cohort.due), cohort.grace);
+      if (late <= limit * LATE_SHARE) late = 0;
+    } else {
+      failing.push(...waiting);
     }
-    return false;
+    if (again.length > 0) {
+      const next = cohort.successor(again);
+      this.#open(next, limit);
+    }
+    if (failing.length === 0) return;
+    if (late > 0) {
+      // The timer fired late: the process could not run, and the store may not have either.
+      const next = cohort.successor(failing);
+      next.grace -= late;
+      this.#open(next, late);
+      return;
+    }
+    if (this.#lastSettledAt <= cohort.sentAt) this.#silentSince = cohort.sentAt;
+    const waited = cohort.waited;
+    for (const call of failing) {
+      if (call.done) continue; // settled by a hook that ran for an earlier one
+      this.#expired(
+        call,
+        new StoreError(
+          this.store.name,
+          call.operation,
+          waited === limit
+            ? `timed out after ${limit} ms`
+            : waited >= limit * MAX_WINDOWS
+              ? `timed out after ${waited} ms (answering the calls ahead of it too slowly)`
+              : `timed out after ${waited} ms (nothing answered in its last window)`,
+          { code: "E_STORE_TIMEOUT" },
+        ),
+      );
+    }
+  }
+
+  /**
+   * The lowest number of the calls settled since settle number `since` (`Infinity` when none
+   * did; `0` when more settled than the log keeps: the store has been answering a great deal).
+   * A call waiting since then saw progress ahead of it when this is lower than its number (a
+   * call made before it is ahead of it on the connection). It costs what settled during the
+   * window, not the number of calls waiting: a burst of ten thousand calls must not cost each
+   * of them a walk over the others.
+   */
+  #lowestSettledSince(since: number): number {
+    if (this.#settles - since > SETTLE_LOG) return 0;
+    let lowest = Number.POSITIVE_INFINITY;
+    for (let n = since; n < this.#settles; n++) {
+      const id = this.#settleLog[n % SETTLE_LOG]!;
+      if (id < lowest) lowest = id;
+    }
+    return lowest;
   }
 
   /**
@@ -581,6 +717,10 @@ export class GuardedStore {
     this.#state = state;
     this.#hooks.onBreaker(state, error);
   }
+}
+
+function missOnFailure<T>(out: T | Failed): T | undefined {
+  return out === FAILED ? undefined : out;
 }
 
 function errorMessage(error: unknown): string {

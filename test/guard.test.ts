@@ -591,3 +591,46 @@ describe("GuardedStore: a busy process is not a failing store", () => {
     assert.equal(errors[0]?.error.message, "cachet: manual store get: timed out after 50 ms");
   });
 });
+
+describe("GuardedStore: the calls of one turn share one window", () => {
+  it("answered calls pass, silent ones time out together, once each", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const waiting = new Map<string, ReturnType<typeof deferred<Uint8Array | undefined>>>();
+    const store: Store = {
+      name: "half-silent",
+      get(key) {
+        const d = deferred<Uint8Array | undefined>();
+        waiting.set(key, d);
+        return d.promise;
+      },
+      async set() {},
+      async delete() {
+        return true;
+      },
+    };
+    const { guard, errors } = guarded(store, { failureThreshold: 10_000 });
+    const calls = Array.from({ length: 1000 }, (_, i) => guard.get(`k${i}`));
+    await flush();
+    // The even ones answer; the odd ones never do. Answers arrive out of order (a cluster).
+    for (let i = 998; i >= 0; i -= 2) waiting.get(`k${i}`)!.resolve(Buffer.from(`v${i}`));
+    await flush();
+    t.mock.timers.tick(50);
+    await flush();
+    // Calls made before them were answered in that window (the store is working through its
+    // queue): the silent calls get another window rather than failing now.
+    assert.equal(errors.length, 0);
+    t.mock.timers.tick(50);
+    await flush();
+    const out = await Promise.all(calls);
+    out.forEach((value, i) => {
+      if (i % 2 === 0) assert.deepEqual(value, Buffer.from(`v${i}`));
+      else assert.equal(value, undefined);
+    });
+    assert.equal(errors.length, 500, "each silent call fails once, after a window of silence");
+    assert.match(
+      errors[0]!.error.message,
+      /timed out after 100 ms \(nothing answered in its last window\)/,
+    );
+    assert.ok(errors.every((e) => e.error.code === "E_STORE_TIMEOUT"));
+  });
+});

@@ -68,6 +68,51 @@ export async function start(config: TargetConfig): Promise<RunningTarget> {
       );
       return listenFastify(app);
     }
+    case "limit-redis": {
+      // limit-headers, the body read from Redis each time: what any Redis-backed hit must pay
+      // (a round trip, a 27 KB reply read and parsed) without a cache's own work.
+      const { createClient, RESP_TYPES } = await import("redis");
+      const client = createClient({ url: config.redisUrl, commandOptions: { timeout: 0 } });
+      await client.connect();
+      const redis = client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
+      const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
+      const startedAt = Date.now();
+      const app = Fastify({ logger: false });
+      app.get(
+        "/posts",
+        {
+          async onRequest(request, reply) {
+            const key = `limit-redis:${request.url}`;
+            let bytes = await redis.get(key);
+            if (bytes === null) {
+              bytes = body;
+              await redis.set(key, body);
+            }
+            const age = Math.floor((Date.now() - startedAt) / 1000);
+            reply.code(200);
+            reply.headers({
+              "content-type": JSON_TYPE,
+              vary: "Accept-Encoding",
+              etag,
+              age: String(age),
+              "cache-status": `cachet; hit; ttl=${Math.max(0, 60 - age)}`,
+            });
+            return reply.send(bytes);
+          },
+        },
+        function unreached(_request, reply) {
+          reply.code(500).send();
+        },
+      );
+      const running = await listenFastify(app);
+      return {
+        ...running,
+        close: async () => {
+          await running.close();
+          client.destroy();
+        },
+      };
+    }
     case "limit-express": {
       const app = express();
       app.get("/posts", function constantBody(_req, res) {

@@ -57,6 +57,15 @@ export const TARGETS: readonly TargetInfo[] = [
     module: "basic",
   },
   {
+    name: "limit-redis",
+    family: "limit",
+    framework: "fastify",
+    storage: "redis",
+    setup:
+      "`limit-headers` with the body read from Redis on every request (node-redis, one `GET` of the body's bytes, Buffer replies, no per-command timeout; a miss stores the body) and no cache logic: the floor of any hit served from Redis.",
+    module: "basic",
+  },
+  {
     name: "limit-express",
     family: "limit",
     framework: "express",

@@ -399,10 +399,10 @@ export class Tiers {
     return pending as Promise<Decoded<T> | undefined>;
   }
 
-  async #fetchL2(full: string, l2: GuardedStore): Promise<Decoded | undefined> {
-    const bytes = await l2.get(full);
-    if (bytes === undefined) return undefined;
-    return this.#decode(full, bytes);
+  #fetchL2(full: string, l2: GuardedStore): Promise<Decoded | undefined> {
+    return l2
+      .get(full)
+      .then((bytes) => (bytes === undefined ? undefined : this.#decode(full, bytes)));
   }
 
   /** Synchronous unless the entry's tag states must be read first (not once per read). */
