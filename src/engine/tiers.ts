@@ -393,16 +393,18 @@ export class Tiers {
     if (!pending) {
       pending = this.#fetchL2(full, l2);
       reads.set(full, pending);
-      const done = () => reads.delete(full);
-      pending.then(done, done);
     }
     return pending as Promise<Decoded<T> | undefined>;
   }
 
+  /** One read of `full` from L2, shared by the reads of it meanwhile (see {@link readL2}). */
   #fetchL2(full: string, l2: GuardedStore): Promise<Decoded | undefined> {
-    return l2
-      .get(full)
-      .then((bytes) => (bytes === undefined ? undefined : this.#decode(full, bytes)));
+    // The guard never rejects (a failure is a miss), so the read is over when its answer
+    // comes: later reads of the key make a call of their own, after this answer's decode.
+    return l2.get(full).then((bytes) => {
+      this.core.reads.delete(full);
+      return bytes === undefined ? undefined : this.#decode(full, bytes);
+    });
   }
 
   /** Synchronous unless the entry's tag states must be read first (not once per read). */
