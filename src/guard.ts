@@ -76,6 +76,7 @@ const SETTLE_LOG = 65_536;
 
 const FAILED = Symbol("failed");
 type Failed = typeof FAILED;
+const ignore = (): void => {};
 /** What a call that fails before reaching the store resolves with. */
 const FAILED_CALL: Promise<Failed> = Promise.resolve(FAILED);
 
@@ -92,8 +93,22 @@ class Call {
     readonly began: number,
     /** Its payload allowance: bytes counted in flight while it runs. */
     readonly large: number,
-    readonly resolve: (value: unknown) => void,
-  ) {}
+    resolve: (value: unknown) => void,
+  ) {
+    this.#resolve = resolve;
+  }
+
+  #resolve: (value: unknown) => void;
+
+  /**
+   * Answer the caller, once. The cohort keeps the call until its last call is done: the
+   * caller's promise (and the value it resolved with) must not be kept with it.
+   */
+  answer(value: unknown): void {
+    const resolve = this.#resolve;
+    this.#resolve = ignore;
+    resolve(value);
+  }
 }
 
 /**
@@ -464,7 +479,7 @@ export class GuardedStore {
         call.operation !== "get" ? "ok" : value === undefined || value === null ? "miss" : "hit";
       this.#hooks.onCall?.(call.operation, call.key, this.#now() - call.began, outcome);
     }
-    call.resolve(value);
+    call.answer(value);
   }
 
   #rejected(call: Call, error: unknown): void {
@@ -472,14 +487,14 @@ export class GuardedStore {
     if (call.done) return;
     this.#finish(call);
     this.#fail(call.operation, call.key, call.began, this.#storeError(call.operation, error));
-    call.resolve(FAILED);
+    call.answer(FAILED);
   }
 
   /** The call's timeout ran out: it fails now; its answer, if one comes, is dropped. */
   #expired(call: Call, error: StoreError): void {
     this.#finish(call);
     this.#fail(call.operation, call.key, call.began, error);
-    call.resolve(FAILED);
+    call.answer(FAILED);
   }
 
   /** A call is over for its caller: release its payload allowance and its cohort's timer. */
