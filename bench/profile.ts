@@ -141,6 +141,119 @@ export function summarise(profile: CpuProfile, title: string, load?: LoadResult)
   return lines.join("\n");
 }
 
+/** A profile with the number of requests it served, for per-request figures. */
+export interface ProfiledRun {
+  readonly name: string;
+  readonly file: string;
+  readonly requests: number;
+}
+
+/**
+ * Where a request's time goes, by phase of the event loop's work: each row is the inclusive
+ * time of the frames named (a frame counts once per sample), per request, in µs.
+ */
+const PHASES: ReadonlyArray<readonly [string, (fn: string, url: string) => boolean]> = [
+  [
+    "HTTP request parsed, routed, handled (until the first await)",
+    (fn, url) => fn === "parserOnHeadersComplete" && url.includes("_http_common"),
+  ],
+  ["kernel write of the response (`writev`)", (fn) => fn === "writev"],
+  [
+    "microtasks and ticks (promise continuations, stream callbacks)",
+    (fn) => fn === "processTicksAndRejections",
+  ],
+  [
+    "socket reads of the store's replies (incl. protocol decode)",
+    (fn, url) => fn === "onStreamRead" && url.includes("stream_base_commons"),
+  ],
+  ["immediates (clients' batched writes, the guard's turns)", (fn) => fn === "processImmediate"],
+  ["timers", (fn) => fn === "processTimers"],
+  ["garbage collector (main thread)", (fn) => fn === "(garbage collector)"],
+  ["V8/native work outside JS frames (`(program)`)", (fn) => fn === "(program)"],
+];
+
+/** Per-request inclusive µs of each phase, of cachet's frames, and busy time. */
+function perRequest(profile: CpuProfile, requests: number) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const phase = new Array<number>(PHASES.length).fill(0);
+  const cachetFns = new Map<string, number>();
+  let busy = 0;
+  let cachet = 0;
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i] ?? 0;
+    if (byId.get(id)!.callFrame.functionName === "(idle)") return;
+    busy += dt;
+    const seenPhase = new Set<number>();
+    const seenFn = new Set<string>();
+    let cachetOnStack = false;
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const n = byId.get(cur)!;
+      const { functionName, url } = n.callFrame;
+      PHASES.forEach(([, match], k) => {
+        if (!seenPhase.has(k) && match(functionName, url)) {
+          seenPhase.add(k);
+          phase[k]! += dt;
+        }
+      });
+      if (isCachet(url)) {
+        cachetOnStack = true;
+        const fn = frameName(n);
+        if (!seenFn.has(fn)) {
+          seenFn.add(fn);
+          cachetFns.set(fn, (cachetFns.get(fn) ?? 0) + dt);
+        }
+      }
+    }
+    if (cachetOnStack) cachet += dt;
+  });
+  const us = (t: number) => t / Math.max(1, requests);
+  return {
+    busy: us(busy),
+    cachet: us(cachet),
+    phases: phase.map(us),
+    cachetFns: new Map([...cachetFns].map(([k, v]) => [k, us(v)])),
+  };
+}
+
+/**
+ * Two profiles side by side, per request: a cachet target against the reference that does the
+ * same mandatory work without a cache (`limit-headers` for a memory hit, `limit-redis` for a
+ * Redis hit). What differs is what the cache itself costs; what is equal is the floor.
+ */
+export function compareProfiles(a: ProfiledRun, b: ProfiledRun): string {
+  const load = (r: ProfiledRun) => JSON.parse(readFileSync(r.file, "utf8")) as CpuProfile;
+  const pa = perRequest(load(a), a.requests);
+  const pb = perRequest(load(b), b.requests);
+  const f = (x: number) => x.toFixed(1);
+  const lines = [
+    `# ${a.name} against ${b.name}: CPU per request, main thread`,
+    "",
+    `Inclusive µs per request (a frame counts once per sample; phases overlap where one runs inside another). ${a.name}: ${a.requests.toLocaleString("en-US")} requests profiled; ${b.name}: ${b.requests.toLocaleString("en-US")}.`,
+    "",
+    `| | ${a.name} | ${b.name} | difference |`,
+    "| --- | ---: | ---: | ---: |",
+    `| **busy CPU per request** | **${f(pa.busy)}** | **${f(pb.busy)}** | **${f(pa.busy - pb.busy)}** |`,
+    ...PHASES.map(
+      ([label], k) =>
+        `| ${label} | ${f(pa.phases[k]!)} | ${f(pb.phases[k]!)} | ${f(pa.phases[k]! - pb.phases[k]!)} |`,
+    ),
+    `| cachet's code on the stack | ${f(pa.cachet)} | ${f(pb.cachet)} | ${f(pa.cachet - pb.cachet)} |`,
+    "",
+    `## ${a.name}: cachet's functions, inclusive µs per request (top 15)`,
+    "",
+    "| function | µs per request |",
+    "| --- | ---: |",
+    ...[...pa.cachetFns]
+      .sort((x, y) => y[1] - x[1])
+      .slice(0, 15)
+      .map(([fn, t]) => `| \`${fn}\` | ${f(t)} |`),
+    "",
+  ];
+  return lines.join("\n");
+}
+
 /** Summarise a `.cpuprofile` file. */
 export function summariseFile(file: string, title: string, load?: LoadResult): string {
   const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;

@@ -36,6 +36,7 @@ import { max, median, min, percentile, shuffle, sleep } from "./lib/stats.js";
 import type { Outage, StoreServers } from "./lib/stores.js";
 import { startStores } from "./lib/stores.js";
 import type { MicroResult } from "./micro.js";
+import type { ProfiledRun } from "./profile.js";
 import type { TargetConfig } from "./targets/common.js";
 import type { TargetInfo } from "./targets/registry.js";
 import { caches, sharesStore, TARGETS, targetInfo } from "./targets/registry.js";
@@ -94,13 +95,13 @@ async function main(): Promise<void> {
 
   log(
     args.profile !== undefined
-      ? `profile of ${args.profile}; load: ${loadName}`
+      ? `profile of ${args.profile.join(" against ")}; load: ${loadName}`
       : `${args.full ? "full" : "quick"} mode; ${selected.length} targets; phases: ${[...phases].join(", ")}; load: ${loadName}`,
   );
   if (args.noPin) disablePinning();
   log(`CPU placement: ${pinningDescription()}`);
   const facts = machine(ROOT, `${loadName}; CPU placement: ${pinningDescription()}`);
-  const stored = args.profile !== undefined ? [targetInfo(args.profile)] : selected;
+  const stored = args.profile !== undefined ? args.profile.map(targetInfo) : selected;
   const stores = await startStores(
     {
       cluster: stored.some((t) => t.storage === "cluster"),
@@ -125,7 +126,18 @@ async function main(): Promise<void> {
 
   try {
     if (args.profile !== undefined) {
-      await profile(args, targetInfo(args.profile), config, load);
+      const runs: ProfiledRun[] = [];
+      for (const name of args.profile) {
+        runs.push(await profile(args, targetInfo(name), config, load));
+      }
+      if (runs.length === 2) {
+        const { compareProfiles } = await import("./profile.js");
+        const md = join(ROOT, `bench/.tmp/profiles/${runs[0]!.name}-vs-${runs[1]!.name}.md`);
+        const text = compareProfiles(runs[0]!, runs[1]!);
+        writeFileSync(md, text);
+        console.log(text);
+        log(`comparison: ${md}`);
+      }
       return;
     }
 
@@ -654,7 +666,7 @@ async function profile(
   info: TargetInfo,
   config: (name: string) => TargetConfig,
   load: LoadGenerator,
-): Promise<void> {
+): Promise<ProfiledRun> {
   const dir = join(ROOT, "bench/.tmp/profiles");
   mkdirSync(dir, { recursive: true });
   const proc = await startTarget(config(info.name));
@@ -676,6 +688,7 @@ async function profile(
     writeFileSync(md, summary);
     console.log(summary);
     log(`profile: ${file}; summary: ${md}`);
+    return { name: info.name, file, requests: result.requests };
   } finally {
     await proc.stop();
   }

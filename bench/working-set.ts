@@ -27,6 +27,7 @@ import { formatFiles } from "./lib/report.js";
 import { max, median, min, shuffle, sleep } from "./lib/stats.js";
 import { redisCommandCalls, redisCpuSeconds } from "./lib/store-cpu.js";
 import { startStores } from "./lib/stores.js";
+import type { ProfiledRun } from "./profile.js";
 import type { TargetConfig } from "./targets/common.js";
 import type { TargetInfo } from "./targets/registry.js";
 import { TARGETS, targetInfo } from "./targets/registry.js";
@@ -80,8 +81,10 @@ const USAGE = `usage: npm run bench:working-set -- [options]
   --label TEXT          what this run is (top of the report)
   --out DIR             output directory (default bench/ for the default set-up, else bench/.tmp/)
   --no-pin              do not pin the targets to core 0 and wrk to core 1
-  --profile TARGET      no rounds: a V8 CPU profile of TARGET's main thread under the
-                        working-set load, summarised (bench/.tmp/profiles/ws-TARGET.md)`;
+  --profile T[,REF]     no rounds: a V8 CPU profile of target T's main thread under the
+                        working-set load, summarised (bench/.tmp/profiles/ws-T.md); with a
+                        second target, both, and T against REF per request
+                        (bench/.tmp/profiles/ws-T-vs-REF.md), e.g. cachet-redis,limit-redis`;
 
 interface Args {
   keys: number;
@@ -95,8 +98,8 @@ interface Args {
   label: string | undefined;
   out: string | undefined;
   noPin: boolean;
-  /** `--profile`: the one target to profile under load (no rounds, no report). */
-  profile: string | undefined;
+  /** `--profile`: the targets to profile under load (no rounds, no report); a second is compared. */
+  profile: string[] | undefined;
   /** The default targets and key count: the run may replace the reference results. */
   reference: boolean;
 }
@@ -132,10 +135,15 @@ function parseArgs(argv: readonly string[]): Args {
     ?.split(",")
     .map((s) => s.trim())
     .filter(Boolean);
-  const profile = values.get("profile");
-  const names = new Set(
-    profile !== undefined ? [profile] : ["limit", "limit-aa", ...(listed ?? DEFAULT_TARGETS)],
-  );
+  const profile = values
+    .get("profile")
+    ?.split(",")
+    .map((n) => n.trim())
+    .filter(Boolean);
+  if (profile !== undefined && (profile.length === 0 || profile.length > 2)) {
+    throw new Error("--profile: expected one target, or two (the second is the reference)");
+  }
+  const names = new Set(profile ?? ["limit", "limit-aa", ...(listed ?? DEFAULT_TARGETS)]);
   for (const n of names) targetInfo(n); // fails on an unknown name
   const keys = values.has("keys")
     ? parseCount(values.get("keys")!, "--keys", 1, 10_000_000)
@@ -143,7 +151,7 @@ function parseArgs(argv: readonly string[]): Args {
   return {
     keys,
     order,
-    targets: TARGETS.filter((t) => names.has(t.name)).map((t) => t.name),
+    targets: profile ?? TARGETS.filter((t) => names.has(t.name)).map((t) => t.name),
     rounds: numberOption(values, "rounds", 3, 1, 100),
     duration: numberOption(values, "duration", 3, 1, 600),
     warmup: numberOption(values, "warmup", 1, 0, 600),
@@ -336,7 +344,16 @@ async function main(): Promise<void> {
   }
 
   if (args.profile !== undefined) {
-    await profileTarget(procs.get(args.profile)!, args, run);
+    const runs: ProfiledRun[] = [];
+    for (const name of args.profile) runs.push(await profileTarget(procs.get(name)!, args, run));
+    if (runs.length === 2) {
+      const { compareProfiles } = await import("./profile.js");
+      const md = join(ROOT, `bench/.tmp/profiles/ws-${runs[0]!.name}-vs-${runs[1]!.name}.md`);
+      const text = compareProfiles(runs[0]!, runs[1]!);
+      writeFileSync(md, text);
+      console.log(text);
+      log(`comparison: ${md}`);
+    }
     return;
   }
 
@@ -455,7 +472,7 @@ async function profileTarget(
   proc: TargetProcess,
   args: Args,
   run: (proc: TargetProcess, seconds: number, round: number) => Promise<LoadResult>,
-): Promise<void> {
+): Promise<ProfiledRun> {
   const dir = join(ROOT, "bench/.tmp/profiles");
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `ws-${proc.name}.cpuprofile`);
@@ -479,6 +496,7 @@ async function profileTarget(
   writeFileSync(md, summary);
   console.log(summary);
   log(`profile: ${file}; summary: ${md}`);
+  return { name: proc.name, file, requests: result.requests };
 }
 
 /** GET /posts?k=1..n, `WARM_CONCURRENCY` at a time; every answer must be a 200. */

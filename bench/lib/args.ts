@@ -30,8 +30,11 @@ export interface BenchArgs {
   readonly misses: number;
   /** `--loadgen wrk|autocannon`: force a load generator (default: wrk when installed). */
   readonly loadgen: "wrk" | "autocannon" | undefined;
-  /** `--profile <target>`: run only that target under load with `--cpu-prof` and summarise. */
-  readonly profile: string | undefined;
+  /**
+   * `--profile <target>[,<reference>]`: run only that target (and the reference) under load
+   * with a CPU profile each, summarise, and compare the two per request.
+   */
+  readonly profile: string[] | undefined;
   /** `--label "…"`: a line printed at the top of RESULTS.md (what this run is). */
   readonly label: string | undefined;
   /** `--out <dir>`: where RESULTS.md, results.json and the chart go. */
@@ -57,7 +60,8 @@ const USAGE = `usage: npm run bench -- [options]
   --connections N        load generator connections (50)
   --misses N             timed sequential misses per target (quick 5, full 20)
   --loadgen wrk|autocannon   force the load generator (default: wrk when installed)
-  --profile TARGET       profile TARGET under load (--cpu-prof) and summarise where time goes
+  --profile T[,REF]      profile target T under load (--cpu-prof) and summarise where time goes;
+                         with REF (e.g. cachet-memory,limit-headers), T against REF per request
   --label TEXT           what this run is (printed at the top of RESULTS.md)
   --out DIR              output directory (default: bench/ for a complete run, bench/.tmp/ otherwise)
   --seed N               seed of the per-round target order (default: random, recorded)
@@ -139,7 +143,11 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
     connections: num("connections", 50, 1, 10_000),
     misses: num("misses", full ? 20 : 5, 1, 10_000),
     loadgen,
-    profile: values.get("profile"),
+    profile: values
+      .get("profile")
+      ?.split(",")
+      .map((n) => n.trim())
+      .filter(Boolean),
     label: values.get("label"),
     out: values.get("out"),
     seed: num("seed", Math.floor(Math.random() * 2 ** 31), 0, 2 ** 32),
