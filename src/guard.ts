@@ -79,6 +79,8 @@ type Failed = typeof FAILED;
 const ignore = (): void => {};
 /** What a call that fails before reaching the store resolves with. */
 const FAILED_CALL: Promise<Failed> = Promise.resolve(FAILED);
+/** What a read that fails before reaching the store resolves with: a miss. */
+const MISS_CALL: Promise<undefined> = Promise.resolve(undefined);
 
 /** A call in flight, as the guard tracks it until its caller has an answer. */
 class Call {
@@ -94,6 +96,8 @@ class Call {
     /** Its payload allowance: bytes counted in flight while it runs. */
     readonly large: number,
     resolve: (value: unknown) => void,
+    /** What the caller gets when the call fails. */
+    readonly failed: unknown,
   ) {
     this.#resolve = resolve;
   }
@@ -239,9 +243,14 @@ export class GuardedStore {
 
   /** The bytes under `key`; `undefined` on a miss or on any failure. */
   get(key: string): Promise<Uint8Array | undefined> {
-    return this.#call("get", key, () => this.store.get(key), this.#largeKeys.get(key)).then(
-      missOnFailure,
-    );
+    // A failure is a miss: resolved as `undefined` directly (no promise more per read).
+    return this.#call(
+      "get",
+      key,
+      () => this.store.get(key),
+      this.#largeKeys.get(key),
+      true,
+    ) as Promise<Uint8Array | undefined>;
   }
 
   /**
@@ -411,17 +420,22 @@ export class GuardedStore {
 
   /**
    * Run one store call under the guard. Resolves with the store's answer, or {@link FAILED}
-   * (the failure reported, counted towards the breaker) when it failed or timed out; never
-   * rejects. A call costs one promise, one small record and a place in its turn's cohort (see
-   * {@link Cohort}); timers are per turn of the event loop, not per call.
+   * (`undefined` with `missOnFailure`; the failure reported, counted towards the breaker)
+   * when it failed or timed out; never rejects. A call costs one promise, one small record
+   * and a place in its turn's cohort (see {@link Cohort}); timers are per turn of the event
+   * loop, not per call.
    */
   #call<T>(
     operation: string,
     key: string | undefined,
     run: () => Promise<T>,
     bytes = 0,
+    missOnFailure = false,
   ): Promise<T | Failed> {
-    if (!this.#admit()) return FAILED_CALL;
+    const failed = missOnFailure ? undefined : FAILED;
+    // (With missOnFailure the caller reads a failure as `undefined`: see `get`.)
+    const early = (missOnFailure ? MISS_CALL : FAILED_CALL) as Promise<Failed>;
+    if (!this.#admit()) return early;
     const began = this.#hooks.timed?.() ? this.#now() : -1;
     if (this.#state === "closed" && this.#stalled(this.#now())) {
       // A call waited a whole timeout and nothing has settled since it was sent: the store
@@ -438,7 +452,7 @@ export class GuardedStore {
           { code: "E_STORE_TIMEOUT" },
         ),
       );
-      return FAILED_CALL;
+      return early;
     }
     // A large payload needs time to cross the wire, and so do calls queued behind one.
     const large = bytes >= LARGE_PAYLOAD ? bytes : 0;
@@ -452,11 +466,19 @@ export class GuardedStore {
     } catch (error) {
       this.#settled(id);
       this.#fail(operation, key, began, this.#storeError(operation, error));
-      return FAILED_CALL;
+      return early;
     }
     this.#bytesInFlight += large;
     return new Promise<T | Failed>((resolve) => {
-      const call = new Call(id, operation, key, began, large, resolve as (value: unknown) => void);
+      const call = new Call(
+        id,
+        operation,
+        key,
+        began,
+        large,
+        resolve as (value: unknown) => void,
+        failed,
+      );
       this.#join(call, limit);
       // Logged when it settles, even after it timed out: until then it is still ahead of later
       // calls on the connection, and its late answer is the store answering again. A late
@@ -487,14 +509,14 @@ export class GuardedStore {
     if (call.done) return;
     this.#finish(call);
     this.#fail(call.operation, call.key, call.began, this.#storeError(call.operation, error));
-    call.answer(FAILED);
+    call.answer(call.failed);
   }
 
   /** The call's timeout ran out: it fails now; its answer, if one comes, is dropped. */
   #expired(call: Call, error: StoreError): void {
     this.#finish(call);
     this.#fail(call.operation, call.key, call.began, error);
-    call.answer(FAILED);
+    call.answer(call.failed);
   }
 
   /** A call is over for its caller: release its payload allowance and its cohort's timer. */
@@ -732,10 +754,6 @@ export class GuardedStore {
     this.#state = state;
     this.#hooks.onBreaker(state, error);
   }
-}
-
-function missOnFailure<T>(out: T | Failed): T | undefined {
-  return out === FAILED ? undefined : out;
 }
 
 function errorMessage(error: unknown): string {

@@ -305,7 +305,7 @@ export class HttpCache {
    * With a remote tier, a plain read first: hits there (the common case) need none of the
    * flight machinery, and concurrent reads of one key share one store call.
    */
-  async #remoteFirst(
+  #remoteFirst(
     request: HttpRequest,
     route: CompiledRoute,
     key: string,
@@ -317,16 +317,26 @@ export class HttpCache {
       request.headers.range === undefined
         ? negotiate(headerString(request.headers["accept-encoding"]), CODINGS)
         : undefined;
-    let entry: Entry<StoredRecord> | undefined;
-    let coded: Entry<StoredRecord> | undefined;
+    // Continuations, not `await`s: what a request keeps alive while Redis answers is what the
+    // garbage collector copies (and promotes) when it runs meanwhile, on every hit.
     if (wanted === undefined) {
-      entry = await this.#tiers.lookupEntry<StoredRecord>(key, { quiet: true });
-    } else {
-      [entry, coded] = await this.#tiers.lookupWith<StoredRecord, StoredRecord>(
-        key,
-        variantKey(key, wanted),
-      );
+      return this.#tiers
+        .lookupEntry<StoredRecord>(key, { quiet: true })
+        .then((entry) => this.#remoteHit(request, route, key, dispatch, entry, undefined));
     }
+    return this.#tiers
+      .lookupWith<StoredRecord, StoredRecord>(key, variantKey(key, wanted))
+      .then(([entry, coded]) => this.#remoteHit(request, route, key, dispatch, entry, coded));
+  }
+
+  #remoteHit(
+    request: HttpRequest,
+    route: CompiledRoute,
+    key: string,
+    dispatch: Dispatch | undefined,
+    entry: Entry<StoredRecord> | undefined,
+    coded: Entry<StoredRecord> | undefined,
+  ): Decision | Promise<Decision> {
     if (entry?.value.kind === "response" && usable(entry.value, request)) {
       return {
         kind: "respond",

@@ -536,7 +536,8 @@ export class RedisStore implements Store {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#send<Buffer | null>("get", ["GET", name]).then(nullIsAbsent);
+    // `null` (absent) becomes `undefined` where the reply is handled: no promise more per read.
+    return this.#send<Buffer | undefined>("get", ["GET", name], true);
   }
 
   async getMany(keys: readonly string[]): Promise<Array<Uint8Array | undefined>> {
@@ -792,14 +793,17 @@ export class RedisStore implements Store {
     return this.prefix + key;
   }
 
-  /** Send one command: at once when connected, after the first connection, or reject fast. */
-  #send<T>(operation: string, args: RedisArgument[]): Promise<T> {
+  /**
+   * Send one command: at once when connected, after the first connection, or reject fast.
+   * `nullIsAbsent`: a `null` reply (an absent key) resolves as `undefined`.
+   */
+  #send<T>(operation: string, args: RedisArgument[], nullIsAbsent = false): Promise<T> {
     const client = this.#client;
     const pending =
       client?.isReady && this.#status !== "closed"
         ? this.#commander!.sendCommand<T>(args)
         : this.#whenConnected(operation).then((commander) => commander.sendCommand<T>(args));
-    return this.#bounded(operation, pending);
+    return this.#bounded(operation, pending, nullIsAbsent);
   }
 
   /** The commander once connected; rejects at once unless the first connection is under way. */
@@ -821,10 +825,14 @@ export class RedisStore implements Store {
   }
 
   /** Bound a command by `commandTimeout` and turn its failure into a `StoreError`. */
-  #bounded<T>(operation: string, pending: Promise<T>): Promise<T> {
+  #bounded<T>(operation: string, pending: Promise<T>, nullIsAbsent: boolean): Promise<T> {
     const deadlines = this.#deadlines;
-    if (deadlines === undefined)
-      return pending.catch((error: unknown) => this.#failure(operation, error));
+    if (deadlines === undefined) {
+      return pending.then(
+        (reply) => (nullIsAbsent && reply === null ? (undefined as T) : reply),
+        (error: unknown) => this.#failure(operation, error),
+      );
+    }
     return new Promise<T>((resolve, reject) => {
       const waiter = deadlines.add(() => {
         const error = new StoreError(
@@ -839,7 +847,7 @@ export class RedisStore implements Store {
       pending.then(
         (reply) => {
           deadlines.settle(waiter);
-          resolve(reply);
+          resolve(nullIsAbsent && reply === null ? (undefined as T) : reply);
         },
         (error: unknown) => {
           deadlines.settle(waiter);
@@ -1567,11 +1575,6 @@ function ttlArg(ttlMs: number, operation: string): string {
     );
   }
   return String(Math.ceil(ttlMs));
-}
-
-/** A `GET` reply: `null` is an absent key. */
-function nullIsAbsent(reply: Buffer | null): Buffer | undefined {
-  return reply ?? undefined;
 }
 
 /** Reject with a timeout error when `promise` has not settled within `ms`; unref'd. */
