@@ -26,6 +26,12 @@ export interface GuardOptions {
 export const LARGE_PAYLOAD = 64 * 1024;
 /** How many keys holding large values the guard remembers the size of (for reads). */
 const LARGE_KEYS_KEPT = 256;
+/**
+ * Renewals in flight at once on a store without `extendManyIfEquals` (one `extendIfEquals`
+ * per lease): enough to keep a remote store busy, few enough that ten thousand held leases do
+ * not become ten thousand calls racing one store timeout.
+ */
+export const RENEW_CONCURRENCY = 32;
 /** {@link GuardOptions.throughput}'s default, bytes per millisecond (16 MiB/s). */
 export const DEFAULT_THROUGHPUT = 16 * 1024;
 
@@ -335,6 +341,47 @@ export class GuardedStore {
       extendIfEquals.call(this.store, key, value, ttlMs),
     );
     return out === FAILED ? undefined : out;
+  }
+
+  /**
+   * Renew several leases: one call when the store has `extendManyIfEquals` (the batch's bytes
+   * stretch its timeout like a large value's), else `extendIfEquals` per entry, at most
+   * {@link RENEW_CONCURRENCY} at a time, each a guarded call of its own. Resolves with one
+   * answer per entry: `true`/`false` as the store answered, `undefined` when it could not
+   * answer (a failure, a timeout, an open breaker, a store with neither method, or a batch
+   * answer that is not one boolean per entry). Never rejects.
+   */
+  async extendManyIfEquals(entries: readonly StoreEntry[]): Promise<Array<boolean | undefined>> {
+    const n = entries.length;
+    if (n === 0) return [];
+    const store = this.store;
+    const extendMany = store.extendManyIfEquals;
+    if (extendMany) {
+      let bytes = 0;
+      for (const entry of entries) bytes += entry.key.length + entry.value.byteLength;
+      const out = await this.#call(
+        "extendManyIfEquals",
+        entries[0]!.key,
+        () => extendMany.call(store, entries),
+        bytes,
+      );
+      if (out === FAILED || !Array.isArray(out) || out.length !== n) {
+        return new Array<undefined>(n).fill(undefined);
+      }
+      return out.map((renewed) => (typeof renewed === "boolean" ? renewed : undefined));
+    }
+    const answers = new Array<boolean | undefined>(n).fill(undefined);
+    if (!store.extendIfEquals) return answers;
+    let next = 0;
+    const worker = async () => {
+      while (next < n) {
+        const i = next++;
+        const { key, value, ttlMs } = entries[i]!;
+        answers[i] = await this.extendIfEquals(key, value, ttlMs);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(n, RENEW_CONCURRENCY) }, worker));
+    return answers;
   }
 
   /** Take a lease (`takeLease`, else `setIfAbsent`); `undefined` when the store could not say. */

@@ -36,6 +36,7 @@ const STORE_OPERATIONS = new Set([
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",
+  "extendManyIfEquals",
   "takeLease",
 ]);
 

@@ -57,6 +57,7 @@ const REDIS_COMMANDS: Record<string, string> = {
   setIfAbsent: "SET",
   deleteIfEquals: "EVALSHA",
   extendIfEquals: "EVALSHA",
+  extendManyIfEquals: "EVALSHA",
   takeLease: "EVALSHA",
 };
 

@@ -53,6 +53,16 @@ export interface Store {
    */
   extendIfEquals?(key: string, value: Uint8Array, ttlMs: number): Promise<boolean>;
   /**
+   * {@link extendIfEquals} for several keys in one call: each `key` gets a new life of its
+   * `ttlMs` only while it still holds its `value`. Resolves with one answer per entry, aligned
+   * with `entries`. Each key is compared and renewed atomically on its own; the batch as a
+   * whole is not a transaction. Used by the cache's lease renewer, which renews every lease
+   * this process holds with one call per beat instead of one call per lease (see
+   * docs/failure-modes.md, "A process dies holding the lease"). The cache sends at most
+   * 1,000 entries a call. A store without it gets `extendIfEquals` per key.
+   */
+  extendManyIfEquals?(entries: readonly StoreEntry[]): Promise<boolean[]>;
+  /**
    * Atomically store `value` under `key` for `ttlMs` unless `key` holds a live lease: a value
    * in the lease format (see `isLeaseValue` in src/lease.ts) that has an expiry. Absent keys,
    * values in another format and values without an expiry are replaced. Resolves whether it

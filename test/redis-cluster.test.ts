@@ -25,6 +25,7 @@ const CAPABILITIES = [
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",
+  "extendManyIfEquals",
   "takeLease",
   "publish",
   "subscribe",

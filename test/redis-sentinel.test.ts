@@ -22,6 +22,7 @@ const CAPABILITIES = [
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",
+  "extendManyIfEquals",
   "takeLease",
   "publish",
   "subscribe",

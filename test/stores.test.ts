@@ -11,6 +11,7 @@ const ALL = [
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",
+  "extendManyIfEquals",
   "takeLease",
   "disconnect",
 ] as const;

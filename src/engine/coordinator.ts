@@ -8,6 +8,7 @@ import type { EntryOptions, LeasePolicy, Policy } from "../options.js";
 import { resolvePolicy } from "../options.js";
 import type { HeldEntry } from "../stores/memory.js";
 import type { Core, Flight } from "./core.js";
+import { leaseRenewer } from "./lease-renewer.js";
 import type { Tiers } from "./tiers.js";
 
 const TIMED_OUT = Symbol("timed-out");
@@ -247,7 +248,8 @@ export class Coordinator {
     const key = leaseStoreKey(full);
     const token = newLeaseToken();
     // A lease its holder renews can be short; one it cannot must outlive the factory.
-    const life = l2.store.extendIfEquals ? lease.ttl : lease.unrenewedTtl;
+    const renewable = l2.store.extendManyIfEquals || l2.store.extendIfEquals;
+    const life = renewable ? lease.ttl : lease.unrenewedTtl;
     const atomic = l2.store.takeLease !== undefined;
     const deadline = clock.now() + lease.wait;
     let delay = 5;
@@ -318,33 +320,6 @@ export class Coordinator {
     }
   }
 
-  /**
-   * Renew the lease every third of its life while the factory runs, so that it can be short
-   * (a dead holder is noticed quickly) and still cover a slow factory. Stops when the lease is
-   * found gone or taken (the factory carries on; its value still lands, and the new owner's
-   * lease is left alone). Returns the function that stops it.
-   */
-  #heartbeat(key: string, token: Buffer, life: number, l2: GuardedStore): () => void {
-    let stopped = false;
-    let timer: NodeJS.Timeout | undefined;
-    const beat = () => {
-      timer = setTimeout(
-        async () => {
-          const renewed = await l2.extendIfEquals(key, token, life);
-          // `undefined`: the store could not answer this time; try again at the next beat.
-          if (!stopped && renewed !== false) beat();
-        },
-        Math.max(1, Math.floor(life / 3)),
-      );
-      timer.unref();
-    };
-    beat();
-    return () => {
-      stopped = true;
-      clearTimeout(timer);
-    };
-  }
-
   /** Wait `ms`, or less when the bus says a value landed for `full`. */
   #landedOrDelay(full: string, ms: number): Promise<void> {
     const { landed } = this.#core;
@@ -400,8 +375,10 @@ export class Coordinator {
       if ("busy" in outcome && stale !== undefined) return stale;
       if ("token" in outcome) {
         token = outcome.token;
-        if (token && l2.store.extendIfEquals) {
-          stopHeartbeat = this.#heartbeat(leaseStoreKey(full), token, outcome.life, l2);
+        // Renewed every third of its life while the factory runs, with every other lease
+        // held on this store in one call per beat (see LeaseRenewer).
+        if (token && (l2.store.extendManyIfEquals || l2.store.extendIfEquals)) {
+          stopHeartbeat = leaseRenewer(l2).hold(leaseStoreKey(full), token, outcome.life);
         }
       }
     }

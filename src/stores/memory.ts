@@ -157,6 +157,14 @@ export class MemoryStore implements Store {
     return true;
   }
 
+  async extendManyIfEquals(entries: readonly StoreEntry[]): Promise<boolean[]> {
+    const out: boolean[] = [];
+    for (const { key, value, ttlMs } of entries) {
+      out.push(await this.extendIfEquals(key, value, ttlMs));
+    }
+    return out;
+  }
+
   /** Every value here has an expiry: only the format decides whether a live value is a lease. */
   async takeLease(key: string, value: Uint8Array, ttlMs: number): Promise<boolean> {
     const slot = this.#live(key);

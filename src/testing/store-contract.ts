@@ -26,6 +26,7 @@ export type StoreCapability =
   | "setIfAbsent"
   | "deleteIfEquals"
   | "extendIfEquals"
+  | "extendManyIfEquals"
   | "takeLease"
   | "publish"
   | "subscribe"
@@ -39,6 +40,7 @@ const CAPABILITIES: readonly StoreCapability[] = [
   "setIfAbsent",
   "deleteIfEquals",
   "extendIfEquals",
+  "extendManyIfEquals",
   "takeLease",
   "publish",
   "subscribe",
@@ -507,6 +509,83 @@ export function storeContract(
           expiryGrace,
         );
         assert.equal(await s.extendIfEquals(key("extend"), token, LONG_TTL), false, "expired");
+      },
+    );
+
+    itIf(
+      has("extendManyIfEquals"),
+      "extendManyIfEquals renews each key only while it holds its value, one answer per entry",
+      async () => {
+        const s = store();
+        if (!s.extendManyIfEquals) throw new Error("extendManyIfEquals is declared but missing");
+        assert.deepEqual(await s.extendManyIfEquals([]), []);
+        const token = (i: number) => bytes(`lease-many-${i}`);
+        // Longer than one call of the cache's renewer (1,000), so that a store splitting a batch
+        // must put the answers back in order.
+        const n = 1_100;
+        const keys = Array.from({ length: n }, (_, i) => key(`extendMany:${i}`));
+        const start = Date.now();
+        for (let i = 0; i < n; i += concurrency) {
+          await Promise.all(
+            keys.slice(i, i + concurrency).map((k, j) => {
+              const index = i + j;
+              // Every third key holds another value; every fifth is missing.
+              if (index % 5 === 4) return undefined;
+              const value = index % 3 === 2 ? bytes(`someone-else-${index}`) : token(index);
+              return s.set(k, value, shortTtl);
+            }),
+          );
+        }
+        const expected = keys.map((_, i) => i % 5 !== 4 && i % 3 !== 2);
+        const answers = await s.extendManyIfEquals(
+          keys.map((k, i) => ({ key: k, value: token(i), ttlMs: LONG_TTL })),
+        );
+        assert.equal(answers.length, n, "one answer per entry");
+        assert.ok(
+          answers.every((answer) => typeof answer === "boolean"),
+          "answers are booleans",
+        );
+        const wrong = answers.flatMap((answer, i) => (answer === expected[i] ? [] : [i]));
+        assert.deepEqual(wrong, [], "entries answered wrongly (indexes)");
+        // A key that held another value keeps its own life: it expires; the renewed ones do not.
+        const other = keys.findIndex((_, i) => i % 3 === 2 && i % 5 !== 4);
+        await observeExpiry(
+          async () => (await s.get(keys[other]!)) !== undefined,
+          start,
+          shortTtl,
+          expiryGrace,
+        );
+        assertBytes(await s.get(keys[0]!), token(0), "renewed past its first ttl");
+        const last = expected.lastIndexOf(true);
+        assert.ok(last >= 1_000);
+        assertBytes(await s.get(keys[last]!), token(last), "the last renewed entry");
+        // A missing key is not created by a renewal.
+        assert.equal(await s.get(keys[4]!), undefined, "a missing key stays missing");
+        // Each entry has its own ttl, and a batch may name a key twice.
+        const again = Date.now();
+        assert.deepEqual(
+          await s.extendManyIfEquals([
+            { key: keys[0]!, value: token(0), ttlMs: shortTtl },
+            { key: keys[1]!, value: token(1), ttlMs: LONG_TTL },
+            { key: keys[1]!, value: token(1), ttlMs: LONG_TTL },
+          ]),
+          [true, true, true],
+        );
+        await observeExpiry(
+          async () => (await s.get(keys[0]!)) !== undefined,
+          again,
+          shortTtl,
+          expiryGrace,
+        );
+        assertBytes(await s.get(keys[1]!), token(1), "renewed with its own ttl");
+        assert.deepEqual(
+          await s.extendManyIfEquals([
+            { key: keys[0]!, value: token(0), ttlMs: LONG_TTL },
+            { key: keys[1]!, value: token(1), ttlMs: LONG_TTL },
+          ]),
+          [false, true],
+          "expired",
+        );
       },
     );
 
