@@ -11,7 +11,6 @@
  *
  * Imports cachet from src/ (the code of the working tree).
  */
-import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import Fastify, { type FastifyInstance } from "fastify";
 import { createClient } from "redis";
@@ -20,6 +19,7 @@ import { createCache } from "../src/cache.js";
 import { redisStore } from "../src/stores/redis.js";
 import { startRedis } from "../test/helpers/redis.js";
 import { median, shuffle } from "./lib/stats.js";
+import { hitHeaders } from "./targets/basic.js";
 
 const { values } = parseArgs({
   options: {
@@ -47,22 +47,14 @@ const BODY = Buffer.from(
 );
 
 async function limitHeaders(): Promise<FastifyInstance> {
-  const etag = `"${createHash("sha256").update(BODY).digest("base64url").slice(0, 27)}"`;
-  const startedAt = Date.now();
+  const headers = hitHeaders(BODY);
   const app = Fastify({ logger: false });
   app.get(
     "/posts",
     {
       onRequest(_request, reply, _done) {
-        const age = Math.floor((Date.now() - startedAt) / 1000);
         reply.code(200);
-        reply.headers({
-          "content-type": JSON_TYPE,
-          vary: "Accept-Encoding",
-          etag,
-          age: String(age),
-          "cache-status": `cachet; hit; ttl=${Math.max(0, 60 - age)}`,
-        });
+        reply.headers(headers());
         reply.send(BODY);
       },
     },

@@ -5,7 +5,8 @@
  *
  *   node --import tsx bench/profile.ts <file.cpuprofile>
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { LoadResult } from "./lib/load.js";
 
@@ -252,6 +253,24 @@ export function compareProfiles(a: ProfiledRun, b: ProfiledRun): string {
     "",
   ];
   return lines.join("\n");
+}
+
+/**
+ * When two runs were profiled, write their comparison to `dir/<prefix><a>-vs-<b>.md` and
+ * print it; returns the file written, or `undefined` for a single run.
+ */
+export function writeComparison(
+  runs: readonly ProfiledRun[],
+  dir: string,
+  prefix = "",
+): string | undefined {
+  const [a, b] = runs;
+  if (a === undefined || b === undefined) return undefined;
+  const file = join(dir, `${prefix}${a.name}-vs-${b.name}.md`);
+  const text = compareProfiles(a, b);
+  writeFileSync(file, text);
+  console.log(text);
+  return file;
 }
 
 /** Summarise a `.cpuprofile` file. */

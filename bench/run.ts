@@ -130,14 +130,9 @@ async function main(): Promise<void> {
       for (const name of args.profile) {
         runs.push(await profile(args, targetInfo(name), config, load));
       }
-      if (runs.length === 2) {
-        const { compareProfiles } = await import("./profile.js");
-        const md = join(ROOT, `bench/.tmp/profiles/${runs[0]!.name}-vs-${runs[1]!.name}.md`);
-        const text = compareProfiles(runs[0]!, runs[1]!);
-        writeFileSync(md, text);
-        console.log(text);
-        log(`comparison: ${md}`);
-      }
+      const { writeComparison } = await import("./profile.js");
+      const compared = writeComparison(runs, join(ROOT, "bench/.tmp/profiles"));
+      if (compared) log(`comparison: ${compared}`);
       return;
     }
 

@@ -346,14 +346,9 @@ async function main(): Promise<void> {
   if (args.profile !== undefined) {
     const runs: ProfiledRun[] = [];
     for (const name of args.profile) runs.push(await profileTarget(procs.get(name)!, args, run));
-    if (runs.length === 2) {
-      const { compareProfiles } = await import("./profile.js");
-      const md = join(ROOT, `bench/.tmp/profiles/ws-${runs[0]!.name}-vs-${runs[1]!.name}.md`);
-      const text = compareProfiles(runs[0]!, runs[1]!);
-      writeFileSync(md, text);
-      console.log(text);
-      log(`comparison: ${md}`);
-    }
+    const { writeComparison } = await import("./profile.js");
+    const compared = writeComparison(runs, join(ROOT, "bench/.tmp/profiles"), "ws-");
+    if (compared) log(`comparison: ${compared}`);
     return;
   }
 

@@ -40,16 +40,6 @@ export class DeadlineQueue {
     this.#trim();
   }
 
-  /** Forget every call (closing): nothing expires any more. */
-  clear(): void {
-    clearTimeout(this.#timer);
-    clearImmediate(this.#turn);
-    this.#timer = undefined;
-    this.#turn = undefined;
-    this.#items = [];
-    this.#head = 0;
-  }
-
   /** Drop settled calls from the head; with none left waiting, the timer goes. */
   #trim(): void {
     const items = this.#items;

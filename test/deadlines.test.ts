@@ -75,14 +75,6 @@ describe("DeadlineQueue: one timer for a store's command deadlines", () => {
     assert.deepEqual(expired, ["head", "tail"]);
   });
 
-  it("clear() forgets every call", async (t) => {
-    const { queue, expired, advance, add } = setUp(t);
-    add("a");
-    queue.clear();
-    await advance(200);
-    assert.deepEqual(expired, []);
-  });
-
   it("thousands of calls in flight cost one timer, and expire together", async (t) => {
     const { queue, expired, advance, add } = setUp(t);
     const waiters = Array.from({ length: 5000 }, (_, i) => add(String(i)));

@@ -20,6 +20,26 @@ import {
 
 const JSON_TYPE = "application/json; charset=utf-8";
 
+/**
+ * The headers a cachet hit on `body` carries (the stored set plus `ETag`, `Age`,
+ * `Cache-Status`), as a function of the time: what the `limit-*` targets send with a hit's
+ * cost in Fastify's reply path but no cache behind it.
+ */
+export function hitHeaders(body: Buffer): () => Record<string, string> {
+  const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
+  const startedAt = Date.now();
+  return () => {
+    const age = Math.floor((Date.now() - startedAt) / 1000);
+    return {
+      "content-type": JSON_TYPE,
+      vary: "Accept-Encoding",
+      etag,
+      age: String(age),
+      "cache-status": `cachet; hit; ttl=${Math.max(0, 60 - age)}`,
+    };
+  };
+}
+
 export async function start(config: TargetConfig): Promise<RunningTarget> {
   if (config.name === "nocache") {
     const app = Fastify({ logger: false });
@@ -43,22 +63,14 @@ export async function start(config: TargetConfig): Promise<RunningTarget> {
     case "limit-headers": {
       // What a cachet memory hit sends, without the cache: the reply from onRequest (no
       // handler), the stored header set plus the four headers every hit adds.
-      const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
-      const startedAt = Date.now();
+      const headers = hitHeaders(body);
       const app = Fastify({ logger: false });
       app.get(
         "/posts",
         {
           onRequest(_request, reply, _done) {
-            const age = Math.floor((Date.now() - startedAt) / 1000);
             reply.code(200);
-            reply.headers({
-              "content-type": JSON_TYPE,
-              vary: "Accept-Encoding",
-              etag,
-              age: String(age),
-              "cache-status": `cachet; hit; ttl=${Math.max(0, 60 - age)}`,
-            });
+            reply.headers(headers());
             reply.send(body);
           },
         },
@@ -75,8 +87,7 @@ export async function start(config: TargetConfig): Promise<RunningTarget> {
       const client = createClient({ url: config.redisUrl, commandOptions: { timeout: 0 } });
       await client.connect();
       const redis = client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
-      const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
-      const startedAt = Date.now();
+      const headers = hitHeaders(body);
       const app = Fastify({ logger: false });
       app.get(
         "/posts",
@@ -88,15 +99,8 @@ export async function start(config: TargetConfig): Promise<RunningTarget> {
               bytes = body;
               await redis.set(key, body);
             }
-            const age = Math.floor((Date.now() - startedAt) / 1000);
             reply.code(200);
-            reply.headers({
-              "content-type": JSON_TYPE,
-              vary: "Accept-Encoding",
-              etag,
-              age: String(age),
-              "cache-status": `cachet; hit; ttl=${Math.max(0, 60 - age)}`,
-            });
+            reply.headers(headers());
             return reply.send(bytes);
           },
         },

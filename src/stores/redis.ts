@@ -625,32 +625,18 @@ export class RedisStore implements Store {
    */
   async extendManyIfEquals(entries: readonly StoreEntry[]): Promise<boolean[]> {
     const operation = "extendManyIfEquals";
-    if (!Array.isArray(entries)) {
-      throw new InvalidOptionError(
-        "redisStore.extendManyIfEquals(entries)",
-        `expected an array of { key, value, ttlMs }, got ${describe(entries)}`,
-      );
-    }
-    const keys: string[] = [];
-    const argv: RedisArgument[] = [];
-    for (const entry of entries) {
-      keys.push(this.#key(entry?.key, operation));
-      argv.push(toBuffer(entry.value, operation), ttlArg(entry.ttlMs, operation));
-    }
+    const { keys, argv } = this.#entryArgs(entries, operation);
     const out = new Array<boolean>(entries.length).fill(false);
     const calls: Array<Promise<void>> = [];
     for (const group of this.#bySlot(keys)) {
       for (let start = 0; start < group.length; start += EXTEND_MANY_MAX_KEYS) {
         const chunk = group.slice(start, start + EXTEND_MANY_MAX_KEYS);
-        const args: RedisArgument[] = [String(chunk.length)];
-        for (const i of chunk) args.push(keys[i]!);
-        for (const i of chunk) args.push(argv[2 * i]!, argv[2 * i + 1]!);
         calls.push(
           this.#scriptKeys<unknown[]>(
             operation,
             EXTEND_MANY_IF_EQUALS,
             EXTEND_MANY_IF_EQUALS_SHA,
-            args,
+            scriptArgs(chunk, keys, argv),
           ).then((replies) => {
             for (let j = 0; j < chunk.length; j++) out[chunk[j]!] = Number(replies[j]) > 0;
           }),
@@ -662,8 +648,10 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Like {@link #script}, for a script over several keys: `args` begins with the number of
-   * keys.
+   * Run a Lua script by its SHA; `args` begins with the number of keys. Its first use sends
+   * it whole (`EVAL` caches it on the server): `EVALSHA` first would cost a round trip for the
+   * `NOSCRIPT` answer and another one, twice the time a call is given, for every concurrent
+   * first call of a burst.
    */
   #scriptKeys<T>(
     operation: string,
@@ -678,6 +666,7 @@ export class RedisStore implements Store {
       });
     }
     return this.#send<T>(operation, ["EVALSHA", sha, ...args]).catch((error: unknown) => {
+      // The script cache is empty after a restart or a SCRIPT FLUSH: send the script itself.
       if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
         throw error;
       return this.#send<T>(operation, ["EVAL", script, ...args]);
@@ -697,25 +686,9 @@ export class RedisStore implements Store {
     return taken > 0;
   }
 
-  /**
-   * Run a one-key Lua script by its SHA, sending it whole when the server does not know it.
-   * Its first use sends it whole (`EVAL` caches it on the server): `EVALSHA` first would cost
-   * a round trip for the `NOSCRIPT` answer and another one, twice the time a call is given,
-   * for every concurrent first call of a burst.
-   */
+  /** {@link #scriptKeys} for a one-key script. */
   #script<T>(operation: string, script: string, sha: string, args: RedisArgument[]): Promise<T> {
-    if (!this.#scripts.has(sha)) {
-      return this.#send<T>(operation, ["EVAL", script, "1", ...args]).then((reply) => {
-        this.#scripts.add(sha);
-        return reply;
-      });
-    }
-    return this.#send<T>(operation, ["EVALSHA", sha, "1", ...args]).catch((error: unknown) => {
-      // The script cache is empty after a restart or a SCRIPT FLUSH: send the script itself.
-      if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
-        throw error;
-      return this.#send<T>(operation, ["EVAL", script, "1", ...args]);
-    });
+    return this.#scriptKeys<T>(operation, script, sha, ["1", ...args]);
   }
 
   async delete(key: string): Promise<boolean> {
@@ -731,38 +704,14 @@ export class RedisStore implements Store {
    * the slots in parallel.
    */
   async setMany(entries: readonly StoreEntry[]): Promise<void> {
-    if (!Array.isArray(entries)) {
-      throw new InvalidOptionError(
-        "redisStore.setMany(entries)",
-        `expected an array of { key, value, ttlMs }, got ${describe(entries)}`,
-      );
-    }
-    const keys: string[] = [];
-    const argv: RedisArgument[] = [];
-    for (const entry of entries) {
-      keys.push(this.#key(entry?.key, "setMany"));
-      argv.push(toBuffer(entry.value, "setMany"), ttlArg(entry.ttlMs, "setMany"));
-    }
+    const { keys, argv } = this.#entryArgs(entries, "setMany");
     await Promise.all(
       this.#bySlot(keys).map((group) => {
         if (group.length === 1) {
           const i = group[0]!;
           return this.#send("setMany", ["SET", keys[i]!, argv[2 * i]!, "PX", argv[2 * i + 1]!]);
         }
-        const args: RedisArgument[] = [String(group.length)];
-        for (const i of group) args.push(keys[i]!);
-        for (const i of group) args.push(argv[2 * i]!, argv[2 * i + 1]!);
-        if (!this.#scripts.has(SET_MANY_SHA)) {
-          // Sent whole the first time, as in #script.
-          return this.#send("setMany", ["EVAL", SET_MANY, ...args]).then(() => {
-            this.#scripts.add(SET_MANY_SHA);
-          });
-        }
-        return this.#send("setMany", ["EVALSHA", SET_MANY_SHA, ...args]).catch((error: unknown) => {
-          if (!(error instanceof StoreError) || !causeMessage(error).startsWith("NOSCRIPT"))
-            throw error;
-          return this.#send("setMany", ["EVAL", SET_MANY, ...args]);
-        });
+        return this.#scriptKeys("setMany", SET_MANY, SET_MANY_SHA, scriptArgs(group, keys, argv));
       }),
     );
   }
@@ -781,6 +730,26 @@ export class RedisStore implements Store {
         this.#send<number>("deleteMany", ["DEL", ...group.map((i) => names[i]!)]),
       ),
     );
+  }
+
+  /** The prefixed keys of `entries` and their `value, ttl` arguments, in order; checked. */
+  #entryArgs(
+    entries: readonly StoreEntry[],
+    operation: string,
+  ): { keys: string[]; argv: RedisArgument[] } {
+    if (!Array.isArray(entries)) {
+      throw new InvalidOptionError(
+        `redisStore.${operation}(entries)`,
+        `expected an array of { key, value, ttlMs }, got ${describe(entries)}`,
+      );
+    }
+    const keys: string[] = [];
+    const argv: RedisArgument[] = [];
+    for (const entry of entries) {
+      keys.push(this.#key(entry?.key, operation));
+      argv.push(toBuffer(entry.value, operation), ttlArg(entry.ttlMs, operation));
+    }
+    return { keys, argv };
   }
 
   /** Indexes of `keys` grouped by hash slot on a cluster; one group otherwise (none if empty). */
@@ -1656,6 +1625,18 @@ function ttlArg(ttlMs: number, operation: string): string {
     );
   }
   return String(Math.ceil(ttlMs));
+}
+
+/** A multi-key script's arguments for the entries at `indexes`: the key count, keys, then argv pairs. */
+function scriptArgs(
+  indexes: readonly number[],
+  keys: readonly string[],
+  argv: readonly RedisArgument[],
+): RedisArgument[] {
+  const args: RedisArgument[] = [String(indexes.length)];
+  for (const i of indexes) args.push(keys[i]!);
+  for (const i of indexes) args.push(argv[2 * i]!, argv[2 * i + 1]!);
+  return args;
 }
 
 /** Reject with a timeout error when `promise` has not settled within `ms`; unref'd. */
