@@ -435,6 +435,31 @@ describe("redisStore when Redis fails", () => {
     }
   });
 
+  it("Redis paused: commands sent apart each reject at their own commandTimeout (one timer for all)", async () => {
+    const server = await startRedis();
+    const store = redisStore({ url: server.url, commandTimeout: 300, prefix: `apart:${run}:` });
+    try {
+      await store.set("k", bytes("v"), 60_000);
+      server.pause();
+      const first = timedRejection(store.get("k"));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const second = timedRejection(store.set("k2", bytes("v2"), 60_000));
+      const a = await first;
+      const b = await second;
+      for (const { error, ms } of [a, b]) {
+        assert.ok(error instanceof StoreError, String(error));
+        assert.equal(error.code, "E_STORE_TIMEOUT");
+        // Each from its own send: the second is not judged at the first one's deadline, nor
+        // left waiting for a later wake-up of the loop.
+        assert.ok(ms >= 290 && ms < 300 + FAST, `rejected after ${Math.round(ms)} ms`);
+      }
+    } finally {
+      server.resume();
+      await store.disconnect();
+      await server.stop();
+    }
+  });
+
   it("Redis paused: a store command rejects at commandTimeout; the cache answers within storeTimeout", async () => {
     const server = await startRedis();
     const prefix = `paused:${run}:`;
