@@ -10,13 +10,18 @@ export interface Waiter {
   readonly due: number;
   /** Settled (answered or failed): its deadline no longer matters. */
   done: boolean;
-  readonly expire: () => void;
+  /**
+   * Dropped once the call settles: it holds the caller's promise, and through it the reply,
+   * which must not live on in the queue until the head passes it.
+   */
+  expire: (() => void) | undefined;
 }
 
 export class DeadlineQueue {
   readonly #ms: number;
   readonly #now: () => number;
-  #items: Waiter[] = [];
+  /** The calls in the order made; places before `#head` are emptied as it passes them. */
+  #items: Array<Waiter | undefined> = [];
   #head = 0;
   #timer: NodeJS.Timeout | undefined;
   #turn: NodeJS.Immediate | undefined;
@@ -37,13 +42,14 @@ export class DeadlineQueue {
 
   settle(waiter: Waiter): void {
     waiter.done = true;
+    waiter.expire = undefined;
     this.#trim();
   }
 
   /** Drop settled calls from the head; with none left waiting, the timer goes. */
   #trim(): void {
     const items = this.#items;
-    while (this.#head < items.length && items[this.#head]!.done) this.#head++;
+    while (this.#head < items.length && items[this.#head]!.done) items[this.#head++] = undefined;
     if (this.#head === items.length) {
       this.#items = [];
       this.#head = 0;
@@ -77,10 +83,12 @@ export class DeadlineQueue {
       const waiter = items[this.#head]!;
       if (!waiter.done) {
         if (waiter.due > now) break;
+        const expire = waiter.expire!;
         waiter.done = true;
-        waiter.expire();
+        waiter.expire = undefined;
+        expire();
       }
-      this.#head++;
+      items[this.#head++] = undefined;
     }
     this.#trim();
     const next = this.#items[this.#head];

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { DeadlineQueue } from "../src/deadlines.js";
 import { flush } from "./helpers/core.js";
 
@@ -83,4 +85,28 @@ describe("DeadlineQueue: one timer for a store's command deadlines", () => {
     assert.equal(expired.length, 1000);
     assert.equal(expired[0], "4000");
   });
+
+  it("lets go of a settled call at once, even behind a call still waiting", async () => {
+    // What `expire` holds (in a store: the caller's promise, and through it the reply) must be
+    // collectable when the call settles, not when the calls ahead of it do: under steady load
+    // the head may wait while thousands settle behind it, and their replies would live on.
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const queue = new DeadlineQueue(60_000);
+    const waiting = queue.add(() => {});
+    const refs: WeakRef<object>[] = [];
+    for (let i = 0; i < 3; i++) {
+      const reply = { bytes: Buffer.alloc(1024) };
+      refs.push(new WeakRef(reply));
+      queue.settle(queue.add(() => reply));
+    }
+    await new Promise((resolve) => setImmediate(resolve)); // WeakRefs hold until the job ends
+    gc();
+    assert.deepEqual(
+      refs.map((ref) => ref.deref() === undefined),
+      [true, true, true],
+    );
+    queue.settle(waiting);
+  });
 });
+
