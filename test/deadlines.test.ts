@@ -109,4 +109,3 @@ describe("DeadlineQueue: one timer for a store's command deadlines", () => {
     queue.settle(waiting);
   });
 });
-
