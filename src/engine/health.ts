@@ -1,5 +1,32 @@
 import type { CacheHealth } from "../cache.js";
+import type { GuardedStore } from "../guard.js";
 import type { Core } from "./core.js";
+
+/** The remote store's connection state, when the store reports one (Redis does). */
+function connectionOf(l2: GuardedStore): unknown {
+  return (l2.store as { status?: unknown }).status;
+}
+
+function isConnected(connection: unknown): boolean {
+  return (
+    typeof connection !== "string" ||
+    connection === "ready" ||
+    connection === "idle" ||
+    connection === "connecting"
+  );
+}
+
+/**
+ * Whether a value written now would be kept by some tier: there is an in-process tier, or the
+ * remote store is reachable (no failure outstanding, breaker closed, connection up). What
+ * `Cache-Status: stored` may claim before the write has been answered.
+ */
+export function storesNow(core: Core): boolean {
+  const { l1, l2 } = core;
+  if (l1 !== undefined) return true;
+  if (l2 === undefined) return false;
+  return l2.degradedSince === undefined && l2.state === "closed" && isConnected(connectionOf(l2));
+}
 
 /** The state of the tiers and the bus (see `Cache.health()`), each degradation spelled out. */
 export function healthOf(core: Core): CacheHealth {
@@ -7,13 +34,9 @@ export function healthOf(core: Core): CacheHealth {
   const problems: string[] = [];
   let l2Health: CacheHealth["l2"];
   if (l2) {
-    const connection = (l2.store as { status?: unknown }).status;
+    const connection = connectionOf(l2);
     const since = l2.degradedSince;
-    const connected =
-      typeof connection !== "string" ||
-      connection === "ready" ||
-      connection === "idle" ||
-      connection === "connecting";
+    const connected = isConnected(connection);
     const reachable = since === undefined && l2.state === "closed" && connected;
     if (!reachable) {
       const why =

@@ -1,6 +1,7 @@
 import type { Cache, FactoryContext, Resolution } from "../cache.js";
 import { MAX_DURATION_MS } from "../duration.js";
 import type { Coordinator } from "../engine/coordinator.js";
+import { storesNow } from "../engine/health.js";
 import { engineOf } from "../engine/registry.js";
 import type { Tiers } from "../engine/tiers.js";
 import type { Entry } from "../entry.js";
@@ -402,12 +403,7 @@ export class HttpCache {
     if (surrogate) headers[surrogate[0]] = surrogate[1];
     Object.assign(
       headers,
-      this.#statusHeader(
-        { fwd: state.fwd, stored: true, key: exchange.key },
-        route,
-        request.method,
-        false,
-      ),
+      this.#statusHeader(this.#storedFields(state.fwd, exchange.key), route, request.method, false),
     );
     const notModified =
       !response.pending &&
@@ -426,6 +422,17 @@ export class HttpCache {
     this.#commit(exchange, this.#outcome(exchange, response));
   }
 
+  /**
+   * The status of a response being stored: `stored` only when some tier will keep it. With the
+   * remote store as the only tier and unreachable, the write is skipped (or fails): the
+   * response is not stored, and says so (RFC 9211 §2.7).
+   */
+  #storedFields(fwd: ExchangeState["fwd"], key: string): CacheStatusFields {
+    return storesNow(this.#tiers.core)
+      ? { fwd, stored: true, key }
+      : { fwd, detail: "store-unavailable", key };
+  }
+
   #commit(exchange: Exchange, outcome: Outcome): void {
     const { route, request, state } = exchange;
     if (state.settled) return;
@@ -438,7 +445,7 @@ export class HttpCache {
       this.#settle(state, outcome);
       return;
     }
-    this.#observe(route, request.method, { fwd: state.fwd, stored: true, key: exchange.key });
+    this.#observe(route, request.method, this.#storedFields(state.fwd, exchange.key));
     const { record, freshness } = outcome;
     try {
       this.#settle(
@@ -1052,12 +1059,17 @@ export class HttpCache {
         }
         break;
       case "collapsed":
-        this.#status(headers, { fwd, collapsed: true, stored: true, key }, route, request.method);
+        this.#status(
+          headers,
+          { fwd, collapsed: true, stored: storesNow(this.#tiers.core), key },
+          route,
+          request.method,
+        );
         break;
       case "refreshed":
         this.#status(
           headers,
-          { fwd: "stale", fwdStatus: record.status, stored: true, ttl, key },
+          { fwd: "stale", fwdStatus: record.status, stored: storesNow(this.#tiers.core), ttl, key },
           route,
           request.method,
         );
@@ -1252,7 +1264,7 @@ function httpOutcome(f: CacheStatusFields): { outcome: HttpOutcome; reason?: str
 }
 
 /** Details of requests that ran the handler without storing, for a reason other than the response. */
-const MISS_DETAILS = new Set(["head", "only-if-cached", "vary-changed"]);
+const MISS_DETAILS = new Set(["head", "only-if-cached", "vary-changed", "store-unavailable"]);
 
 function ok<T>(value: T): { ok: true; value: T } {
   return { ok: true, value };
