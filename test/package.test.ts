@@ -141,6 +141,15 @@ console.log(JSON.stringify([back.d instanceof Date, back.m.get(1).has(2n), "u" i
       );
       assert.equal(run.status, 0, run.stderr);
       assert.equal(run.stdout.trim(), "[true,true,true,true]");
+      // `cachet proxy` without its optional peer (fastify, not installed here) says what to
+      // install, not a module path.
+      const proxy = spawnSync(
+        join(dir, "node_modules", ".bin", "cachet"),
+        ["proxy", "--upstream", "http://127.0.0.1:9"],
+        { encoding: "utf8", cwd: dir, timeout: 30_000 },
+      );
+      assert.notEqual(proxy.status, 0);
+      assert.match(proxy.stderr, /cachet proxy needs the `fastify` package: npm install fastify/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

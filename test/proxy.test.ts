@@ -258,10 +258,12 @@ describe("cachet proxy", () => {
     assert.equal(seen.at(-1)?.headers["transfer-encoding"], undefined);
   });
 
-  it("forwards a target Fastify could not decode, as it came", async () => {
+  it("forwards a target Fastify could not decode, as it came, and says it bypassed the cache", async () => {
     const res = await send(proxyPort, "GET", "/echo/%zz?q=%");
     assert.equal(res.status, 201);
     assert.equal(seen.at(-1)?.url, "/echo/%zz?q=%");
+    // Every response carries Cache-Status (RFC 9211), these too.
+    assert.equal(res.headers["cache-status"], "cachet; fwd=bypass; detail=invalid-target");
   });
 
   it("forwards a body whose Content-Type Fastify cannot parse, with that Content-Type", async () => {

@@ -29,7 +29,7 @@ import { createCache } from "../cache.js";
 import { engineOf } from "../engine/registry.js";
 import type { Entry } from "../entry.js";
 import { decodeEntry, entrySerializer } from "../entry.js";
-import { CachetError, CorruptEntryError, InvalidOptionError } from "../errors.js";
+import { CachetError, CorruptEntryError, InvalidOptionError, MissingPeerError } from "../errors.js";
 import { pathTag, splitUrl } from "../http/key.js";
 import type { StoredRecord } from "../http/record.js";
 import { recordSerializer } from "../http/record.js";
@@ -267,7 +267,7 @@ export async function run(argv: readonly string[], io: CliIo = processIo()): Pro
           maxEntrySize?: number;
           log?: boolean;
         }) => {
-          const { startProxy } = await import("../proxy/index.js");
+          const { startProxy } = await proxyModule();
           const proxy = await startProxy({
             upstream: options.upstream,
             port: options.port,
@@ -1118,4 +1118,20 @@ if (isMain()) {
       process.exitCode = EXIT.failure;
     },
   );
+}
+
+/**
+ * The proxy, loaded on first use: it is a Fastify app, and `fastify` is an optional peer of
+ * the package. Without it, the command says what to install rather than print a module path.
+ */
+async function proxyModule(): Promise<typeof import("../proxy/index.js")> {
+  try {
+    return await import("../proxy/index.js");
+  } catch (cause) {
+    const error = cause as NodeJS.ErrnoException;
+    if (error.code === "ERR_MODULE_NOT_FOUND" && /['"]fastify['"]/.test(error.message)) {
+      throw new MissingPeerError("fastify", "cachet proxy", { cause });
+    }
+    throw cause;
+  }
 }

@@ -85,6 +85,10 @@ export async function createProxy(options: ProxyOptions): Promise<FastifyInstanc
   const staleIfError = options.staleIfError ?? "1h";
   const cache = options.cache ?? (await defaultCache(options.redis));
   const bodyLimit = options.bodyLimit ?? 100 * 1024 * 1024;
+  // What every response says of the cache (RFC 9211), these too: not looked up.
+  const statusName = options.http?.cacheStatus ?? "cachet";
+  const bypassStatus =
+    statusName === false ? undefined : `${statusName}; fwd=bypass; detail=invalid-target`;
   const app = Fastify({
     logger: options.logger === true,
     bodyLimit,
@@ -99,7 +103,7 @@ export async function createProxy(options: ProxyOptions): Promise<FastifyInstanc
         return;
       }
       readBody(request.raw, bodyLimit).then(
-        (body) => forward(upstream, timeout, request, reply, body),
+        (body) => forward(upstream, timeout, request, reply, body, bypassStatus),
         (readError: Error) =>
           reply
             .code(413)
@@ -203,6 +207,8 @@ function forward(
   request: FastifyRequest,
   reply: FastifyReply,
   body: Buffer | undefined,
+  /** `Cache-Status` of a request forwarded past the cache (the cache sets it otherwise). */
+  cacheStatus?: string | undefined,
 ): Promise<FastifyReply> {
   const headers = forwardedHeaders(request, body);
   const base = upstream.pathname.replace(/\/$/, "");
@@ -244,6 +250,7 @@ function forward(
           for (const [name, value] of Object.entries(responseHeaders(incoming.headers))) {
             reply.header(name, value);
           }
+          if (cacheStatus !== undefined) reply.header("cache-status", cacheStatus);
         } catch (error) {
           incoming.resume();
           resolve(
