@@ -103,8 +103,13 @@ export function storedResponse(
     return new NotStorable("must-understand");
   }
   if (strict("no-store") && !understood) return new NotStorable("no-store");
-  if (strict("private") && cc.get("private") === true) return new NotStorable("private");
-  if (!route.fromResponse && cc.get("no-cache") === true) return new NotStorable("no-cache");
+  // Unqualified `private`/`no-cache` (a list of fields drops those fields only), in
+  // Cache-Control or in the targeted field that governs this cache (RFC 9213 §2.1): a route's
+  // own ttl overrides the origin's lifetimes, never its word that a response is personal.
+  const unqualified = (name: string) =>
+    cc.get(name) === true || (!route.fromResponse && directives.get(name) === true);
+  if (unqualified("private")) return new NotStorable("private");
+  if (!route.fromResponse && unqualified("no-cache")) return new NotStorable("no-cache");
   // Fields named by private="…" or no-cache="…" may not be stored; the rest may.
   const unstored = qualifiedFields(cc);
   if (headers["set-cookie"] !== undefined && !unstored.has("set-cookie")) {

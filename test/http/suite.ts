@@ -243,6 +243,15 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         ["Cache-Control: no-store", { "cache-control": "no-store" }, "no-store"],
         ["Vary: *", { vary: "*" }, "vary-star"],
         ["Cache-Control: no-cache", { "cache-control": "no-cache" }, "no-cache"],
+        // The targeted fields that govern a shared cache (RFC 9213): found from outside, a
+        // route with its own ttl stored (and served to the next user) what they marked private.
+        ["CDN-Cache-Control: private", { "cdn-cache-control": "private" }, "private"],
+        ["Cachet-Cache-Control: private", { "cachet-cache-control": "private" }, "private"],
+        [
+          "CDN-Cache-Control: no-cache (Cache-Control public)",
+          { "cache-control": "public, max-age=60", "cdn-cache-control": "no-cache" },
+          "no-cache",
+        ],
       ] as const) {
         it(`never stores a response with ${what}`, async (t) => {
           const h = counted(() => ({ status: 200, headers: { ...headers }, body: "personal" }));
