@@ -407,6 +407,7 @@ export class HttpCache {
     );
     const notModified =
       !response.pending &&
+      isSuccess(record.status) &&
       (ifNoneMatchHits(state.ifNoneMatch, record.etag) ||
         notModifiedSince(state.ifModifiedSince, state.ifNoneMatch, record.lastModified));
     return { headers, notModified };
@@ -1090,8 +1091,9 @@ export class HttpCache {
     }
     const ifNoneMatch = request.headers["if-none-match"];
     if (
-      this.#etagMatches(ifNoneMatch, record, coding) ||
-      notModifiedSince(request.headers["if-modified-since"], ifNoneMatch, record.lastModified)
+      isSuccess(record.status) &&
+      (this.#etagMatches(ifNoneMatch, record, coding) ||
+        notModifiedSince(request.headers["if-modified-since"], ifNoneMatch, record.lastModified))
     ) {
       return { status: 304, headers: notModifiedHeaders(headers), body: undefined };
     }
@@ -1261,6 +1263,15 @@ function httpOutcome(f: CacheStatusFields): { outcome: HttpOutcome; reason?: str
   }
   if (MISS_DETAILS.has(reason)) return { outcome: "miss", reason };
   return { outcome: "not-storable", reason };
+}
+
+/**
+ * Whether a response's preconditions are evaluated at all: only a 2xx may become a 304 (RFC
+ * 9110 §13.2.1: a server ignores preconditions when the response would be anything else). A
+ * stored 404 or 301 is answered as itself, `Location` included.
+ */
+function isSuccess(status: number): boolean {
+  return status >= 200 && status < 300;
 }
 
 /** Details of requests that ran the handler without storing, for a reason other than the response. */

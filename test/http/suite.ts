@@ -213,6 +213,23 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         }
         assert.equal((await app.request({ url: "/s/301" })).headers.location, "/elsewhere");
         assert.equal(h.runs, 4);
+        // Preconditions apply to 2xx responses only (RFC 9110 §13.2.1): a stored 404 or 301 is
+        // answered as itself, never as a 304 (found from outside: `If-None-Match: *` got 304).
+        for (const [url, answer] of Object.entries(answers)) {
+          if (answer.status === 204) continue;
+          for (const conditional of [
+            { "if-none-match": "*" },
+            { "if-modified-since": new Date(Date.now() + 86_400_000).toUTCString() },
+          ]) {
+            const res = await app.request({ url, headers: conditional });
+            assert.equal(res.status, answer.status, `${url} ${JSON.stringify(conditional)}`);
+          }
+        }
+        assert.equal(
+          (await app.request({ url: "/s/301", headers: { "if-none-match": "*" } })).headers
+            .location,
+          "/elsewhere",
+        );
       });
 
       it("never stores other statuses, and honours a route's own allow-list", async (t) => {
