@@ -1,3 +1,4 @@
+import { unescape } from "node:querystring";
 import { digest } from "../keys.js";
 import type { HeaderValue } from "./headers.js";
 import { headerString } from "./headers.js";
@@ -8,10 +9,11 @@ const MAX_KEY_LENGTH = 200;
 /**
  * The query string with its parameters sorted by name, bytes untouched: `?b=2&a=1` and
  * `?a=1&b=2` share a key, while `?a=1%26b=2` (one parameter) and `?a=1&b=2` (two) do not.
- * Empty parameters (`?&a=1&`) are dropped. The sort is stable and compares names only, so
- * parameters repeated under one name keep their relative order: `?a=1&a=EVIL` and
- * `?a=EVIL&a=1` are different requests (frameworks hand the handler the first, or the list
- * in order).
+ * Empty parameters (`?&a=1&`) are dropped. The sort is stable and compares names as the
+ * frameworks read them (`+` a space, percent-encoding decoded), so parameters repeated under
+ * one name keep their relative order however each is spelled: `?a=1&a=EVIL` and
+ * `?a=EVIL&a=1` are different requests (frameworks hand the handler the first, or the list in
+ * order), and so are `?%61=EVIL&a=1` and `?a=1&%61=EVIL`.
  */
 export function canonicalQuery(query: string): string {
   if (query === "") return "";
@@ -19,14 +21,22 @@ export function canonicalQuery(query: string): string {
   if (query.indexOf("&") === -1) return `?${query}`;
   const params = query.split("&").filter((p) => p !== "");
   if (params.length === 0) return "";
-  if (params.length > 1) params.sort(compareParams);
-  return `?${params.join("&")}`;
+  if (params.length === 1) return `?${params[0]}`;
+  const named = params.map((param) => ({ param, name: paramName(param) }));
+  named.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return `?${named.map((p) => p.param).join("&")}`;
 }
 
-function compareParams(a: string, b: string): number {
-  const an = a.indexOf("=") === -1 ? a : a.slice(0, a.indexOf("="));
-  const bn = b.indexOf("=") === -1 ? b : b.slice(0, b.indexOf("="));
-  return an < bn ? -1 : an > bn ? 1 : 0;
+/**
+ * A parameter's name as Node's query parsers read it (`querystring`, which Express and
+ * Fastify use; Hono's decoder agrees on valid input): `+` is a space, `%XX` decoded, bytes
+ * that are not UTF-8 replaced (so such names compare equal, which only keeps their order).
+ */
+function paramName(param: string): string {
+  const eq = param.indexOf("=");
+  const raw = eq === -1 ? param : param.slice(0, eq);
+  if (raw.indexOf("%") === -1 && raw.indexOf("+") === -1) return raw;
+  return unescape(raw.replace(/\+/g, " "));
 }
 
 /**

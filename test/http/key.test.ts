@@ -160,6 +160,14 @@ describe("HTTP request keys (property-based)", () => {
     assert.equal(canonicalQuery("b=1&a=2&a=1"), "?a=2&a=1&b=1");
   });
 
+  it("keeps the order of parameters whose names decode alike (%61 is a, + and %20 a space)", () => {
+    assert.notEqual(canonicalQuery("%61=EVIL&a=1"), canonicalQuery("a=1&%61=EVIL"));
+    assert.notEqual(canonicalQuery("a+b=EVIL&a%20b=1"), canonicalQuery("a%20b=1&a+b=EVIL"));
+    assert.equal(canonicalQuery("b=2&%61=1&a=3"), "?%61=1&a=3&b=2");
+    // Names that are not UTF-8 once decoded compare alike: their order is kept too.
+    assert.notEqual(canonicalQuery("%FF=1&%FE=2"), canonicalQuery("%FE=2&%FF=1"));
+  });
+
   it("accepts only origin-form targets made of characters a path and query may hold", () => {
     for (const ok of ["/", "/posts", "/posts?userId=2", "/a/%41?b=%20&c=d?e", "/x:y@z;p=1"]) {
       assert.equal(cacheableTarget(ok), true, ok);

@@ -218,7 +218,7 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         for (const [url, answer] of Object.entries(answers)) {
           if (answer.status === 204) continue;
           for (const conditional of [
-            { "if-none-match": "*" },
+            { "if-none-match": "*" } as Record<string, string>,
             { "if-modified-since": new Date(Date.now() + 86_400_000).toUTCString() },
           ]) {
             const res = await app.request({ url, headers: conditional });
@@ -649,6 +649,12 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.equal(honest.headers["cache-status"], "cachet; fwd=uri-miss; stored");
         const sorted = await app.request({ url: "/q?b=2&a=1&a=EVIL" });
         assert.equal(sorted.body, "a is 1");
+        // However a name is spelled (found from outside: the names were sorted still encoded,
+        // so an attacker's `?%61=EVIL&a=1` was served to `?a=1&%61=EVIL`).
+        assert.equal((await app.request({ url: "/q?%61=EVIL2&a=1" })).body, "a is EVIL2");
+        const victim = await app.request({ url: "/q?a=1&%61=EVIL2" });
+        assert.equal(victim.body, "a is 1");
+        assert.equal(victim.headers["cache-status"], "cachet; fwd=uri-miss; stored");
       });
 
       it("path invalidation reaches every URL the framework routes to the same resource", async (t) => {
