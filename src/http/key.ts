@@ -1,4 +1,4 @@
-import { unescape } from "node:querystring";
+import { unescape as unescapeQuery } from "node:querystring";
 import { digest } from "../keys.js";
 import type { HeaderValue } from "./headers.js";
 import { headerString } from "./headers.js";
@@ -36,7 +36,7 @@ function paramName(param: string): string {
   const eq = param.indexOf("=");
   const raw = eq === -1 ? param : param.slice(0, eq);
   if (raw.indexOf("%") === -1 && raw.indexOf("+") === -1) return raw;
-  return unescape(raw.replace(/\+/g, " "));
+  return unescapeQuery(raw.replace(/\+/g, " "));
 }
 
 /**
