@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { unescape as unescapeQuery } from "node:querystring";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import {
@@ -74,9 +75,13 @@ function keyOf(r: Req): string {
   return requestKey(undefined, path, query, DECLARED, headers);
 }
 
+/** A parameter's name as the frameworks read it: `+` a space, percent-encoding decoded. */
+function name(p: string): string {
+  return unescapeQuery((p.includes("=") ? p.slice(0, p.indexOf("=")) : p).replace(/\+/g, " "));
+}
+
 function equivalent(a: Req, b: Req): boolean {
   // Sorted by name only, stably: equal names keep their order.
-  const name = (p: string) => (p.includes("=") ? p.slice(0, p.indexOf("=")) : p);
   const sorted = (r: Req) =>
     [...r.params].sort((x, y) => (name(x) < name(y) ? -1 : name(x) > name(y) ? 1 : 0)).join("&");
   return (
@@ -100,7 +105,6 @@ describe("HTTP request keys (property-based)", () => {
     fc.assert(
       fc.property(request, fc.func(fc.integer()), headerValue, (a, order, forwarded) => {
         // Any order that keeps parameters of one name in their relative order.
-        const name = (p: string) => (p.includes("=") ? p.slice(0, p.indexOf("=")) : p);
         const rank = new Map<string, number>();
         for (const p of a.params) if (!rank.has(name(p))) rank.set(name(p), order(name(p)));
         const shuffled = [...a.params].sort(
