@@ -840,6 +840,29 @@ describe("stale-while-revalidate", () => {
     assert.equal(await pending, "v2");
   });
 
+  it("a caller past the window never waits on a background refresh that hangs", async () => {
+    // Found from outside: the refresh started within the window hung (a stuck upstream), and
+    // every request after the window joined it and hung with it, for good, on every adapter.
+    const clock = manualClock();
+    const cache = createCache({ clock });
+    const options = { ttl: 1000, staleWhileRevalidate: 5000 };
+    await cache.getOrSet("k", () => "v1", options);
+    clock.advance(1500);
+    const hung = counter(() => new Promise<string>(() => {}));
+    assert.equal(await cache.getOrSet("k", hung, options), "v1"); // the refresh starts, hangs
+    await flush();
+    assert.equal(hung.calls, 1);
+    clock.advance(6000); // past ttl + staleWhileRevalidate: callers must wait for a value
+    const fresh = counter(() => "v2");
+    const waiting = Promise.all(
+      Array.from({ length: 10 }, () => cache.getOrSet("k", fresh, options)),
+    );
+    assert.equal(await isSettled(waiting), true, "answered, not held by the hung refresh");
+    assert.deepEqual(await waiting, Array(10).fill("v2"));
+    assert.equal(fresh.calls, 1, "the waiting callers share one call");
+    assert.equal(await cache.get("k"), "v2");
+  });
+
   it("does not call a failing factory on every request (backoff)", async () => {
     const clock = manualClock();
     const cache = createCache({ clock });

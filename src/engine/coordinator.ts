@@ -208,9 +208,12 @@ export class Coordinator {
   ): Promise<Entry> {
     const { flights } = this.#core;
     const existing = flights.get(full);
-    if (existing) return existing.promise;
+    // A caller that waits for the value never waits on a background refresh: that refresh has
+    // no deadline of its own (no client waits on it), and one that hangs would hold the key
+    // for good. It leads a call of its own, which the next waiting callers share.
+    if (existing && (background || !existing.background)) return existing.promise;
     const promise = this.#run(full, factory, policy, stale, background);
-    const flight: Flight = { promise };
+    const flight: Flight = { promise, background };
     flights.set(full, flight);
     const done = () => {
       if (flights.get(full) === flight) flights.delete(full);

@@ -28,6 +28,8 @@ export interface Decoded<T = unknown> {
 
 export interface Flight {
   readonly promise: Promise<Entry>;
+  /** A refresh nobody waits for (stale-while-revalidate, refresh ahead). */
+  readonly background: boolean;
 }
 
 /**
