@@ -115,7 +115,25 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
         body,
         tooLarge: stream !== undefined,
       };
-      const completion = http.complete(exchange, response);
+      // The head as the client gets it now; what is stored is decided a turn later, once the
+      // middleware around this one has run its code after `await next()`: a session layer adds
+      // its `Set-Cookie` there, and a response carrying one must not be shared.
+      const deferred = response.status !== 304 && !response.tooLarge && !NULL_BODY.has(res.status);
+      const completion = deferred
+        ? http.prepare(exchange, response)
+        : http.complete(exchange, response);
+      if (deferred) {
+        setImmediate(() => {
+          const late = toRecord(c.res.headers);
+          // Our own head fields are not the handler's: those it set are restored, ours dropped.
+          for (const name of Object.keys(completion.headers)) {
+            const own = response.headers[name];
+            if (own === undefined) delete late[name];
+            else late[name] = typeof own === "number" ? String(own) : own;
+          }
+          http.commit(exchange, { ...response, headers: late });
+        });
+      }
       const headers = new Headers(res.headers);
       for (const [n, v] of Object.entries(completion.headers)) headers.set(n, v);
       if (completion.notModified) {
