@@ -13,15 +13,18 @@ import fp from "fastify-plugin";
 import { useLogger } from "../engine/core.js";
 import { engineOf } from "../engine/registry.js";
 import { InvalidOptionError } from "../errors.js";
+import type { HeaderValue } from "../http/headers.js";
 import type {
   CompiledRoute,
   Decision,
   Dispatch,
+  Exchange,
   HttpCacheOptions,
   ReplyPlan,
   RouteCacheOptions,
 } from "../http/http-cache.js";
 import { DISPATCH_HEADER, dispatchHeaders, HttpCache } from "../http/http-cache.js";
+import type { HttpResponse } from "../http/types.js";
 import type { Logger } from "../logging.js";
 import { readUpTo } from "./stream.js";
 
@@ -156,7 +159,7 @@ const plugin: FastifyPluginCallback<CachetFastifyOptions> = (fastify, options, d
   }
   const early = new WeakMap<object, onRequestHookHandler | null>();
   const earlyRequests = new WeakSet<FastifyRequest>();
-  const earlySend = onSendHook(http);
+  const earlySend = onSendHook(http, true);
   const earlyInvalidate = invalidateHook(http);
   fastify.addHook("onRequest", function cachetEarlyRoute(request, reply, next) {
     const { method, url, config } = request.routeOptions;
@@ -271,7 +274,12 @@ function send(reply: FastifyReply, plan: ReplyPlan): void {
   reply.send(plan.body);
 }
 
-function onSendHook(http: HttpCache): onSendHookHandler {
+/**
+ * `deferCommit`: for routes registered before the plugin, whose `onSend` is a global hook that
+ * hooks added later run after (a session plugin's `Set-Cookie`): what is stored is decided
+ * when the head is written, on the headers the client gets.
+ */
+function onSendHook(http: HttpCache, deferCommit = false): onSendHookHandler {
   return function cachetOnSend(request, reply, payload, done) {
     const state = request.cachetState;
     if (state?.kind !== "forward") {
@@ -286,12 +294,16 @@ function onSendHook(http: HttpCache): onSendHookHandler {
       return;
     }
     const finish = (body: Uint8Array | string | undefined, out: unknown) => {
-      const completion = http.complete(exchange, {
+      const response: HttpResponse = {
         status: reply.statusCode,
         headers: reply.getHeaders(),
         body,
         tooLarge: body === undefined && out !== payload,
-      });
+      };
+      const completion = deferCommit
+        ? http.prepare(exchange, response)
+        : http.complete(exchange, response);
+      if (deferCommit) commitAtHead(http, exchange, reply, response, completion.headers);
       reply.headers(completion.headers);
       if (completion.notModified) {
         reply.code(304);
@@ -315,6 +327,41 @@ function onSendHook(http: HttpCache): onSendHookHandler {
     }
     finish(bodyOf(payload), payload);
   };
+}
+
+/**
+ * Store `response` with the headers the client gets, read when the head is written: the
+ * handler's, plus whatever later `onSend` hooks set (our own head fields left out).
+ */
+function commitAtHead(
+  http: HttpCache,
+  exchange: Exchange,
+  reply: FastifyReply,
+  response: HttpResponse,
+  own: Record<string, string>,
+): void {
+  const raw = reply.raw;
+  const writeHead = raw.writeHead;
+  let committed = false;
+  const commit = (extra: unknown) => {
+    if (committed) return;
+    committed = true;
+    const final: Record<string, HeaderValue> = { ...raw.getHeaders() };
+    if (extra !== null && typeof extra === "object" && !Array.isArray(extra)) {
+      for (const [name, value] of Object.entries(extra)) final[name.toLowerCase()] = value;
+    }
+    for (const name of Object.keys(own)) final[name] = response.headers[name];
+    http.commit(exchange, { ...response, headers: final });
+  };
+  raw.writeHead = function cachetHead(this: typeof raw, ...args: unknown[]) {
+    raw.writeHead = writeHead;
+    commit(typeof args[1] === "string" ? args[2] : args[1]);
+    return (writeHead as (...a: unknown[]) => typeof raw).apply(this, args);
+  } as typeof raw.writeHead;
+  // No head written (the connection went first): nothing is stored.
+  raw.once("close", () => {
+    if (!committed) http.abandon(exchange);
+  });
 }
 
 function invalidateHook(http: HttpCache): onSendHookHandler {

@@ -101,3 +101,36 @@ describe("the Fastify plugin registered before every route", () => {
     await app.close();
   });
 });
+
+describe("a route registered before the plugin, and a session hook added after it", {
+  timeout: 30_000,
+}, () => {
+  it("a Set-Cookie the later onSend hook adds is seen: the page is not shared", async (t) => {
+    // Found from outside: the early route's onSend is a global hook, and hooks added after the
+    // plugin (a session's cookie) ran after it; the first visitor's page was stored.
+    const app = Fastify();
+    let visitors = 0;
+    app.get("/form", { config: { cache: { ttl: "60s" } } }, async (request, reply) => {
+      reply.type("text/html");
+      return `csrf-of-${(request as unknown as { sid: string }).sid}`;
+    });
+    await app.register(cachetFastify, { cache: createCache(), logger: false });
+    app.addHook("onRequest", async (request) => {
+      (request as unknown as { sid: string }).sid = `s${++visitors}`;
+    });
+    app.addHook("onSend", async (request, reply, payload) => {
+      reply.header("set-cookie", `sid=${(request as unknown as { sid: string }).sid}`);
+      return payload;
+    });
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    t.after(() => app.close());
+    const address = app.server.address();
+    assert.ok(address && typeof address === "object");
+    const url = `http://127.0.0.1:${address.port}/form`;
+    const first = await fetch(url);
+    assert.equal(await first.text(), "csrf-of-s1");
+    const second = await fetch(url);
+    assert.equal(await second.text(), "csrf-of-s2", "not the first visitor's page");
+    assert.equal(second.headers.get("set-cookie"), "sid=s2");
+  });
+});
