@@ -80,6 +80,13 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
       const decision = await http.handle(request, route, dispatch);
       if (decision.kind === "respond") return toResponse(decision.reply);
       const exchange = decision.exchange;
+      // The client going away ends this request's part (the server aborts the request's
+      // signal on a premature close): a handler that stops there, or never answers, must not
+      // leave a truncated body stored or the requests waiting on this one held.
+      const signal = c.req.raw.signal;
+      if (exchange && !signal.aborted) {
+        signal.addEventListener("abort", () => http.abandon(exchange), { once: true });
+      }
       try {
         await next();
       } catch (error) {
