@@ -196,9 +196,11 @@ function capture(http: HttpCache, exchange: Exchange, res: Response): void {
     }
     chunks.push(buf);
   };
+  /** The content fields a 304 to the client's own conditional took off the handler's head. */
+  const dropped: Record<string, string | string[] | number> = {};
   /** The response as the handler made it: its status, its headers (not ours), the body. */
   const handlerResponse = (): HttpResponse => {
-    const headers: Record<string, string | string[] | number | undefined> = {};
+    const headers: Record<string, string | string[] | number | undefined> = { ...dropped };
     for (const [name, value] of Object.entries(res.getHeaders())) {
       if (!ours.has(name)) headers[name] = value as string | string[] | number | undefined;
     }
@@ -231,7 +233,12 @@ function capture(http: HttpCache, exchange: Exchange, res: Response): void {
     if (notModified) {
       handlerStatus = res.statusCode;
       res.statusCode = 304;
-      for (const name of CONTENT_HEADERS) original.removeHeader.call(res, name);
+      for (const name of CONTENT_HEADERS) {
+        // The 304 drops them; the stored response, the full one, keeps them.
+        const value = res.getHeader(name);
+        if (value !== undefined) dropped[name] = value;
+        original.removeHeader.call(res, name);
+      }
     }
   };
   const watch = (method: "setHeader" | "appendHeader" | "removeHeader") => {

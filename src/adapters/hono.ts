@@ -129,16 +129,21 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
       const completion = deferred
         ? http.prepare(exchange, response)
         : http.complete(exchange, response);
+      let ours: Response | undefined;
       if (deferred) {
         setImmediate(() => {
-          const late = toRecord(c.res.headers);
-          // Our own head fields are not the handler's: those it set are restored, ours dropped.
-          for (const name of Object.keys(completion.headers)) {
-            const own = response.headers[name];
-            if (own === undefined) delete late[name];
-            else late[name] = typeof own === "number" ? String(own) : own;
+          const final = c.res;
+          // A response the middleware around replaced (not one carrying this body) is not the
+          // handler's: nothing is stored.
+          if (final !== ours && (ours?.body == null || final.body !== ours.body)) {
+            http.abandon(exchange);
+            return;
           }
-          http.commit(exchange, { ...response, headers: late });
+          // The handler's fields, with what was added or changed since (a `Set-Cookie`); our
+          // own head fields, and the content fields a 304 drops, stay the handler's.
+          const late = toRecord(final.headers);
+          for (const name of Object.keys(completion.headers)) delete late[name];
+          http.commit(exchange, { ...response, headers: { ...response.headers, ...late } });
         });
       }
       const headers = new Headers(res.headers);
@@ -166,6 +171,7 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
           headers,
         });
       }
+      ours = res;
       // Assigning over an existing response merges the old headers back in; reset first.
       c.res = undefined;
       c.res = res;

@@ -173,6 +173,7 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         const full = await app.request({ url: "/lead" });
         assert.equal(full.status, 200, "the stored response is the full one");
         assert.equal(full.body, JSON.stringify({ v: 1 }));
+        assert.match(String(full.headers["content-type"]), /^application\/json/, "its head too");
         assert.equal(h.runs, 1);
       });
 
