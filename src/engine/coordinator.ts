@@ -393,7 +393,11 @@ export class Coordinator {
       try {
         value = await callFactory(factory, context, policy.hardTimeout, controller, full);
       } catch (error) {
-        if (policy.graceBackoff > 0) backoff.set(full, clock.now() + policy.graceBackoff);
+        // An answer that only may not be kept (the HTTP cache's `benign` refusals) is no failure
+        // of the origin: nothing to back off from.
+        if (policy.graceBackoff > 0 && (error as { benign?: unknown } | null)?.benign !== true) {
+          backoff.set(full, clock.now() + policy.graceBackoff);
+        }
         if (events.wants("factory-error")) events.emit("factory-error", { key: full, error });
         if (timed >= 0) {
           events.emit("factory", {

@@ -766,6 +766,19 @@ export class HttpCache {
         });
       }
       const resolution = first.value as Resolution<StoredResponse>;
+      const refusal = resolution.outcome === "stale" ? resolution.error : undefined;
+      if (refusal instanceof NotStorable && refusal.benign) {
+        // The origin answered with a response that may not be stored: it stands, the stale
+        // copy is not an answer to it. This request gets it if it produced it; others run
+        // their own handler (it may be personal).
+        if (refusal.owner === self && refusal.response) {
+          return {
+            kind: "respond",
+            reply: this.#passThrough(refusal.response, key, refusal.reason, fwd, route, request),
+          };
+        }
+        return this.#forward(fwd, refusal.reason, key, route, request);
+      }
       if (resolution.outcome === "stale" && resolution.reason !== "revalidating") {
         const refused = this.#staleRefused(resolution, request, route, key, self, fwd);
         if (refused) return refused;
@@ -900,6 +913,16 @@ export class HttpCache {
     const headers = validationHeaders(request.headers, previous);
     const requestTime = this.#tiers.clock.now();
     let response = await dispatch({ method: "GET", url: request.url, headers, host: request.host });
+    if (previous !== undefined && response.status === 304 && !sameValidator(previous, response)) {
+      // A 304 for another representation cannot update ours (RFC 9111 §4.3.4): ask again,
+      // unconditionally, for the full response.
+      response = await dispatch({
+        method: "GET",
+        url: request.url,
+        headers: validationHeaders(request.headers, undefined),
+        host: request.host,
+      });
+    }
     const responseTime = this.#tiers.clock.now();
     const validated =
       previous !== undefined && response.status === 304 && sameValidator(previous, response);

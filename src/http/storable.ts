@@ -29,6 +29,15 @@ export class NotStorable extends CachetError {
     this.response = response;
     this.owner = owner;
   }
+
+  /**
+   * The origin answered, and not with an error: a new response that may not be stored (`private`,
+   * `no-store`, `Set-Cookie`, …). Not a failure: no stale-if-error, no backoff (RFC 5861 §4 is
+   * about errors; RFC 9111 §4.2.4 allows stale only when disconnected or permitted).
+   */
+  get benign(): boolean {
+    return this.response !== undefined && this.response.status < 500;
+  }
 }
 
 /**

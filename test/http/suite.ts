@@ -1221,6 +1221,31 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.equal(after.status, 502);
         assert.equal(after.body, "upstream down");
       });
+      it("an origin answering with a response that may not be stored is answered, not replaced by the stale copy", async (t) => {
+        // Found from outside: within staleIfError, a healthy origin's new response with a
+        // Set-Cookie (or private, no-store) was treated as a failure; clients kept getting the
+        // old body, without the cookie, for the whole window (RFC 5861 §4 is about errors).
+        let personal = false;
+        const h = counted((_req, run) =>
+          personal
+            ? { status: 200, headers: { "set-cookie": `sid=s${run}` }, body: `new ${run}` }
+            : { status: 200, body: "old" },
+        );
+        const app = await setup([
+          { path: "/sie", cache: { ttl: "10s", staleIfError: "1h" }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        assert.equal((await app.request({ url: "/sie" })).body, "old");
+        personal = true;
+        app.clock.advance(11_000);
+        for (const run of [2, 3]) {
+          const res = await app.request({ url: "/sie" });
+          assert.equal(res.body, `new ${run}`);
+          assert.equal(res.headers["set-cookie"]?.toString(), `sid=s${run}`);
+          assert.match(String(res.headers["cache-status"]), /detail=set-cookie/);
+        }
+        assert.equal(h.runs, 3, "no backoff: the origin did not fail");
+      });
     });
 
     describe("serving", () => {
