@@ -962,6 +962,27 @@ export function httpSuite(name: string, adapter: AdapterFactory): void {
         assert.equal(h.runs, 2);
       });
 
+      it("a 304 for another representation is followed by an unconditional request (RFC 9111 §4.3.4)", async (t) => {
+        const seen: (string | undefined)[] = [];
+        const h = counted((req, run) => {
+          const inm = req.headers["if-none-match"];
+          seen.push(typeof inm === "string" ? inm : undefined);
+          // An origin that answers any conditional with a 304 of its current tag.
+          if (inm !== undefined) return { status: 304, headers: { etag: '"v2"' } };
+          return json({ run }, { etag: `"v${run === 1 ? 1 : 2}"`, "cache-control": "max-age=10" });
+        });
+        const app = await setup([
+          { path: "/m304", cache: { fromResponse: true }, handler: h.handler },
+        ]);
+        t.after(() => app.close());
+        await app.request({ url: "/m304" });
+        app.clock.advance(11_000);
+        const refreshed = await app.request({ url: "/m304" });
+        assert.equal(refreshed.status, 200, "not a 304 the client never asked for");
+        assert.equal(refreshed.body, JSON.stringify({ run: 3 }), "the full new response");
+        assert.deepEqual(seen, [undefined, '"v1"', undefined]);
+      });
+
       it("honours the origin's Age and Date, and replays the stored Date on hits", async (t) => {
         const date = new Date(1_700_000_000_000 - 30_000).toUTCString();
         const app = await setup([
