@@ -346,12 +346,12 @@ function commitAtHead(
   const commit = (extra: unknown) => {
     if (committed) return;
     committed = true;
-    const final: Record<string, HeaderValue> = { ...raw.getHeaders() };
+    // Fastify passes its headers to writeHead rather than setting them on the response.
+    const sent: Record<string, HeaderValue> = { ...raw.getHeaders() };
     if (extra !== null && typeof extra === "object" && !Array.isArray(extra)) {
-      for (const [name, value] of Object.entries(extra)) final[name.toLowerCase()] = value;
+      Object.assign(sent, extra);
     }
-    for (const name of Object.keys(own)) final[name] = response.headers[name];
-    http.commit(exchange, { ...response, headers: final });
+    http.commitAsSent(exchange, response, sent, own);
   };
   raw.writeHead = function cachetHead(this: typeof raw, ...args: unknown[]) {
     raw.writeHead = writeHead;

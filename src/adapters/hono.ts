@@ -139,11 +139,7 @@ export function cachetHono(options: CachetHonoOptions): CachetHono {
             http.abandon(exchange);
             return;
           }
-          // The handler's fields, with what was added or changed since (a `Set-Cookie`); our
-          // own head fields, and the content fields a 304 drops, stay the handler's.
-          const late = toRecord(final.headers);
-          for (const name of Object.keys(completion.headers)) delete late[name];
-          http.commit(exchange, { ...response, headers: { ...response.headers, ...late } });
+          http.commitAsSent(exchange, response, toRecord(final.headers), completion.headers);
         });
       }
       const headers = new Headers(res.headers);

@@ -424,6 +424,28 @@ export class HttpCache {
   }
 
   /**
+   * {@link commit} for an adapter that took the head from {@link prepare} and reads the
+   * headers again once code it does not control has run (Hono middleware after
+   * `await next()`, Fastify hooks added after the plugin): the handler's fields, with what was
+   * added or changed since (a session's `Set-Cookie`). `sent` holds the head as it went out;
+   * the cache's own fields there (`prepared`) and the content fields a 304 drops stay the
+   * handler's.
+   */
+  commitAsSent(
+    exchange: Exchange,
+    response: HttpResponse,
+    sent: Readonly<Record<string, HeaderValue>>,
+    prepared: Readonly<Record<string, string>>,
+  ): void {
+    const headers: Record<string, HeaderValue> = { ...response.headers };
+    for (const [name, value] of Object.entries(sent)) {
+      const lower = name.toLowerCase();
+      if (!(lower in prepared)) headers[lower] = value;
+    }
+    this.commit(exchange, { ...response, headers });
+  }
+
+  /**
    * The status of a response being stored: `stored` only when some tier will keep it. With the
    * remote store as the only tier and unreachable, the write is skipped (or fails): the
    * response is not stored, and says so (RFC 9211 §2.7).

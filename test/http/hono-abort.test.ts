@@ -1,13 +1,12 @@
 import assert from "node:assert/strict";
-import { request as httpRequest, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { request as httpRequest } from "node:http";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import { stream } from "hono/streaming";
 import { cachetHono } from "../../src/adapters/hono.js";
 import { createCache } from "../../src/cache.js";
+import { listenHono } from "./hono-server.js";
 
 /**
  * Hono-only: the leading request's client goes away. Found from outside: the cache was never
@@ -17,16 +16,7 @@ import { createCache } from "../../src/cache.js";
  */
 describe("Hono: the client of the leading request goes away", () => {
   async function serveApp(app: Hono) {
-    const server = await new Promise<Server>((resolve) => {
-      const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () =>
-        resolve(s as Server),
-      );
-    });
-    const { port } = server.address() as AddressInfo;
-    const close = () => {
-      server.closeAllConnections?.();
-      server.close();
-    };
+    const { port, close } = await listenHono(app);
     /** A request whose client gives up after `ms`. */
     const abandoned = async (path: string, ms: number) => {
       const req = httpRequest({ host: "127.0.0.1", port, path, agent: false });

@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
-import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import { setCookie } from "hono/cookie";
 import { cachetHono } from "../../src/adapters/hono.js";
 import { createCache } from "../../src/cache.js";
+import { listenHono } from "./hono-server.js";
 
 /**
  * Hono-only: a session layer mounted around the cached route issues its cookie after
@@ -31,12 +29,7 @@ describe("Hono: a Set-Cookie added by middleware after the cached route returned
       runs++;
       return c.html(`<input name=csrf value="csrf-of-${c.get("sid" as never)}">`);
     });
-    const server = await new Promise<Server>((resolve) => {
-      const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () =>
-        resolve(s as Server),
-      );
-    });
-    const { port } = server.address() as AddressInfo;
+    const { port, close } = await listenHono(app);
     const get = async (path: string) => {
       const response = await fetch(`http://127.0.0.1:${port}${path}`, {
         signal: AbortSignal.timeout(3_000),
@@ -46,10 +39,6 @@ describe("Hono: a Set-Cookie added by middleware after the cached route returned
         cookie: response.headers.get("set-cookie"),
         cacheStatus: response.headers.get("cache-status"),
       };
-    };
-    const close = () => {
-      server.closeAllConnections?.();
-      server.close();
     };
     return { get, close, runs: () => runs };
   }

@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
-import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import { cachetHono } from "../../src/adapters/hono.js";
 import { createCache } from "../../src/cache.js";
+import { listenHono } from "./hono-server.js";
 
 /** Hono-only: what a handler can throw (Hono hands non-Error values up the chain). */
 describe("Hono: a handler that throws a value that is not an Error", () => {
@@ -18,16 +16,8 @@ describe("Hono: a handler that throws a value that is not an Error", () => {
       if (runs === 1) throw "not an Error";
       return c.text(`ok after ${runs}`);
     });
-    const server = await new Promise<Server>((resolve) => {
-      const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () =>
-        resolve(s as Server),
-      );
-    });
-    t.after(() => {
-      server.closeAllConnections?.();
-      server.close();
-    });
-    const { port } = server.address() as AddressInfo;
+    const { port, close } = await listenHono(app);
+    t.after(close);
     const url = `http://127.0.0.1:${port}/flaky`;
     const first = await fetch(url, { signal: AbortSignal.timeout(3_000) });
     assert.equal(first.status, 500);
